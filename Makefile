@@ -1,0 +1,58 @@
+# leoflow-staging — developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help install binaries postgres lint typecheck test unit demo bench dev-up dev-down clean
+
+help:
+	@echo "make test     - install everything, build/find the control plane, ruff + mypy + import contracts + pytest"
+	@echo "make demo     - the whole lifecycle on a local control plane"
+	@echo "make dev-up   - start etcd, kube-apiserver, kube-controller-manager and PostgreSQL in the background"
+	@echo "make dev-down - stop them"
+	@echo "make bench    - benchmarks (figures, not assertions)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+binaries:
+	bash hack/build-control-plane.sh >/dev/null
+
+postgres:
+	bash hack/ensure-postgres.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+test: install binaries postgres lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+dev-up: install binaries postgres
+	$(PY) -m leoflow_staging.devenv up
+
+dev-down:
+	@if [ -x $(PY) ]; then $(PY) -m leoflow_staging.devenv down; else echo "nothing running"; fi
+
+demo: install binaries postgres
+	@echo "make demo: coming with the demo issue (#6); meanwhile: make dev-up"
+
+bench: install binaries postgres
+	@echo "make bench: coming with the benchmarks issue (#6)"
+
+clean: dev-down
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

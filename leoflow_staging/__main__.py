@@ -1,0 +1,5 @@
+import sys
+
+from leoflow_staging.cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""``python -m leoflow_staging.devenv up|down|status``: the dev control plane and PostgreSQL.
+
+``up`` starts them in the background and writes ``.dev/env`` (KUBECONFIG and
+LEOFLOW_STAGING_DATABASE_URL, shell-sourceable); ``down`` stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from leoflow_staging.devenv.assets import REPO, ensure_assets
+from leoflow_staging.devenv.controlplane import ControlPlane
+from leoflow_staging.devenv.postgres import Postgres, find_bindir
+from leoflow_staging.devenv.processes import kill_group
+
+DEV = REPO / ".dev"
+STATE = DEV / "state.json"
+DATABASE = "leoflow"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _state() -> dict[str, object] | None:
+    if not STATE.exists():
+        return None
+    data: dict[str, object] = json.loads(STATE.read_text())
+    return data
+
+
+def up() -> int:
+    state = _state()
+    pids = state.get("pids", []) if state else []
+    if state and isinstance(pids, list) and pids and all(_alive(int(p)) for p in pids):
+        print(f"already up; source {DEV / 'env'}")
+        return 0
+    down(quiet=True)
+    DEV.mkdir(exist_ok=True)
+    assets = ensure_assets()
+    plane = ControlPlane(assets=assets, workdir=DEV / "controlplane", die_with_parent=False)
+    pg = Postgres(workdir=Path("/tmp") / f"leoflow-dev-pg-{os.getuid()}", die_with_parent=False)
+    try:
+        plane.start()
+        pg.start()
+        subprocess.run([str(find_bindir() / "createdb"), "-h", "127.0.0.1", "-p", str(pg.port),
+                        "-U", "leoflow", DATABASE], check=True, capture_output=True)
+    except BaseException:
+        plane.stop()
+        pg.stop()
+        raise
+    url = pg.libpq_url(DATABASE)
+    (DEV / "env").write_text(
+        f"export KUBECONFIG={plane.kubeconfig_path}\n"
+        f"export LEOFLOW_STAGING_DATABASE_URL={url}\n"
+        f"export PATH={assets}:$PATH\n"
+    )
+    STATE.write_text(json.dumps({
+        "pids": [*plane.pids(), pg.process.pid if pg.process else 0],
+        "pg_workdir": str(pg.workdir),
+        "logs": [str(p) for p in plane.log_paths()],
+    }, indent=2))
+    print(f"control plane at {plane.server}, PostgreSQL at {url}")
+    print(f"logs in {DEV / 'controlplane' / 'logs'}; now: . {DEV / 'env'}")
+    return 0
+
+
+def down(*, quiet: bool = False) -> int:
+    state = _state()
+    if state is None:
+        if not quiet:
+            print("nothing running")
+        return 0
+    pids = state.get("pids", [])
+    for pid in reversed(pids if isinstance(pids, list) else []):
+        if int(pid) > 0:
+            kill_group(int(pid))
+    pg_workdir = state.get("pg_workdir")
+    if isinstance(pg_workdir, str):
+        shutil.rmtree(pg_workdir, ignore_errors=True)
+    shutil.rmtree(DEV, ignore_errors=True)
+    if not quiet:
+        print("stopped")
+    return 0
+
+
+def status() -> int:
+    state = _state()
+    pids = state.get("pids", []) if state else []
+    if not isinstance(pids, list) or not pids:
+        print("down")
+        return 1
+    alive = [int(p) for p in pids if _alive(int(p))]
+    print(f"{len(alive)}/{len(pids)} processes alive")
+    return 0 if len(alive) == len(pids) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leoflow_staging.devenv")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    if args.action == "up":
+        return up()
+    if args.action == "down":
+        return down()
+    return status()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

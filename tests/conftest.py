@@ -1,0 +1,97 @@
+"""Session fixtures: the real control plane and the real PostgreSQL, started once, never leaked.
+
+In CI (CI=true) a missing binary or a failed build is a test failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from leoflow_staging.devenv.assets import ensure_assets
+from leoflow_staging.devenv.controlplane import ControlPlane
+from leoflow_staging.devenv.postgres import Postgres
+from leoflow_staging.devenv.processes import log_tail
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def unavailable(reason: str) -> None:
+    """Fail in CI, skip on a developer machine that lacks a tool."""
+    if IN_CI:
+        pytest.fail(f"required for CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    try:
+        return ensure_assets()
+    except (RuntimeError, FileNotFoundError) as exc:
+        unavailable(f"control-plane binaries: {exc}")
+        raise  # unreachable: unavailable() always raises
+
+
+@pytest.fixture(scope="session")
+def control_plane(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(assets=assets, workdir=tmp_path_factory.mktemp("controlplane"))
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(control_plane: ControlPlane) -> Path:
+    return control_plane.kubeconfig_path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    server = Postgres()
+    try:
+        server.start()
+    except FileNotFoundError as exc:
+        unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.cleanup()
+
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture
+def database_url(postgres: Postgres) -> Iterator[str]:
+    """A fresh, empty database for this test (dropped afterwards)."""
+    name = f"t{os.getpid()}_{next(_db_counter)}"
+    admin = sa.create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    try:
+        yield postgres.url(name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    """On failure of a test that used the control plane, show the tail of each component's log."""
+    report = yield
+    if report.failed and "control_plane" in getattr(item, "fixturenames", ()):
+        plane = item.funcargs.get("control_plane") if hasattr(item, "funcargs") else None
+        if isinstance(plane, ControlPlane):
+            for path in plane.log_paths():
+                report.sections.append((f"log {path.name}", log_tail(path, 30)))
+    return report
