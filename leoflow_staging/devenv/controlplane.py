@@ -15,13 +15,18 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from certs.issuance import KeyPair, issue_ca, issue_client, issue_serving
 from leoflow_staging.devenv.processes import ManagedProcess, free_port
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 # pvc-protection removes the finalizer of a deleted claim; the garbage collector follows
 # ownerReferences; namespace deletes a namespace's content; serviceaccount makes "default".
-CONTROLLERS = "garbage-collector,namespace,pvc-protection,pv-protection,serviceaccount"
+CONTROLLERS = ",".join(f"{c}-controller" for c in (
+    "garbage-collector", "namespace", "persistentvolumeclaim-protection",
+    "persistentvolume-protection", "serviceaccount"))
 _VALIDITY = dt.timedelta(days=7)
 
 
@@ -31,18 +36,21 @@ def _write(path: Path, data: bytes, mode: int = 0o600) -> Path:
     return path
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def kubeconfig(*, server: str, ca_pem: bytes, client: KeyPair, user: str) -> str:
     """A kubeconfig (JSON is valid YAML) with embedded credentials."""
-    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
     return json.dumps(
         {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "leoflow-dev", "cluster": {
-                "server": server, "certificate-authority-data": b64(ca_pem)}}],
+                "server": server, "certificate-authority-data": _b64(ca_pem)}}],
             "users": [{"name": user, "user": {
-                "client-certificate-data": b64(client.cert_pem),
-                "client-key-data": b64(client.key_pem)}}],
+                "client-certificate-data": _b64(client.cert_pem),
+                "client-key-data": _b64(client.key_pem)}}],
             "contexts": [{"name": "leoflow-dev", "context": {"cluster": "leoflow-dev", "user": user}}],
             "current-context": "leoflow-dev",
         },
@@ -88,13 +96,17 @@ class ControlPlane:
         admin = issue_client(ca, common_name="leoflow-admin", organizations=("system:masters",),
                              now=now, validity=_VALIDITY)
         kcm = issue_client(ca, common_name="system:kube-controller-manager", now=now, validity=_VALIDITY)
-        sa = issue_ca(common_name="service-accounts", now=now, validity=_VALIDITY)  # only its key is used
+        sa_key = ec.generate_private_key(ec.SECP256R1())
         paths = {
             "ca": _write(pki / "ca.crt", ca.cert_pem, 0o644),
             "ca-key": _write(pki / "ca.key", ca.key_pem),
             "serving-cert": _write(pki / "apiserver.crt", serving.cert_pem, 0o644),
             "serving-key": _write(pki / "apiserver.key", serving.key_pem),
-            "sa-key": _write(pki / "sa.key", sa.key_pem),
+            "sa-key": _write(pki / "sa.key", sa_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption())),
+            "sa-pub": _write(pki / "sa.pub", sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644),
         }
         self.kubeconfig_path = self.workdir / "kubeconfig"
         self._admin = admin
@@ -120,7 +132,7 @@ class ControlPlane:
     def get(self, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
         """GET ``path`` on the apiserver as admin."""
         req = urllib.request.Request(self.server + path)
-        with urllib.request.urlopen(req, context=self._tls_context(), timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, context=self._tls_context(), timeout=timeout) as resp:
             return int(resp.status), bytes(resp.read())
 
     def start(self, *, timeout: float = 90.0) -> None:
@@ -144,7 +156,7 @@ class ControlPlane:
         ], logs / "etcd.log", self.die_with_parent)
         self.processes.append(etcd)
         etcd.start()
-        etcd.wait_healthy(lambda: b'"health":"true"' in urllib.request.urlopen(  # noqa: S310
+        etcd.wait_healthy(lambda: b'"health":"true"' in urllib.request.urlopen(
             etcd_url + "/health", timeout=2).read(), timeout=timeout)
 
         apiserver = ManagedProcess("kube-apiserver", [
@@ -162,7 +174,7 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             "--authorization-mode=RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki['sa-key']}",
+            f"--service-account-key-file={pki['sa-pub']}",
             f"--service-account-signing-key-file={pki['sa-key']}",
             "--profiling=false",
             "--v=1",
@@ -182,7 +194,7 @@ class ControlPlane:
             f"--secure-port={kcm_port}",
             "--bind-address=127.0.0.1",
             f"--cert-dir={self.workdir / 'kcm-certs'}",
-            "--use-service-account-credentials=false",
+            "--use-service-account-credentials=true",
             "--v=1",
         ], logs / "kube-controller-manager.log", self.die_with_parent)
         self.processes.append(kcm)
@@ -190,7 +202,7 @@ class ControlPlane:
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; only /healthz is read
-        kcm.wait_healthy(lambda: urllib.request.urlopen(  # noqa: S310
+        kcm.wait_healthy(lambda: urllib.request.urlopen(
             f"https://127.0.0.1:{kcm_port}/healthz", context=insecure, timeout=2).status == 200,
             timeout=timeout)
 

@@ -34,7 +34,7 @@ def find_bindir() -> Path:
     )
 
 
-def _run_as() -> list[str]:
+def _run_as(*, die_with_parent: bool = True) -> list[str]:
     """PostgreSQL refuses to run as root: demote to the 'postgres' (or 'nobody') user."""
     if os.geteuid() != 0:
         return []
@@ -44,7 +44,7 @@ def _run_as() -> list[str]:
         except KeyError:
             continue
         return ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}",
-                "--init-groups", "--pdeathsig=KILL", "--"]
+                "--init-groups", *(["--pdeathsig=KILL"] if die_with_parent else []), "--"]
     raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' user exists")
 
 
@@ -83,7 +83,7 @@ class Postgres:
         if owner:
             for path in (self.workdir, sockets):
                 os.chown(path, *owner)
-        prefix = _run_as()
+        prefix = _run_as(die_with_parent=self.die_with_parent)
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
         if not (data / "PG_VERSION").exists():

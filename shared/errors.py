@@ -1,0 +1,31 @@
+"""The exception tree of leoflow-staging. Errors are mapped to denials, HTTP statuses or exit
+codes only at the edges (the webhook's HTTP shell, the CLI).
+
+    StagingError
+    ├── SettingsError        a configuration value is missing or malformed
+    ├── DatabaseUnavailable  the metadatabase cannot be reached or timed out (retriable)
+    └── KubeUnavailable      the Kubernetes API cannot be reached, timed out or failed (retriable)
+        └── KubeForbidden    the API refused the call (RBAC, quota, admission): not retriable as is
+"""
+
+from __future__ import annotations
+
+
+class StagingError(Exception):
+    """Base of every error this product raises on purpose."""
+
+
+class SettingsError(StagingError):
+    """A configuration value (environment variable or flag) is missing or malformed."""
+
+
+class DatabaseUnavailable(StagingError):
+    """The metadatabase could not be reached or did not answer in time."""
+
+
+class KubeUnavailable(StagingError):
+    """The Kubernetes API could not be reached, timed out, or answered with a server error."""
+
+
+class KubeForbidden(KubeUnavailable):
+    """The Kubernetes API refused the call (RBAC, ResourceQuota, an admission policy)."""

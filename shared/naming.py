@@ -1,0 +1,61 @@
+"""Pure naming rules: label-safe ids and the run's deterministic PVC name (contracts 1 and 3)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+PVC_PREFIX = "leoflow-staging-"
+MAX_NAME = 63
+HASH_LEN = 10  # hex digits of sha256 over the raw (dag_id, run_id) pair: 40 bits
+MAX_ID_LEN = 250  # the orchestrator's id columns are VARCHAR(250)
+
+_LABEL_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_BAD_CHARS = re.compile(r"[^-A-Za-z0-9_.]")
+_DNS_BAD_CHARS = re.compile(r"[^a-z0-9]+")
+
+
+def pair_hash(dag_id: str, run_id: str, length: int = HASH_LEN) -> str:
+    """A stable hex digest of the raw pair; the NUL separator keeps ("a-b","c") and ("a","b-c") apart."""
+    digest = hashlib.sha256(f"{dag_id}\x00{run_id}".encode("utf-8", "surrogatepass")).hexdigest()
+    return digest[:length]
+
+
+def is_label_value(value: str) -> bool:
+    """True when ``value`` is a valid Kubernetes label value (<= 63 chars, alnum at both ends)."""
+    return len(value) <= 63 and bool(_LABEL_OK.match(value))
+
+
+def label_safe(value: str) -> str:
+    """A valid label value for ``value``: itself when already valid, else a sanitised form
+    with a hash of the raw value appended (Airflow's make_safe_label_value approach)."""
+    if is_label_value(value):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    cleaned = _LABEL_BAD_CHARS.sub("-", value)[: 63 - len(digest) - 1].strip("-_.")
+    return f"{cleaned}-{digest}" if cleaned else digest
+
+
+def _dns_part(value: str) -> str:
+    return _DNS_BAD_CHARS.sub("-", value.lower()).strip("-")
+
+
+def pvc_name(dag_id: str, run_id: str) -> str:
+    """``leoflow-staging-<dag part>-<run part>-<hash>``: a DNS-1123 label of <= 63 characters,
+    deterministic for the pair, readable parts from the ids, unique through the hash."""
+    digest = pair_hash(dag_id, run_id)
+    budget = MAX_NAME - len(PVC_PREFIX) - len(digest)  # room for "<dag>-<run>-"
+    dag, run = _dns_part(dag_id), _dns_part(run_id)
+    # Share the room fairly: each part gets half, a short part lends its leftover to the other.
+    half = (budget - 2) // 2
+    dag_room = max(half, budget - 2 - len(run)) if run else budget - 1
+    dag = dag[:dag_room].rstrip("-")
+    run_room = budget - (len(dag) + 1 if dag else 0) - 1
+    run = run[: max(run_room, 0)].rstrip("-")
+    parts = [p for p in (dag, run) if p]
+    return PVC_PREFIX + "".join(f"{p}-" for p in parts) + digest
+
+
+def is_staging_pvc_name(name: str) -> bool:
+    """True when ``name`` is in this product's reserved PVC name space."""
+    return name.startswith(PVC_PREFIX)

@@ -1,0 +1,133 @@
+"""Settings: the only reader of the environment. Read once at an entry point, passed down.
+
+Every variable is ``LEOFLOW_STAGING_<NAME>``; the README's configuration table lists them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from shared.errors import SettingsError
+
+PREFIX = "LEOFLOW_STAGING_"
+DEFAULT_DATABASE_URL = "sqlite:///leoflow-staging.db"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+@dataclass(frozen=True)
+class RunsTable:
+    """Where the orchestrator keeps its runs (read only)."""
+
+    table: str = "dag_run"
+    dag_id_column: str = "dag_id"
+    run_id_column: str = "run_id"
+    state_column: str = "state"
+    end_date_column: str = "end_date"
+    success_states: tuple[str, ...] = ("success",)
+    failed_states: tuple[str, ...] = ("failed",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of both programs, with its default."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    kubeconfig: str | None = None  # None: in-cluster config, else ~/.kube/config
+    storage_class: str | None = None  # a configured class must exist
+    rwx_provisioners: tuple[str, ...] = ()  # extra provisioners known to give filesystem RWX
+    default_size: str = "10Gi"
+    max_size: str = "1Ti"
+    failed_ttl: dt.timedelta = dt.timedelta(hours=24)
+    runs: RunsTable = field(default_factory=RunsTable)
+    db_timeout: float = 2.0  # seconds: connect and statement timeout
+    kube_timeout: float = 3.0  # seconds: each Kubernetes API call
+    class_cache_seconds: float = 10.0  # how long a StorageClass listing is reused
+    host: str = "0.0.0.0"  # a webhook serves the cluster network
+    port: int = 8443
+    cert_file: str | None = None
+    key_file: str | None = None
+    workers: int = 2
+    threads: int = 8
+    max_body_bytes: int = 3 * 1024 * 1024  # etcd's request limit; no pod is larger
+    gc_batch_size: int = 500
+    adopt_min_age: dt.timedelta = dt.timedelta(minutes=2)
+    log_level: str = "INFO"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with the given fields replaced (flags given on the command line)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _duration(name: str, raw: str) -> dt.timedelta:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", raw)
+    if not match:
+        raise SettingsError(f"{PREFIX}{name}={raw!r}: expected a duration like 90s, 30m, 24h or 1d")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return dt.timedelta(seconds=value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+
+
+def _number(name: str, raw: str, kind: type[int] | type[float], minimum: float) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}={raw!r}: expected a {kind.__name__}") from None
+    if value < minimum:
+        raise SettingsError(f"{PREFIX}{name}={raw!r}: must be >= {minimum}")
+    return value
+
+
+def _identifier(name: str, raw: str) -> str:
+    if not _IDENT.match(raw):
+        raise SettingsError(f"{PREFIX}{name}={raw!r}: expected an SQL identifier (optionally schema.table)")
+    return raw
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def from_env(environ: Mapping[str, str]) -> Settings:
+    """Settings from ``LEOFLOW_STAGING_*`` variables; unknown variables with the prefix are errors."""
+    env = {k[len(PREFIX):]: v for k, v in environ.items() if k.startswith(PREFIX)}
+    known_top = {f.name.upper() for f in fields(Settings)} - {"RUNS"}
+    known_runs = {"RUNS_" + f.name.upper() for f in fields(RunsTable)}
+    unknown = sorted(set(env) - known_top - known_runs)
+    if unknown:
+        raise SettingsError("unknown setting(s): " + ", ".join(PREFIX + u for u in unknown))
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        key = f.name.upper()
+        if key not in env or f.name == "runs":
+            continue
+        raw = env[key]
+        default = getattr(defaults, f.name)
+        if isinstance(default, dt.timedelta):
+            values[f.name] = _duration(key, raw)
+        elif isinstance(default, bool):
+            values[f.name] = raw.lower() in {"1", "true", "yes"}
+        elif isinstance(default, int):
+            values[f.name] = _number(key, raw, int, 1)
+        elif isinstance(default, float):
+            values[f.name] = _number(key, raw, float, 0)
+        elif isinstance(default, tuple):
+            values[f.name] = _csv(raw)
+        else:
+            values[f.name] = raw or None if default is None else raw
+    runs_values: dict[str, Any] = {}
+    for f in fields(RunsTable):
+        key = "RUNS_" + f.name.upper()
+        if key in env:
+            raw = env[key]
+            runs_values[f.name] = (_csv(raw) if f.name.endswith("_states")
+                                   else _identifier(key, raw))
+    if runs_values:
+        values["runs"] = RunsTable(**runs_values)
+    if values.get("log_level", "INFO").upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(
+            f"{PREFIX}LOG_LEVEL={values['log_level']!r}: expected DEBUG, INFO, WARNING or ERROR")
+    return Settings(**values)
