@@ -1,42 +1,109 @@
-"""The ``leoflow-staging`` console script: one entry point, one subcommand per program."""
+"""The ``leoflow-staging`` console script: one entry point, one subcommand per program.
+
+Settings are read once here (environment, then flags); errors become exit codes here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from leoflow_staging import __version__
+from shared.errors import SettingsError, StagingError
+from shared.settings import Settings, from_env
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
 
 
-def _not_implemented(args: argparse.Namespace) -> int:
-    print(f"leoflow-staging {args.command}: not implemented yet", file=sys.stderr)
-    return 2
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from webhook.serving import serve  # noqa: PLC0415 - keep `--help` and other commands light
+
+    serve(settings.with_overrides(host=args.host, port=args.port, cert_file=args.cert_file,
+                                  key_file=args.key_file, workers=args.workers, threads=args.threads))
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from leoflow_staging.commands import migrate  # noqa: PLC0415
+
+    return migrate(settings)
+
+
+def _gc(settings: Settings, args: argparse.Namespace) -> int:
+    from leoflow_staging.commands import gc  # noqa: PLC0415
+
+    return gc(settings, dry_run=args.dry_run)
+
+
+def _volumes(settings: Settings, args: argparse.Namespace) -> int:
+    from leoflow_staging.commands import volumes  # noqa: PLC0415
+
+    return volumes(settings, state=args.state, dag=args.dag, run=args.run, as_json=args.json,
+                   limit=args.limit)
+
+
+def _certs(settings: Settings, args: argparse.Namespace) -> int:
+    from leoflow_staging.commands import certs  # noqa: PLC0415
+
+    return certs(settings, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leoflow-staging",
-        description="Per-DAG-run ReadWriteMany staging volumes for Leoflow.",
+        description="Per-DAG-run ReadWriteMany staging volumes for Leoflow. Configuration comes from "
+                    "LEOFLOW_STAGING_* environment variables (see the README); flags override them.",
     )
     parser.add_argument("--version", action="version", version=f"leoflow-staging {__version__}")
+    parser.add_argument("--database-url", help="override LEOFLOW_STAGING_DATABASE_URL")
+    parser.add_argument("--kubeconfig", help="override LEOFLOW_STAGING_KUBECONFIG (default: in-cluster)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("serve", help="run the HTTPS mutating admission webhook (gunicorn)")
+
+    serve = sub.add_parser("serve", help="run the HTTPS mutating admission webhook (gunicorn)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--cert-file")
+    serve.add_argument("--key-file")
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--threads", type=int)
+    serve.set_defaults(func=_serve)
+
     gc = sub.add_parser("gc", help="run one GC sweep (what the CronJob runs)")
     gc.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
-    sub.add_parser("migrate", help="create or upgrade the database schema")
+    gc.set_defaults(func=_gc)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.set_defaults(func=_migrate)
+
     volumes = sub.add_parser("volumes", help="show the staging_volumes audit table")
-    volumes.add_argument("--state")
-    volumes.add_argument("--dag")
-    volumes.add_argument("--run")
-    volumes.add_argument("--json", action="store_true")
-    sub.add_parser("certs", help="CA and serving certificate generation, Secret and caBundle wiring")
+    volumes.add_argument("--state", choices=["active", "reclaiming", "deleted"])
+    volumes.add_argument("--dag", help="only this DAG id")
+    volumes.add_argument("--run", help="only this run id")
+    volumes.add_argument("--limit", type=int, default=None, help="at most this many rows (newest first)")
+    volumes.add_argument("--json", action="store_true", help="one JSON object per line")
+    volumes.set_defaults(func=_volumes)
+
+    certs = sub.add_parser("certs", help="CA and serving certificate generation, Secret and caBundle wiring")
+    certs.set_defaults(func=_certs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return _not_implemented(args)
+    try:
+        settings = from_env(os.environ).with_overrides(database_url=args.database_url,
+                                                       kubeconfig=args.kubeconfig)
+        code: int = args.func(settings, args)
+        return code
+    except SettingsError as exc:
+        print(f"leoflow-staging {args.command}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StagingError as exc:
+        print(f"leoflow-staging {args.command}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
 
 
 if __name__ == "__main__":

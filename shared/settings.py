@@ -44,7 +44,8 @@ class Settings:
     failed_ttl: dt.timedelta = dt.timedelta(hours=24)
     runs: RunsTable = field(default_factory=RunsTable)
     db_timeout: float = 2.0  # seconds: connect and statement timeout
-    kube_timeout: float = 3.0  # seconds: each Kubernetes API call
+    kube_timeout: float = 2.0  # seconds: each Kubernetes API call
+    request_budget: float = 7.0  # seconds: one admission answers within this (webhook timeout is 10)
     class_cache_seconds: float = 10.0  # how long a StorageClass listing is reused
     host: str = "0.0.0.0"  # a webhook serves the cluster network
     port: int = 8443

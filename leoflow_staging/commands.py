@@ -1,0 +1,65 @@
+"""The subcommands other than ``serve``: each reads nothing but its settings and arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from shared.db import migrate as migrations
+from shared.db import volumes_repo
+from shared.db.engine import describe, make_engine, translate_errors
+from shared.settings import Settings
+from shared.volumes import VolumeRecord
+
+
+def migrate(settings: Settings) -> int:
+    engine = make_engine(settings.database_url, timeout=max(settings.db_timeout, 30.0))
+    with translate_errors(f"migrating {describe(settings.database_url)}"):
+        before = migrations.current(engine)
+        reached = migrations.upgrade(engine)
+    print(f"schema at revision {reached} (was {before or 'empty'}) in {describe(settings.database_url)}")
+    return 0
+
+
+def gc(settings: Settings, *, dry_run: bool) -> int:
+    print("leoflow-staging gc: not implemented yet", file=sys.stderr)
+    return 2
+
+
+def _row(v: VolumeRecord) -> dict[str, object]:
+    return {
+        "id": v.id, "namespace": v.namespace, "pvc": v.pvc_name, "pvc_uid": v.pvc_uid, "dag_id": v.dag_id,
+        "run_id": v.run_id, "storage_class": v.storage_class, "size": v.size, "state": v.state.value,
+        "created_at": v.created_at.isoformat(), "deleted_at": v.deleted_at.isoformat() if v.deleted_at else None,
+        "delete_reason": v.delete_reason.value if v.delete_reason else None, "detail": v.detail,
+    }
+
+
+def volumes(settings: Settings, *, state: str | None, dag: str | None, run: str | None, as_json: bool,
+            limit: int | None) -> int:
+    engine = make_engine(settings.database_url, timeout=settings.db_timeout)
+    with translate_errors("reading staging_volumes"), engine.connect() as conn:
+        rows = volumes_repo.list_volumes(conn, state=state, dag_id=dag, run_id=run, limit=limit)
+    if as_json:
+        for v in rows:
+            print(json.dumps(_row(v)))
+        return 0
+    header = ("NAMESPACE", "PVC", "DAG", "RUN", "STATE", "CREATED", "DELETED", "REASON")
+    table = [header] + [
+        (v.namespace, v.pvc_name, v.dag_id, v.run_id, v.state.value,
+         v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+         v.deleted_at.strftime("%Y-%m-%d %H:%M:%S") if v.deleted_at else "-",
+         v.delete_reason.value if v.delete_reason else "-")
+        for v in rows
+    ]
+    safe = [[json.dumps(c)[1:-1] for c in r] for r in table]  # ids may hold control characters
+    widths = [max(len(r[i]) for r in safe) for i in range(len(header))]
+    for r in safe:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def certs(settings: Settings, args: argparse.Namespace) -> int:
+    print("leoflow-staging certs: not implemented yet", file=sys.stderr)
+    return 2

@@ -1,0 +1,70 @@
+"""Engines with bounded waits, and the mapping of driver errors to ``DatabaseUnavailable``."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from shared.errors import DatabaseUnavailable
+
+
+def make_engine(url: str, *, timeout: float, pool_size: int = 5) -> sa.Engine:
+    """An engine whose connect, statement and lock waits are all bounded by ``timeout`` seconds."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        millis = max(1, int(timeout * 1000))
+        return sa.create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+            pool_timeout=timeout,
+            pool_recycle=300,
+            connect_args={
+                "connect_timeout": max(1, math.ceil(timeout)),
+                "options": f"-c statement_timeout={millis} -c lock_timeout={millis}"
+                           f" -c idle_in_transaction_session_timeout={millis * 10}",
+                "application_name": "leoflow-staging",
+                "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+            },
+        )
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": timeout, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: object, _record: object) -> None:
+            cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<malformed database URL>"
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn driver-level failures (down, timeout, pool exhausted) into ``DatabaseUnavailable``."""
+    try:
+        yield
+    except exc.TimeoutError as err:
+        raise DatabaseUnavailable(f"{what}: timed out waiting for a database connection") from err
+    except (exc.OperationalError, exc.InterfaceError) as err:
+        first = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise DatabaseUnavailable(f"{what}: {first}") from err

@@ -1,0 +1,47 @@
+"""Schema migrations with Alembic, in our own version table (the orchestrator owns ``alembic_version``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+VERSION_TABLE = "leoflow_staging_alembic_version"
+_SCRIPTS = Path(__file__).resolve().parent / "migrations"
+
+
+def _config(conn: sa.Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_SCRIPTS))
+    if conn is not None:
+        config.attributes["connection"] = conn
+    return config
+
+
+def head() -> str:
+    """The newest revision this code knows."""
+    rev = ScriptDirectory.from_config(_config()).get_current_head()
+    if rev is None:  # pragma: no cover - the package always ships revisions
+        raise RuntimeError("no migrations found")
+    return rev
+
+
+def current(engine: sa.Engine) -> str | None:
+    """The revision the database is at (None when never migrated)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> str:
+    """Bring the schema to ``revision``; safe to run again. Returns the revision reached."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two migrate Jobs at once (a re-run hook) wait for each other instead of racing.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('leoflow-staging-migrate'))"))
+        command.upgrade(_config(conn), revision)
+    reached = current(engine)
+    return reached or ""

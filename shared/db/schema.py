@@ -1,0 +1,68 @@
+"""Table definitions: ``staging_volumes`` (ours) and the orchestrator's runs table (read only)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shared.settings import RunsTable
+from shared.volumes import DeleteReason, VolumeState
+
+metadata = sa.MetaData()
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+staging_volumes = sa.Table(
+    "staging_volumes",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("namespace", sa.String(63), nullable=False),
+    sa.Column("pvc_name", sa.String(63), nullable=False),
+    sa.Column("pvc_uid", sa.String(64), nullable=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("storage_class", sa.String(253), nullable=False),
+    sa.Column("size", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reclaim_started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("delete_reason", sa.String(32), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.CheckConstraint(
+        "state IN (" + ", ".join(f"'{s.value}'" for s in VolumeState) + ")",
+        name="ck_staging_volumes_state",
+    ),
+    sa.CheckConstraint(
+        "delete_reason IS NULL OR delete_reason IN ("
+        + ", ".join(f"'{r.value}'" for r in DeleteReason) + ")",
+        name="ck_staging_volumes_delete_reason",
+    ),
+)
+
+LIVE = staging_volumes.c.state != VolumeState.DELETED.value
+
+# At most one not-deleted row per (namespace, pvc_name); deleted rows stay as the audit trail.
+sa.Index(
+    "uq_staging_volumes_live",
+    staging_volumes.c.namespace,
+    staging_volumes.c.pvc_name,
+    unique=True,
+    postgresql_where=sa.text("state <> 'deleted'"),
+    sqlite_where=sa.text("state <> 'deleted'"),
+)
+sa.Index("ix_staging_volumes_state_id", staging_volumes.c.state, staging_volumes.c.id)
+sa.Index("ix_staging_volumes_run", staging_volumes.c.dag_id, staging_volumes.c.run_id)
+
+
+def runs_table(config: RunsTable) -> sa.Table:
+    """The orchestrator's runs table as configured; only the columns we read."""
+    schema, _, name = config.table.rpartition(".")
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column(config.dag_id_column, sa.String(250), key="dag_id"),
+        sa.Column(config.run_id_column, sa.String(250), key="run_id"),
+        sa.Column(config.state_column, sa.String(50), key="state"),
+        sa.Column(config.end_date_column, sa.DateTime(timezone=True), key="end_date"),
+        schema=schema or None,
+    )

@@ -1,0 +1,153 @@
+"""Reads and writes of ``staging_volumes``; every function takes a connection, returns plain data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shared.db.schema import LIVE, staging_volumes
+from shared.volumes import DeleteReason, NewVolume, VolumeRecord, VolumeState
+
+T = staging_volumes
+
+
+def _record(row: sa.Row[Any]) -> VolumeRecord:
+    m = row._mapping
+    return VolumeRecord(
+        id=m["id"], namespace=m["namespace"], pvc_name=m["pvc_name"], pvc_uid=m["pvc_uid"],
+        dag_id=m["dag_id"], run_id=m["run_id"], storage_class=m["storage_class"], size=m["size"],
+        state=VolumeState(m["state"]), created_at=_utc(m["created_at"]),
+        reclaim_started_at=_utc(m["reclaim_started_at"]), deleted_at=_utc(m["deleted_at"]),
+        delete_reason=DeleteReason(m["delete_reason"]) if m["delete_reason"] else None,
+        detail=m["detail"],
+    )
+
+
+def _utc(value: Any) -> Any:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def live_volume(conn: sa.Connection, namespace: str, pvc_name: str, *, lock: bool) -> VolumeRecord | None:
+    """The not-deleted row for the PVC; with ``lock``, a shared row lock held until commit, so a
+    concurrent GC transition is either seen or waits for this transaction."""
+    query = sa.select(T).where(T.c.namespace == namespace, T.c.pvc_name == pvc_name, LIVE)
+    if lock:
+        query = query.with_for_update(read=True)
+    row = conn.execute(query).first()
+    return _record(row) if row else None
+
+
+def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -> None:
+    """Record a new active volume unless a live row for the PVC already exists (then nothing)."""
+    values = {
+        "namespace": volume.namespace, "pvc_name": volume.pvc_name, "pvc_uid": volume.pvc_uid,
+        "dag_id": volume.dag_id, "run_id": volume.run_id, "storage_class": volume.storage_class,
+        "size": volume.size, "state": VolumeState.ACTIVE.value, "created_at": now,
+    }
+    where = sa.text("state <> 'deleted'")
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(T).values(values).on_conflict_do_nothing(
+            index_elements=["namespace", "pvc_name"], index_where=where)
+    elif conn.dialect.name == "sqlite":
+        stmt = sqlite.insert(T).values(values).on_conflict_do_nothing(
+            index_elements=["namespace", "pvc_name"], index_where=where)
+    else:  # pragma: no cover - other dialects are not supported
+        raise NotImplementedError(conn.dialect.name)
+    conn.execute(stmt)
+
+
+def close_missing(conn: sa.Connection, row_id: int, *, now: dt.datetime, detail: str) -> bool:
+    """Close an active row whose PVC no longer exists (reason ``pvc_missing``)."""
+    result = conn.execute(
+        sa.update(T)
+        .where(T.c.id == row_id, T.c.state == VolumeState.ACTIVE.value)
+        .values(state=VolumeState.DELETED.value, deleted_at=now,
+                delete_reason=DeleteReason.PVC_MISSING.value, detail=detail)
+    )
+    return result.rowcount == 1
+
+
+def begin_reclaim(
+    conn: sa.Connection, row_id: int, *, reason: DeleteReason, now: dt.datetime,
+    still_reclaimable: sa.ColumnElement[bool],
+) -> bool:
+    """``active`` -> ``reclaiming`` only if ``still_reclaimable`` holds at this moment."""
+    result = conn.execute(
+        sa.update(T)
+        .where(T.c.id == row_id, T.c.state == VolumeState.ACTIVE.value, still_reclaimable)
+        .values(state=VolumeState.RECLAIMING.value, reclaim_started_at=now,
+                delete_reason=reason.value, detail=None)
+    )
+    return result.rowcount == 1
+
+
+def abort_reclaim(conn: sa.Connection, row_id: int, *, detail: str) -> bool:
+    """``reclaiming`` -> ``active``: the run came back before its PVC was deleted."""
+    result = conn.execute(
+        sa.update(T)
+        .where(T.c.id == row_id, T.c.state == VolumeState.RECLAIMING.value)
+        .values(state=VolumeState.ACTIVE.value, reclaim_started_at=None, delete_reason=None,
+                detail=detail)
+    )
+    return result.rowcount == 1
+
+
+def finish_reclaim(conn: sa.Connection, row_id: int, *, now: dt.datetime) -> bool:
+    """``reclaiming`` -> ``deleted``: the PVC is gone."""
+    result = conn.execute(
+        sa.update(T)
+        .where(T.c.id == row_id, T.c.state == VolumeState.RECLAIMING.value)
+        .values(state=VolumeState.DELETED.value, deleted_at=now, detail=None)
+    )
+    return result.rowcount == 1
+
+
+def set_detail(conn: sa.Connection, row_id: int, detail: str | None) -> None:
+    conn.execute(sa.update(T).where(T.c.id == row_id).values(detail=detail))
+
+
+def list_volumes(
+    conn: sa.Connection, *, state: str | None = None, dag_id: str | None = None,
+    run_id: str | None = None, limit: int | None = None,
+) -> list[VolumeRecord]:
+    """The audit table, newest first, filtered."""
+    query = sa.select(T).order_by(T.c.id.desc())
+    if state:
+        query = query.where(T.c.state == state)
+    if dag_id:
+        query = query.where(T.c.dag_id == dag_id)
+    if run_id:
+        query = query.where(T.c.run_id == run_id)
+    if limit:
+        query = query.limit(limit)
+    return [_record(row) for row in conn.execute(query)]
+
+
+def iter_live(conn: sa.Connection, *, batch_size: int) -> Iterator[list[VolumeRecord]]:
+    """All not-deleted rows in id order, a batch at a time (keyset pagination, bounded memory)."""
+    last = 0
+    while True:
+        rows = conn.execute(
+            sa.select(T).where(LIVE, T.c.id > last).order_by(T.c.id).limit(batch_size)
+        ).all()
+        if not rows:
+            return
+        batch = [_record(r) for r in rows]
+        last = batch[-1].id
+        yield batch
+
+
+def live_names(conn: sa.Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the (namespace, pvc_name) keys have a live row."""
+    if not keys:
+        return set()
+    query = sa.select(T.c.namespace, T.c.pvc_name).where(
+        LIVE, sa.tuple_(T.c.namespace, T.c.pvc_name).in_(list(keys)))
+    return {(r.namespace, r.pvc_name) for r in conn.execute(query)}

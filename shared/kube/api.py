@@ -1,0 +1,148 @@
+"""A narrow adapter over the official Kubernetes client: only the calls the two programs make."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from shared.errors import KubeForbidden, KubeUnavailable
+from shared.labels import MANAGED_BY, MANAGED_BY_VALUE
+from shared.objects import (
+    ClaimInfo,
+    ClaimSpec,
+    StorageClassInfo,
+    claim_info,
+    claim_manifest,
+    storage_class_info,
+)
+
+
+class AlreadyExists(Exception):
+    """The object to create exists already (HTTP 409)."""
+
+
+def make_api_client(kubeconfig: str | None, *, pool_size: int = 8) -> client.ApiClient:
+    """An ApiClient from ``kubeconfig``, or the in-cluster service account when None and available."""
+    configuration = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    # One quick retry on connect errors only; a POST is never replayed on a read error.
+    configuration.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0)
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+        return str(body.get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+class KubeApi:
+    """PVCs, StorageClasses and pods, as plain data; each call bounded by ``timeout`` seconds."""
+
+    def __init__(self, api_client: client.ApiClient, *, timeout: float) -> None:
+        self._core = client.CoreV1Api(api_client)
+        self._storage = client.StorageV1Api(api_client)
+        self._timeout = (min(timeout, 2.0), timeout)
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except ApiException as exc:
+            if exc.status == 409:
+                raise AlreadyExists(_message(exc)) from exc
+            if exc.status in (401, 403, 422) or (exc.status and 400 <= exc.status < 500):
+                raise KubeForbidden(f"{what}: {_message(exc)}") from exc
+            raise KubeUnavailable(f"{what}: HTTP {exc.status} {_message(exc)}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    def _json(self, response: Any) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(response.data)
+        return data
+
+    def list_storage_classes(self) -> list[StorageClassInfo]:
+        with self._errors("listing StorageClasses"):
+            resp = self._storage.list_storage_class(_preload_content=False, _request_timeout=self._timeout)
+            return [storage_class_info(item) for item in self._json(resp).get("items", [])]
+
+    def read_claim(self, namespace: str, name: str) -> ClaimInfo | None:
+        try:
+            with self._errors(f"reading PVC {namespace}/{name}"):
+                resp = self._core.read_namespaced_persistent_volume_claim(
+                    name, namespace, _preload_content=False, _request_timeout=self._timeout)
+                return claim_info(self._json(resp))
+        except KubeForbidden as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                return None
+            raise
+
+    def create_claim(self, spec: ClaimSpec) -> ClaimInfo:
+        """Create the PVC; raises ``AlreadyExists`` when a PVC of that name exists."""
+        with self._errors(f"creating PVC {spec.namespace}/{spec.name}"):
+            resp = self._core.create_namespaced_persistent_volume_claim(
+                spec.namespace, claim_manifest(spec),  # type: ignore[arg-type]  # a dict body is accepted
+                _preload_content=False,
+                _request_timeout=self._timeout)
+            return claim_info(self._json(resp))
+
+    def delete_claim(self, namespace: str, name: str, *, uid: str) -> bool:
+        """Delete the PVC only if it still has ``uid``; False when it is already gone."""
+        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        try:
+            with self._errors(f"deleting PVC {namespace}/{name}"):
+                self._core.delete_namespaced_persistent_volume_claim(
+                    name, namespace, body=body, _preload_content=False, _request_timeout=self._timeout)
+                return True
+        except AlreadyExists as exc:  # 409: the uid precondition failed, it is another PVC now
+            raise UidMismatch(f"PVC {namespace}/{name} is no longer uid {uid}") from exc
+        except KubeForbidden as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                return False
+            raise
+
+    def list_managed_claims(self, *, page_size: int = 500) -> Iterator[list[ClaimInfo]]:
+        """Every PVC labelled as ours, across namespaces, a page at a time."""
+        token: str | None = None
+        while True:
+            with self._errors("listing managed PVCs"):
+                resp = self._core.list_persistent_volume_claim_for_all_namespaces(
+                    label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE}", limit=page_size,
+                    _continue=token, _preload_content=False, _request_timeout=self._timeout)
+                data = self._json(resp)
+            yield [claim_info(item) for item in data.get("items", [])]
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    def pods_using_claim(self, namespace: str, name: str) -> list[str]:
+        """Names of the pods in ``namespace`` whose volumes reference the claim."""
+        with self._errors(f"listing pods in {namespace}"):
+            resp = self._core.list_namespaced_pod(namespace, _preload_content=False,
+                                                  _request_timeout=self._timeout)
+            pods = self._json(resp).get("items", [])
+        users = []
+        for pod in pods:
+            for vol in (pod.get("spec") or {}).get("volumes") or []:
+                if (vol.get("persistentVolumeClaim") or {}).get("claimName") == name:
+                    users.append((pod.get("metadata") or {}).get("name", "?"))
+        return sorted(users)
+
+
+class UidMismatch(Exception):
+    """A delete's uid precondition failed: the name now belongs to a different PVC."""

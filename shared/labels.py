@@ -1,0 +1,18 @@
+"""The label and annotation keys of the pod and PVC contracts (contracts 1-3)."""
+
+from __future__ import annotations
+
+OPT_IN = "leoflow.io/staging"
+OPT_IN_VALUE = "enabled"
+DAG_ID = "leoflow.io/dag-id"
+RUN_ID = "leoflow.io/run-id"
+SIZE = "leoflow.io/staging-size"
+STORAGE_CLASS = "leoflow.io/staging-storage-class"
+PVC = "leoflow.io/staging-pvc"  # set by the webhook on the pod
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "leoflow-staging"
+RWX_CLASS = "leoflow.io/rwx"  # on a StorageClass: "true" marks it ReadWriteMany, "false" excludes it
+
+VOLUME_NAME = "leoflow-staging"
+MOUNT_PATH = "/staging"
+ENV_NAME = "LEOFLOW_STAGING_DIR"

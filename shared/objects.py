@@ -1,0 +1,117 @@
+"""Plain-data views of the Kubernetes objects this product uses, and the PVC manifest it creates."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from shared import labels
+from shared.naming import label_safe
+
+
+@dataclass(frozen=True)
+class StorageClassInfo:
+    """What the class choice needs to know about a StorageClass."""
+
+    name: str
+    provisioner: str
+    is_default: bool = False
+    rwx_annotation: str | None = None  # the value of leoflow.io/rwx, if any
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """The run's PVC as the webhook wants it."""
+
+    namespace: str
+    name: str
+    dag_id: str
+    run_id: str
+    storage_class: str
+    size: str
+
+
+@dataclass(frozen=True)
+class ClaimInfo:
+    """A PVC as the API returned it."""
+
+    namespace: str
+    name: str
+    uid: str
+    dag_id: str | None  # from our identity annotations (None when absent)
+    run_id: str | None
+    managed: bool  # carries app.kubernetes.io/managed-by: leoflow-staging
+    terminating: bool
+    created_at: dt.datetime | None
+    storage_class: str | None = None
+    size: str | None = None
+
+    def belongs_to(self, dag_id: str, run_id: str) -> bool:
+        return self.managed and self.dag_id == dag_id and self.run_id == run_id
+
+
+def claim_manifest(spec: ClaimSpec) -> dict[str, Any]:
+    """The PVC body (contracts 3): RWX, the class, the size, our labels and the raw ids."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "labels": {
+                labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
+                labels.DAG_ID: label_safe(spec.dag_id),
+                labels.RUN_ID: label_safe(spec.run_id),
+            },
+            "annotations": {labels.DAG_ID: spec.dag_id, labels.RUN_ID: spec.run_id},
+        },
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": spec.storage_class,
+            "volumeMode": "Filesystem",
+            "resources": {"requests": {"storage": spec.size}},
+        },
+    }
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, str) and value:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None
+
+
+def claim_info(obj: dict[str, Any]) -> ClaimInfo:
+    """A ClaimInfo from a PVC as JSON (camelCase, as the API sends it)."""
+    meta = obj.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    lab = meta.get("labels") or {}
+    spec = obj.get("spec") or {}
+    return ClaimInfo(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        dag_id=ann.get(labels.DAG_ID),
+        run_id=ann.get(labels.RUN_ID),
+        managed=lab.get(labels.MANAGED_BY) == labels.MANAGED_BY_VALUE,
+        terminating=bool(meta.get("deletionTimestamp")),
+        created_at=_parse_time(meta.get("creationTimestamp")),
+        storage_class=spec.get("storageClassName"),
+        size=((spec.get("resources") or {}).get("requests") or {}).get("storage"),
+    )
+
+
+def storage_class_info(obj: dict[str, Any]) -> StorageClassInfo:
+    """A StorageClassInfo from a StorageClass as JSON."""
+    meta = obj.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    default = (ann.get("storageclass.kubernetes.io/is-default-class") == "true"
+               or ann.get("storageclass.beta.kubernetes.io/is-default-class") == "true")
+    return StorageClassInfo(
+        name=meta.get("name", ""),
+        provisioner=obj.get("provisioner", ""),
+        is_default=default,
+        rwx_annotation=ann.get(labels.RWX_CLASS),
+    )

@@ -1,0 +1,69 @@
+"""Plain data about staging volumes and runs, shared by the webhook, the GC and the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class VolumeState(StrEnum):
+    """A row's lifecycle: ``active`` -> ``reclaiming`` -> ``deleted``."""
+
+    ACTIVE = "active"
+    RECLAIMING = "reclaiming"  # the GC decided; the PVC delete may be in flight
+    DELETED = "deleted"
+
+
+class DeleteReason(StrEnum):
+    """Why a volume was reclaimed (contracts 4), plus ``pvc_missing`` for a healed row."""
+
+    RUN_SUCCEEDED = "run_succeeded"
+    TTL_EXPIRED = "ttl_expired"
+    ORPHANED = "orphaned"
+    PVC_MISSING = "pvc_missing"  # the PVC vanished outside our control; the row is closed
+
+
+@dataclass(frozen=True)
+class RunId:
+    """A DAG run's raw identity."""
+
+    dag_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """One row of ``staging_volumes``: one lifetime of one PVC."""
+
+    id: int
+    namespace: str
+    pvc_name: str
+    pvc_uid: str | None
+    dag_id: str
+    run_id: str
+    storage_class: str
+    size: str
+    state: VolumeState
+    created_at: dt.datetime
+    reclaim_started_at: dt.datetime | None = None
+    deleted_at: dt.datetime | None = None
+    delete_reason: DeleteReason | None = None
+    detail: str | None = None
+
+    @property
+    def run(self) -> RunId:
+        return RunId(self.dag_id, self.run_id)
+
+
+@dataclass(frozen=True)
+class NewVolume:
+    """What the webhook records after it has ensured a PVC."""
+
+    namespace: str
+    pvc_name: str
+    pvc_uid: str
+    dag_id: str
+    run_id: str
+    storage_class: str
+    size: str

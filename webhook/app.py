@@ -1,0 +1,121 @@
+"""The HTTP shell (Flask app factory): transport only, no decisions.
+
+``/mutate`` caps the body, requires JSON, decodes the AdmissionReview (HTTP 400 on a
+malformed body), asks the handler, encodes the answer. No input produces a 500 or a
+traceback in the response; an unexpected error in the handler becomes a denial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from webhook import metrics
+from webhook.handler import AdmissionHandler, Outcome
+from webhook.review import ReviewError, encode_response, parse_review
+from webhook.verdicts import deny
+
+log = logging.getLogger("leoflow_staging.webhook")
+
+ReadyCheck = Callable[[], list[str]]  # returns problems; empty means ready
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload, separators=(",", ":")), status=status, mimetype="application/json")
+
+
+def _bad_request(message: str, status: int = 400) -> Response:
+    metrics.BAD_REQUESTS.labels(str(status)).inc()
+    return _json({"error": message}, status)
+
+
+def _log_outcome(outcome: Outcome, uid: str, namespace: str, elapsed: float) -> None:
+    verdict = outcome.verdict
+    if verdict.allowed and outcome.ensured is None:
+        return
+    fields: dict[str, Any] = {"event": "admission", "uid": uid, "namespace": namespace,
+                              "allowed": verdict.allowed, "reason": verdict.reason,
+                              "duration_ms": round(elapsed * 1000, 2)}
+    if outcome.intent is not None:
+        fields.update(dag_id=outcome.intent.dag_id, run_id=outcome.intent.run_id, pvc=outcome.intent.pvc_name)
+    if not verdict.allowed:
+        fields.update(message=verdict.message, retriable=verdict.retriable)
+        log.warning("admission denied", extra={"fields": fields})
+    elif outcome.ensured is not None and outcome.ensured.created:
+        fields.update(storage_class=outcome.ensured.storage_class)
+        log.info("staging PVC created", extra={"fields": fields})
+
+
+def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: int,
+               multiproc_dir: str | None = None) -> Flask:
+    """The webhook's WSGI app; all collaborators are passed in (nothing happens at import)."""
+    app = Flask("leoflow_staging_webhook")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        started = time.perf_counter()
+        if request.mimetype != "application/json":
+            return _bad_request(f"Content-Type must be application/json, got {request.mimetype!r}", 415)
+        if request.content_length is not None and request.content_length > max_body_bytes:
+            return _bad_request(f"body larger than {max_body_bytes} bytes", 413)
+        raw = request.get_data(cache=False)
+        if not raw:
+            return _bad_request("empty body; expected an AdmissionReview")
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            return _bad_request(f"body is not valid JSON: {str(exc)[:200]}")
+        try:
+            req = parse_review(body)
+        except ReviewError as exc:
+            return _bad_request(f"not an AdmissionReview v1 request: {exc}")
+        try:
+            outcome = handler.handle(req)
+        except Exception:  # the last line of defence: answer, log the traceback, keep serving
+            log.exception("unexpected error while handling admission %s", req.uid)
+            outcome = Outcome(deny("internal_error", "leoflow-staging: internal error while admitting the "
+                                   "pod (see the webhook's logs); retry", code=500, retriable=True))
+        elapsed = time.perf_counter() - started
+        verdict = outcome.verdict
+        kind = "denied" if not verdict.allowed else ("patched" if verdict.patch else "allowed")
+        metrics.ADMISSIONS.labels(kind, verdict.reason).inc()
+        if outcome.ensured is not None and outcome.ensured.created:
+            metrics.PVCS_CREATED.inc()
+        metrics.LATENCY.observe(elapsed)
+        _log_outcome(outcome, req.uid, req.namespace, elapsed)
+        return _json(encode_response(req.uid, verdict))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        problems = ready()
+        return _json({"status": "not ready", "problems": problems}, 503) if problems else _json({"status": "ok"})
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        data, content_type = metrics.render(multiproc_dir)
+        return Response(data, mimetype=None, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return _bad_request(exc.description or exc.name, exc.code or 400)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:  # pragma: no cover - routes catch their own errors
+        log.exception("unexpected error")
+        return _json({"error": "internal error"}, 500)
+
+    return app
+
+
+__all__ = ["ReadyCheck", "create_app"]

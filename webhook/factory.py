@@ -1,0 +1,63 @@
+"""Wiring the webhook from settings: engine, Kubernetes client, provisioner, handler, app."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Flask
+
+from shared.db.engine import make_engine, translate_errors
+from shared.errors import SettingsError, StagingError
+from shared.kube import KubeApi, make_api_client
+from shared.quantity import QuantityError, parse_quantity
+from shared.settings import Settings
+from webhook.app import create_app
+from webhook.handler import AdmissionHandler
+from webhook.intent import SizePolicy
+from webhook.provisioning import StorageClassCache, VolumeProvisioner
+from webhook.storage_choice import ClassPolicy
+
+
+def validate(settings: Settings) -> None:
+    """Fail at start-up, not at the first pod, on settings the webhook cannot use."""
+    for name in ("default_size", "max_size"):
+        try:
+            parse_quantity(getattr(settings, name))
+        except QuantityError as exc:
+            raise SettingsError(f"LEOFLOW_STAGING_{name.upper()}: {exc}") from None
+    if parse_quantity(settings.default_size) > parse_quantity(settings.max_size):
+        raise SettingsError("LEOFLOW_STAGING_DEFAULT_SIZE is larger than LEOFLOW_STAGING_MAX_SIZE")
+    if settings.request_budget > 29:
+        raise SettingsError("LEOFLOW_STAGING_REQUEST_BUDGET must stay under the 30 s webhook timeout")
+
+
+def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
+    validate(settings)
+    engine = make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads)
+    kube = KubeApi(make_api_client(settings.kubeconfig, pool_size=settings.threads),
+                   timeout=settings.kube_timeout)
+    classes = StorageClassCache(kube, ttl=settings.class_cache_seconds)
+    provisioner = VolumeProvisioner(
+        engine=engine, kube=kube, classes=classes,
+        class_policy=ClassPolicy(configured=settings.storage_class,
+                                 extra_rwx_provisioners=settings.rwx_provisioners),
+        db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout,
+    )
+    handler = AdmissionHandler(provisioner=provisioner,
+                               sizes=SizePolicy(default=settings.default_size, maximum=settings.max_size),
+                               budget=settings.request_budget)
+
+    def ready() -> list[str]:
+        problems = []
+        try:
+            with translate_errors("database"), engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except StagingError as exc:
+            problems.append(str(exc))
+        try:
+            classes.get(fresh=True)
+        except StagingError as exc:
+            problems.append(str(exc))
+        return problems
+
+    return create_app(handler=handler, ready=ready, max_body_bytes=settings.max_body_bytes,
+                      multiproc_dir=multiproc_dir)

@@ -1,0 +1,74 @@
+"""One admission request in, one verdict out: the webhook's decision sequence."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from shared.errors import DatabaseUnavailable, KubeForbidden, KubeUnavailable
+from webhook.intent import SizePolicy, StagingIntent, read_intent
+from webhook.patching import plan_patch
+from webhook.provisioning import Deadline, Ensured, VolumeProvisioner
+from webhook.review import AdmissionRequest
+from webhook.verdicts import Denied, Verdict, allow, deny, patched
+
+log = logging.getLogger("leoflow_staging.webhook")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A verdict plus what happened on the way (for metrics and logs)."""
+
+    verdict: Verdict
+    intent: StagingIntent | None = None
+    ensured: Ensured | None = None
+
+
+class AdmissionHandler:
+    """Pod CREATE of an opted-in pod gets its volume; everything else passes unchanged."""
+
+    def __init__(self, *, provisioner: VolumeProvisioner, sizes: SizePolicy, budget: float) -> None:
+        self._provisioner, self._sizes, self._budget = provisioner, sizes, budget
+
+    def handle(self, req: AdmissionRequest) -> Outcome:
+        if not req.is_pod:
+            return Outcome(allow("not_a_pod"))
+        if req.operation != "CREATE":
+            return Outcome(allow("not_create"))
+        pod = req.object
+        if pod is None:
+            return Outcome(deny("malformed_pod", "leoflow-staging: a Pod CREATE request without an object",
+                                code=400))
+        intent = read_intent(pod, self._sizes)
+        if intent is None:
+            return Outcome(allow("not_opted_in"))
+        if isinstance(intent, Verdict):
+            return Outcome(intent)
+        namespace = req.namespace or str((pod.get("metadata") or {}).get("namespace") or "")
+        if not namespace:
+            return Outcome(deny("malformed_pod", "leoflow-staging: the request names no namespace", code=400),
+                           intent)
+        ops = plan_patch(pod, intent.pvc_name)  # conflicts are found before any side effect
+        if isinstance(ops, Verdict):
+            return Outcome(ops, intent)
+        deadline = Deadline(self._budget)
+        try:
+            if req.dry_run:  # sideEffects: NoneOnDryRun: validate, create nothing, record nothing
+                self._provisioner.choose_class(intent, deadline)
+                return Outcome(patched(ops, reason="patched_dry_run"), intent)
+            ensured = self._provisioner.ensure(namespace, intent, deadline)
+        except Denied as exc:
+            return Outcome(exc.verdict, intent)
+        except DatabaseUnavailable as exc:
+            return Outcome(deny("database_unavailable", f"leoflow-staging: the staging database cannot be "
+                                f"reached ({exc}); the pod was not admitted. Retry.", code=503,
+                                retriable=True), intent)
+        except KubeForbidden as exc:
+            return Outcome(deny("kubernetes_refused", f"leoflow-staging: the Kubernetes API refused to "
+                                f"provide the staging volume: {exc}", code=403), intent)
+        except KubeUnavailable as exc:
+            return Outcome(deny("kubernetes_unavailable", f"leoflow-staging: the Kubernetes API cannot be "
+                                f"reached ({exc}); the pod was not admitted. Retry.", code=503,
+                                retriable=True), intent)
+        return Outcome(patched(ops, reason="patched_new_pvc" if ensured.created else "patched"), intent,
+                       ensured)

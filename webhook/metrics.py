@@ -1,0 +1,31 @@
+"""Prometheus metrics of the webhook; correct across gunicorn workers (multiprocess mode).
+
+``serving`` sets PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus_client.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+ADMISSIONS = Counter(
+    "leoflow_staging_admissions_total",
+    "Admission requests answered, by outcome (allowed, patched, denied) and reason.",
+    ["outcome", "reason"],
+)
+PVCS_CREATED = Counter("leoflow_staging_pvcs_created_total", "Staging PVCs created by the webhook.")
+LATENCY = Histogram(
+    "leoflow_staging_admission_duration_seconds",
+    "Time to answer one /mutate request, including DB and Kubernetes calls.",
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BAD_REQUESTS = Counter("leoflow_staging_bad_requests_total", "Bodies rejected with HTTP 4xx.", ["status"])
+
+
+def render(multiproc_dir: str | None) -> tuple[bytes, str]:
+    """The exposition text, aggregated over all workers when in multiprocess mode."""
+    if multiproc_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8"
+    return generate_latest(DEFAULT_REGISTRY), "text/plain; version=0.0.4; charset=utf-8"

@@ -1,0 +1,146 @@
+"""The JSON Patch that gives a pod its run's staging volume (pure, idempotent).
+
+Ops are planned against the pod exactly as received: arrays that are absent are added
+whole (``add /spec/volumes/-`` fails on a missing array), nothing already present is added
+again (reinvocation yields no patch), keys are escaped per RFC 6901.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from shared import labels
+from shared.naming import is_staging_pvc_name
+from webhook.verdicts import Verdict, deny
+
+CONTAINER_LISTS = ("initContainers", "containers")
+
+
+def escape(key: str) -> str:
+    """RFC 6901 escaping of one path segment: ``~`` -> ``~0``, ``/`` -> ``~1``."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _malformed(what: str) -> Verdict:
+    return deny("malformed_pod", f"leoflow-staging: malformed pod: {what}", code=400)
+
+
+def _conflict(message: str) -> Verdict:
+    return deny("conflict", "leoflow-staging: " + message)
+
+
+def _isolation(claim: str, where: str) -> Verdict:
+    return deny("other_runs_pvc", f"leoflow-staging: the pod references another run's staging PVC "
+                f"{claim!r} ({where}); a task pod may only mount its own run's volume")
+
+
+def _list(obj: dict[str, Any], key: str, what: str) -> list[Any] | Verdict | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        return _malformed(f"{what} must be a list of objects")
+    return value
+
+
+def _volume_ops(spec: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdict:
+    volumes = _list(spec, "volumes", "spec.volumes")
+    if isinstance(volumes, Verdict):
+        return volumes
+    ours = {"name": labels.VOLUME_NAME, "persistentVolumeClaim": {"claimName": claim}}
+    present = False
+    for vol in volumes or []:
+        pvc = vol.get("persistentVolumeClaim")
+        claim_name = pvc.get("claimName") if isinstance(pvc, dict) else None
+        if isinstance(claim_name, str) and is_staging_pvc_name(claim_name) and claim_name != claim:
+            return _isolation(claim_name, f"volume {vol.get('name')!r}")
+        if vol.get("name") == labels.VOLUME_NAME:
+            if claim_name != claim:
+                return _conflict(f"the pod already has a volume named {labels.VOLUME_NAME!r} that is not "
+                                 "the run's staging PVC; rename that volume")
+            present = True
+    if present:
+        return []
+    if volumes is None:
+        return [{"op": "add", "path": "/spec/volumes", "value": [ours]}]
+    return [{"op": "add", "path": "/spec/volumes/-", "value": ours}]
+
+
+def _same_path(path: Any) -> bool:
+    return isinstance(path, str) and posixpath.normpath(path) == labels.MOUNT_PATH
+
+
+def _container_ops(base: str, container: dict[str, Any], what: str) -> list[dict[str, Any]] | Verdict:
+    ops: list[dict[str, Any]] = []
+    mounts = _list(container, "volumeMounts", f"{what}.volumeMounts")
+    if isinstance(mounts, Verdict):
+        return mounts
+    mount = {"name": labels.VOLUME_NAME, "mountPath": labels.MOUNT_PATH}
+    have_mount = False
+    for m in mounts or []:
+        if m.get("name") == labels.VOLUME_NAME:
+            if not _same_path(m.get("mountPath")) or m.get("subPath") or m.get("readOnly"):
+                return _conflict(f"{what} mounts volume {labels.VOLUME_NAME!r} other than read-write at "
+                                 f"{labels.MOUNT_PATH}")
+            have_mount = True
+        elif _same_path(m.get("mountPath")):
+            return _conflict(f"{what} already mounts volume {m.get('name')!r} at {labels.MOUNT_PATH}; "
+                             "that path is reserved for the run's staging volume")
+    if not have_mount:
+        ops.append({"op": "add", "path": f"{base}/volumeMounts", "value": [mount]} if mounts is None
+                   else {"op": "add", "path": f"{base}/volumeMounts/-", "value": mount})
+    env = _list(container, "env", f"{what}.env")
+    if isinstance(env, Verdict):
+        return env
+    var = {"name": labels.ENV_NAME, "value": labels.MOUNT_PATH}
+    have_env = False
+    for e in env or []:
+        if e.get("name") == labels.ENV_NAME:
+            if e.get("value") != labels.MOUNT_PATH or "valueFrom" in e:
+                return _conflict(f"{what} sets {labels.ENV_NAME} to something other than "
+                                 f"{labels.MOUNT_PATH}; remove it, the webhook sets it")
+            have_env = True
+    if not have_env:
+        ops.append({"op": "add", "path": f"{base}/env", "value": [var]} if env is None
+                   else {"op": "add", "path": f"{base}/env/-", "value": var})
+    return ops
+
+
+def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdict:
+    """The ops that mount ``claim`` at /staging everywhere, or a denial naming the conflict.
+
+    Every container and initContainer (native sidecars included) gets the mount and the
+    env var; ephemeral containers cannot be set at CREATE and are left alone.
+    """
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        return _malformed("spec must be an object")
+    meta = pod.get("metadata")
+    if not isinstance(meta, dict):
+        return _malformed("metadata must be an object")
+    ops = _volume_ops(spec, claim)
+    if isinstance(ops, Verdict):
+        return ops
+    for list_name in CONTAINER_LISTS:
+        containers = _list(spec, list_name, f"spec.{list_name}")
+        if isinstance(containers, Verdict):
+            return containers
+        for index, container in enumerate(containers or []):
+            what = f"{'init container' if list_name == 'initContainers' else 'container'} " \
+                   f"{str(container.get('name', index))[:63]!r}"
+            more = _container_ops(f"/spec/{list_name}/{index}", container, what)
+            if isinstance(more, Verdict):
+                return more
+            ops += more
+    annotations = meta.get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        return _malformed("metadata.annotations must be an object")
+    current = (annotations or {}).get(labels.PVC)
+    if current is not None and current != claim:
+        return _isolation(str(current)[:63], f"annotation {labels.PVC}")
+    if annotations is None:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {labels.PVC: claim}})
+    elif current is None:
+        ops.append({"op": "add", "path": f"/metadata/annotations/{escape(labels.PVC)}", "value": claim})
+    return ops

@@ -1,0 +1,177 @@
+"""Ensuring the run's PVC exists and is recorded: the webhook's only side effects.
+
+Idempotent under concurrency: PVC create answers 409 to all but one caller, which then
+read it; the row insert is ``ON CONFLICT DO NOTHING`` on the live-row unique index. The
+row is read ``FOR SHARE``, so a GC transition to ``reclaiming`` is either visible here or
+waits until this admission has finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from shared.db import volumes_repo
+from shared.db.engine import translate_errors
+from shared.kube import AlreadyExists, KubeApi
+from shared.objects import ClaimInfo, ClaimSpec, StorageClassInfo
+from shared.volumes import NewVolume, VolumeRecord, VolumeState
+from webhook.intent import StagingIntent
+from webhook.storage_choice import ClassPolicy, choose_storage_class
+from webhook.verdicts import Denied, Verdict, deny
+
+Clock = Callable[[], dt.datetime]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class StorageClassCache:
+    """StorageClasses listed at most once per ``ttl`` seconds per process (thread-safe)."""
+
+    def __init__(self, kube: KubeApi, *, ttl: float) -> None:
+        self._kube, self._ttl = kube, ttl
+        self._lock = threading.Lock()
+        self._classes: list[StorageClassInfo] = []
+        self._fetched = -float("inf")
+
+    def get(self, *, fresh: bool = False) -> list[StorageClassInfo]:
+        with self._lock:
+            if fresh or time.monotonic() - self._fetched > self._ttl:
+                self._classes = self._kube.list_storage_classes()
+                self._fetched = time.monotonic()
+            return self._classes
+
+
+@dataclass
+class Deadline:
+    """The time budget of one admission; a step starts only if its worst case still fits."""
+
+    budget: float
+    started: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.started = time.monotonic()
+
+    def check(self, step: str, worst_case: float) -> None:
+        if time.monotonic() - self.started + worst_case > self.budget:
+            raise Denied(deny("timeout", f"leoflow-staging: ran out of time before {step} (budget "
+                              f"{self.budget:.1f}s); the database or the Kubernetes API is slow. Retry.",
+                              code=504, retriable=True))
+
+
+@dataclass(frozen=True)
+class Ensured:
+    """The outcome of ensuring a run's volume."""
+
+    pvc_name: str
+    created: bool  # this call created the PVC
+    storage_class: str
+
+
+def _reclaiming(name: str) -> Verdict:
+    return deny("reclaiming", f"leoflow-staging: the run's staging PVC {name!r} is being reclaimed by the "
+                "GC (its run was finished); retry in a few seconds and the run gets a fresh volume",
+                code=409, retriable=True)
+
+
+def _terminating(name: str) -> Verdict:
+    return deny("pvc_terminating", f"leoflow-staging: the run's staging PVC {name!r} is being deleted "
+                "(Terminating, possibly held by a pod that still uses it); retry once it is gone",
+                code=409, retriable=True)
+
+
+def _not_ours(claim: ClaimInfo) -> Verdict:
+    return deny("pvc_not_ours", f"leoflow-staging: a PVC named {claim.name!r} already exists in namespace "
+                f"{claim.namespace!r} but does not belong to this run (managed-by/identity annotations "
+                "differ); refusing to adopt it. Remove or rename that PVC.")
+
+
+class VolumeProvisioner:
+    """Ensures a run's PVC and its ``staging_volumes`` row."""
+
+    def __init__(self, *, engine: sa.Engine, kube: KubeApi, classes: StorageClassCache,
+                 class_policy: ClassPolicy, db_timeout: float, kube_timeout: float,
+                 clock: Clock = _utcnow) -> None:
+        self._engine, self._kube, self._classes = engine, kube, classes
+        self._policy = class_policy
+        self._db_t, self._kube_t = db_timeout, kube_timeout
+        self._clock = clock
+
+    def choose_class(self, intent: StagingIntent, deadline: Deadline) -> str:
+        deadline.check("listing StorageClasses", self._kube_t)
+        classes = self._classes.get()
+        chosen = choose_storage_class(classes, requested=intent.requested_class, policy=self._policy)
+        if isinstance(chosen, Verdict) and chosen.reason in ("no_rwx_class", "storage_class_not_found"):
+            deadline.check("listing StorageClasses", self._kube_t)  # a class may just have been added
+            chosen = choose_storage_class(self._classes.get(fresh=True), requested=intent.requested_class,
+                                          policy=self._policy)
+        if isinstance(chosen, Verdict):
+            raise Denied(chosen)
+        return chosen
+
+    def _live_row(self, conn: sa.Connection, namespace: str, intent: StagingIntent) -> VolumeRecord | None:
+        return volumes_repo.live_volume(conn, namespace, intent.pvc_name, lock=True)
+
+    def ensure(self, namespace: str, intent: StagingIntent, deadline: Deadline) -> Ensured:
+        """Make sure the run's PVC exists and is recorded; raise ``Denied`` when it cannot be."""
+        deadline.check("reading staging_volumes", self._db_t + self._kube_t)
+        with translate_errors("reading staging_volumes"), self._engine.begin() as conn:
+            row = self._live_row(conn, namespace, intent)
+            if row is not None:
+                if row.state is VolumeState.RECLAIMING:
+                    raise Denied(_reclaiming(intent.pvc_name))
+                claim = self._kube.read_claim(namespace, intent.pvc_name)
+                if claim is not None and claim.terminating:
+                    raise Denied(_terminating(intent.pvc_name))
+                if claim is not None and claim.uid == row.pvc_uid:
+                    return Ensured(intent.pvc_name, created=False, storage_class=row.storage_class)
+                # The recorded PVC is gone (deleted outside our control): close that lifetime.
+                volumes_repo.close_missing(conn, row.id, now=self._clock(),
+                                           detail="PVC not found at admission; a new one was created")
+        storage_class = self.choose_class(intent, deadline)
+        spec = ClaimSpec(namespace=namespace, name=intent.pvc_name, dag_id=intent.dag_id,
+                         run_id=intent.run_id, storage_class=storage_class, size=intent.size)
+        deadline.check("creating the PVC", 2 * self._kube_t)
+        created = True
+        try:
+            claim = self._kube.create_claim(spec)
+        except AlreadyExists:
+            created = False
+            found = self._kube.read_claim(namespace, intent.pvc_name)
+            if found is None:
+                raise Denied(deny("pvc_race", f"leoflow-staging: PVC {intent.pvc_name!r} was deleted while "
+                                  "being attached; retry", code=409, retriable=True)) from None
+            claim = found
+        if not claim.belongs_to(intent.dag_id, intent.run_id):
+            raise Denied(_not_ours(claim))
+        if claim.terminating:
+            raise Denied(_terminating(intent.pvc_name))
+        deadline.check("recording the volume", self._db_t)
+        self._record(claim, spec)
+        return Ensured(intent.pvc_name, created=created, storage_class=claim.storage_class or storage_class)
+
+    def _record(self, claim: ClaimInfo, spec: ClaimSpec) -> None:
+        volume = NewVolume(namespace=claim.namespace, pvc_name=claim.name, pvc_uid=claim.uid,
+                           dag_id=spec.dag_id, run_id=spec.run_id,
+                           storage_class=claim.storage_class or spec.storage_class,
+                           size=claim.size or spec.size)
+        with translate_errors("recording the volume in staging_volumes"), self._engine.begin() as conn:
+            volumes_repo.insert_active(conn, volume, now=self._clock())
+            row = volumes_repo.live_volume(conn, claim.namespace, claim.name, lock=True)
+            if row is None:  # pragma: no cover - the insert or a concurrent one made it
+                raise Denied(deny("record_failed", "leoflow-staging: the volume could not be recorded; retry",
+                                  code=503, retriable=True))
+            if row.state is VolumeState.RECLAIMING:
+                raise Denied(_reclaiming(claim.name))
+            if row.pvc_uid != claim.uid:
+                # A live row of an earlier lifetime whose PVC is gone (the name now has a new uid).
+                volumes_repo.close_missing(conn, row.id, now=self._clock(),
+                                           detail=f"PVC re-created with uid {claim.uid}")
+                volumes_repo.insert_active(conn, volume, now=self._clock())
