@@ -24,7 +24,9 @@ pytestmark = pytest.mark.e2e
 RUN = "manual__2026-05-23T10:00:00+00:00"
 
 
-def _create(core: client.CoreV1Api, api: client.ApiClient, ns: str, body: dict[str, Any], **kw: object) -> dict[str, Any]:
+def _create(
+    core: client.CoreV1Api, api: client.ApiClient, ns: str, body: dict[str, Any], **kw: object
+) -> dict[str, Any]:
     return pod_dict(api, core.create_namespaced_pod(ns, body, **kw))
 
 

@@ -1,0 +1,95 @@
+"""Migrations and the volumes repository on real PostgreSQL (and the SQLite trial default)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from shared.db import volumes_repo
+from shared.db.engine import make_engine
+from shared.db.migrate import VERSION_TABLE, current, head, upgrade
+from shared.volumes import DeleteReason, NewVolume, VolumeState
+
+pytestmark = pytest.mark.db
+NOW = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
+
+
+def _vol(uid: str = "uid-1", name: str = "leoflow-staging-a-b-0123456789") -> NewVolume:
+    return NewVolume(namespace="ns", pvc_name=name, pvc_uid=uid, dag_id="a", run_id="b",
+                     storage_class="nfs", size="1Gi")
+
+
+def test_migrations_use_their_own_version_table_and_are_idempotent(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:  # the orchestrator's own Alembic table must be left alone
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num varchar(32) primary key)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('orchestrator_rev_42')"))
+    assert current(engine) is None
+    assert upgrade(engine) == head()
+    assert upgrade(engine) == head()
+    tables = set(sa.inspect(engine).get_table_names())
+    assert {"staging_volumes", VERSION_TABLE, "alembic_version"} <= tables
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "orchestrator_rev_42"
+    engine.dispose()
+
+
+def test_one_live_row_per_pvc_and_deleted_rows_stay(database_url: str) -> None:
+    engine = make_engine(database_url, timeout=5)
+    upgrade(engine)
+    with engine.begin() as conn:
+        volumes_repo.insert_active(conn, _vol("uid-1"), now=NOW)
+        volumes_repo.insert_active(conn, _vol("uid-other"), now=NOW)  # conflict: nothing
+        row = volumes_repo.live_volume(conn, "ns", _vol().pvc_name, lock=True)
+        assert row is not None and row.pvc_uid == "uid-1" and row.state is VolumeState.ACTIVE
+        assert volumes_repo.begin_reclaim(conn, row.id, reason=DeleteReason.RUN_SUCCEEDED, now=NOW,
+                                          still_reclaimable=sa.true())
+        assert not volumes_repo.begin_reclaim(conn, row.id, reason=DeleteReason.RUN_SUCCEEDED, now=NOW,
+                                              still_reclaimable=sa.true())
+        assert volumes_repo.finish_reclaim(conn, row.id, now=NOW)
+        volumes_repo.insert_active(conn, _vol("uid-2"), now=NOW)
+    with engine.connect() as conn:
+        rows = volumes_repo.list_volumes(conn)
+    assert [(r.pvc_uid, r.state, r.delete_reason) for r in rows] == [
+        ("uid-2", VolumeState.ACTIVE, None), ("uid-1", VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED)]
+    engine.dispose()
+
+
+def test_concurrent_inserts_leave_exactly_one_live_row(database_url: str) -> None:
+    engine = make_engine(database_url, timeout=10, pool_size=16)
+    upgrade(engine)
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def insert(i: int) -> None:
+        try:
+            barrier.wait()
+            with engine.begin() as conn:
+                volumes_repo.insert_active(conn, _vol(f"uid-{i}"), now=NOW)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=insert, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with engine.connect() as conn:
+        assert len(volumes_repo.list_volumes(conn)) == 1
+    engine.dispose()
+
+
+def test_sqlite_trial_default_works(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'trial.db'}", timeout=2)
+    upgrade(engine)
+    with engine.begin() as conn:
+        volumes_repo.insert_active(conn, _vol(), now=NOW)
+        volumes_repo.insert_active(conn, _vol("uid-x"), now=NOW)
+        row = volumes_repo.live_volume(conn, "ns", _vol().pvc_name, lock=True)
+    assert row is not None and row.created_at == NOW
+    engine.dispose()

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from shared.errors import SettingsError
+from shared.settings import Settings, from_env
+
+
+def test_defaults() -> None:
+    s = from_env({})
+    assert s == Settings()
+    assert s.failed_ttl == dt.timedelta(hours=24) and s.runs.table == "dag_run"
+
+
+def test_values_are_parsed() -> None:
+    s = from_env({
+        "LEOFLOW_STAGING_FAILED_TTL": "90m", "LEOFLOW_STAGING_PORT": "9443", "LEOFLOW_STAGING_DB_TIMEOUT": "1.5",
+        "LEOFLOW_STAGING_RWX_PROVISIONERS": "a.example, b.example", "LEOFLOW_STAGING_RUNS_TABLE": "orch.runs",
+        "LEOFLOW_STAGING_RUNS_SUCCESS_STATES": "success,skipped", "LEOFLOW_STAGING_STORAGE_CLASS": "nfs",
+        "OTHER": "ignored",
+    })
+    assert s.failed_ttl == dt.timedelta(minutes=90) and s.port == 9443 and s.db_timeout == 1.5
+    assert s.rwx_provisioners == ("a.example", "b.example")
+    assert s.runs.table == "orch.runs" and s.runs.success_states == ("success", "skipped")
+    assert s.storage_class == "nfs"
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"LEOFLOW_STAGING_FAILED_TTL": "soon"}, "duration"),
+    ({"LEOFLOW_STAGING_PORT": "http"}, "expected a int"),
+    ({"LEOFLOW_STAGING_WORKERS": "0"}, ">= 1"),
+    ({"LEOFLOW_STAGING_RUNS_TABLE": "dag_run; drop table x"}, "SQL identifier"),
+    ({"LEOFLOW_STAGING_TYPO": "1"}, "unknown setting"),
+    ({"LEOFLOW_STAGING_LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+])
+def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment):
+        from_env(env)
