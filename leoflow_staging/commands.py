@@ -9,6 +9,7 @@ import sys
 from shared.db import migrate as migrations
 from shared.db import volumes_repo
 from shared.db.engine import describe, make_engine, translate_errors
+from shared.logs import configure_logging
 from shared.settings import Settings
 from shared.volumes import VolumeRecord
 
@@ -23,8 +24,18 @@ def migrate(settings: Settings) -> int:
 
 
 def gc(settings: Settings, *, dry_run: bool) -> int:
-    print("leoflow-staging gc: not implemented yet", file=sys.stderr)
-    return 2
+    from gc_job.plan import GcPolicy  # noqa: PLC0415
+    from gc_job.sweep import SweepConfig, Sweeper  # noqa: PLC0415
+    from shared.kube import KubeApi, make_api_client  # noqa: PLC0415
+
+    configure_logging(settings.log_level)
+    engine = make_engine(settings.database_url, timeout=settings.gc_db_timeout)
+    kube = KubeApi(make_api_client(settings.kubeconfig), timeout=max(settings.kube_timeout, 5.0))
+    policy = GcPolicy(failed_ttl=settings.failed_ttl, success_states=settings.runs.success_states,
+                      failed_states=settings.runs.failed_states, adopt_min_age=settings.adopt_min_age)
+    config = SweepConfig(runs=settings.runs, policy=policy, batch_size=settings.gc_batch_size,
+                         settle_seconds=settings.gc_settle_seconds)
+    return Sweeper(engine=engine, kube=kube, config=config).run(dry_run=dry_run)
 
 
 def _row(v: VolumeRecord) -> dict[str, object]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
-from shared.db.schema import runs_table
+from shared.db.schema import runs_table, staging_volumes
+from shared.errors import StagingError
 from shared.settings import RunsTable
-from shared.volumes import RunId
+from shared.volumes import DeleteReason, RunId
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,50 @@ def run_states(conn: sa.Connection, config: RunsTable, runs: Iterable[RunId]) ->
             end = end.replace(tzinfo=dt.UTC)
         out[RunId(row.dag_id, row.run_id)] = RunState(row.state, end)
     return out
+
+
+def _match(table: sa.Table, dag_id: Any, run_id: Any) -> sa.ColumnElement[bool]:
+    return sa.and_(table.c.dag_id == dag_id, table.c.run_id == run_id)
+
+
+def reclaimable_condition(config: RunsTable, reason: DeleteReason, *, now: dt.datetime,
+                          failed_ttl: dt.timedelta) -> sa.ColumnElement[bool]:
+    """SQL that is true, for the ``staging_volumes`` row being updated, exactly when its run
+    still allows reclaiming for ``reason`` at this moment (evaluated inside the UPDATE)."""
+    table = runs_table(config)
+    sv = staging_volumes
+    same_run = _match(table, sv.c.dag_id, sv.c.run_id)
+    if reason is DeleteReason.ORPHANED:
+        return ~sa.exists().where(same_run)
+    if reason is DeleteReason.RUN_SUCCEEDED:
+        return sa.exists().where(same_run, table.c.state.in_(config.success_states))
+    if reason is DeleteReason.TTL_EXPIRED:
+        return sa.exists().where(same_run, table.c.state.in_(config.failed_states),
+                                 table.c.end_date.is_not(None), table.c.end_date <= now - failed_ttl)
+    raise ValueError(f"{reason} is not a GC reason")
+
+
+def recheck_locked(conn: sa.Connection, config: RunsTable, run: RunId, reason: DeleteReason, *,
+                   now: dt.datetime, failed_ttl: dt.timedelta) -> bool:
+    """Whether the run still allows reclaiming, holding (on PostgreSQL) a share lock on the run's
+    row until the caller's transaction ends: the orchestrator cannot change the run's state
+    between this check and the PVC delete that follows it in the same transaction."""
+    table = runs_table(config)
+    query = sa.select(table.c.state, table.c.end_date).where(_match(table, run.dag_id, run.run_id))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    row = conn.execute(query).first()
+    if reason is DeleteReason.ORPHANED:
+        return row is None
+    if row is None:
+        return False
+    if reason is DeleteReason.RUN_SUCCEEDED:
+        return row.state in config.success_states
+    end = row.end_date
+    if isinstance(end, dt.datetime) and end.tzinfo is None:
+        end = end.replace(tzinfo=dt.UTC)
+    return row.state in config.failed_states and end is not None and end <= now - failed_ttl
+
+
+class RunsTableError(StagingError):
+    """The configured runs table or one of its columns cannot be read."""

@@ -1,0 +1,142 @@
+"""Applying a GC plan through race-safe transitions.
+
+Reclaiming one row:
+  1. ``active -> reclaiming`` in one UPDATE whose WHERE re-checks the run at that moment;
+  2. in one transaction: re-check the run again holding a share lock on its row (PostgreSQL),
+     then delete the PVC with a uid precondition (a PVC re-created under the same name is never
+     touched), or put the row back to ``active`` if the run came back;
+  3. once the PVC has disappeared, ``reclaiming -> deleted``.
+A crash anywhere leaves ``active`` or ``reclaiming`` rows that the next sweep finishes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from gc_job.plan import Action, Decision, GcPolicy
+from gc_job.results import Outcome, Result
+from shared.db import runs_repo, volumes_repo
+from shared.db.engine import translate_errors
+from shared.errors import StagingError
+from shared.kube import KubeApi
+from shared.kube.api import UidMismatch
+from shared.settings import RunsTable
+from shared.volumes import DeleteReason, NewVolume, VolumeRecord
+
+log = logging.getLogger("leoflow_staging.gc")
+Clock = Callable[[], dt.datetime]
+
+
+class Executor:
+    """Applies decisions; every failure becomes a FAILED result, never an exception."""
+
+    def __init__(self, *, engine: sa.Engine, kube: KubeApi, runs: RunsTable, policy: GcPolicy,
+                 clock: Clock) -> None:
+        self._engine, self._kube, self._runs, self._policy, self._clock = engine, kube, runs, policy, clock
+
+    def apply(self, decision: Decision) -> Result:
+        try:
+            if decision.action is Action.ADOPT:
+                return self._adopt(decision)
+            if decision.action is Action.HEAL:
+                return self._heal(decision)
+            if decision.action is Action.RECLAIM:
+                return self._reclaim(decision)
+            return Result(decision, Outcome.KEPT, decision.why)
+        except (StagingError, UidMismatch) as exc:
+            return Result(decision, Outcome.FAILED, str(exc))
+
+    def _adopt(self, d: Decision) -> Result:
+        claim = d.claim
+        assert claim is not None
+        volume = NewVolume(namespace=claim.namespace, pvc_name=claim.name, pvc_uid=claim.uid, dag_id=d.dag_id,
+                           run_id=d.run_id, storage_class=claim.storage_class or "", size=claim.size or "")
+        with translate_errors("adopting a PVC"), self._engine.begin() as conn:
+            volumes_repo.insert_active(conn, volume, now=claim.created_at or self._clock())
+        return Result(d, Outcome.ADOPTED, "recorded a PVC that had no live row")
+
+    def _heal(self, d: Decision) -> Result:
+        v = d.volume
+        assert v is not None
+        claim = self._kube.read_claim(v.namespace, v.pvc_name)  # confirm before closing the row
+        if claim is not None and claim.uid == v.pvc_uid:
+            return Result(d, Outcome.KEPT, "PVC present after all")
+        with translate_errors("closing a row whose PVC is gone"), self._engine.begin() as conn:
+            volumes_repo.close_missing(conn, v.id, now=self._clock(), detail="PVC not found by the GC")
+        return Result(d, Outcome.HEALED, "row closed: its PVC no longer exists")
+
+    def _reclaim(self, d: Decision) -> Result:
+        v, reason = d.volume, d.reason
+        assert v is not None
+        if reason is None or reason is DeleteReason.PVC_MISSING:
+            return Result(d, Outcome.FAILED, "reclaiming row without a GC reason; left for a person")
+        now = self._clock()
+        ttl = self._policy.failed_ttl
+        if v.state.value == "active":
+            condition = runs_repo.reclaimable_condition(self._runs, reason, now=now, failed_ttl=ttl)
+            with translate_errors("starting a reclaim"), self._engine.begin() as conn:
+                if not volumes_repo.begin_reclaim(conn, v.id, reason=reason, now=now, still_reclaimable=condition):
+                    return Result(d, Outcome.KEPT, "the run changed since planning; kept")
+        if not v.pvc_uid:
+            return Result(d, Outcome.FAILED, "row has no PVC uid; cannot delete safely")
+        claim = self._kube.read_claim(v.namespace, v.pvc_name)
+        if claim is None or claim.uid != v.pvc_uid:
+            return self._finish(d, v)
+        if not claim.terminating:
+            with translate_errors("deleting the PVC"), self._engine.begin() as conn:
+                if not runs_repo.recheck_locked(conn, self._runs, v.run, reason, now=self._clock(), failed_ttl=ttl):
+                    volumes_repo.abort_reclaim(conn, v.id, detail="run came back before its PVC was deleted")
+                    return Result(d, Outcome.ABORTED, "the run came back before the delete; the row is active again")
+                if not self._kube.delete_claim(v.namespace, v.pvc_name, uid=v.pvc_uid):
+                    return self._finish_in(conn, d, v)
+        return Result(d, Outcome.TERMINATING, "delete issued")
+
+    def _finish(self, d: Decision, v: VolumeRecord) -> Result:
+        with translate_errors("finishing a reclaim"), self._engine.begin() as conn:
+            return self._finish_in(conn, d, v)
+
+    def _finish_in(self, conn: sa.Connection, d: Decision, v: VolumeRecord) -> Result:
+        volumes_repo.finish_reclaim(conn, v.id, now=self._clock())
+        return Result(d, Outcome.RECLAIMED, "PVC gone; row deleted")
+
+    def settle(self, pending: list[Result], *, grace: float) -> list[Result]:
+        """Wait up to ``grace`` seconds for deleted PVCs to disappear; finish those rows, and
+        name the pods that hold the others (the pvc-protection finalizer is never stripped)."""
+        deadline = time.monotonic() + grace
+        waiting = list(pending)
+        done: list[Result] = []
+        while waiting:
+            still = []
+            for r in waiting:
+                v = r.decision.volume
+                assert v is not None
+                try:
+                    claim = self._kube.read_claim(v.namespace, v.pvc_name)
+                    if claim is None or claim.uid != v.pvc_uid:
+                        done.append(self._finish(r.decision, v))
+                    else:
+                        still.append(r)
+                except StagingError as exc:
+                    done.append(Result(r.decision, Outcome.FAILED, str(exc)))
+            waiting = still
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        for r in waiting:
+            v = r.decision.volume
+            assert v is not None
+            try:
+                pods = self._kube.pods_using_claim(v.namespace, v.pvc_name)
+                detail = (f"Terminating, held by pod(s) {', '.join(pods[:10])}" if pods
+                          else "Terminating, waiting for kube-controller-manager to remove the finalizer")
+                with translate_errors("recording why a PVC is held"), self._engine.begin() as conn:
+                    volumes_repo.set_detail(conn, v.id, detail)
+                done.append(Result(r.decision, Outcome.TERMINATING, detail))
+            except StagingError as exc:
+                done.append(Result(r.decision, Outcome.FAILED, str(exc)))
+        return done

@@ -1,0 +1,136 @@
+"""One GC sweep: single flight, adopt strays, plan in batches, act, settle, report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+import sqlalchemy as sa
+
+from gc_job import report
+from gc_job.executor import Executor
+from gc_job.plan import Action, Decision, GcPolicy, plan_adoptions, plan_batch
+from gc_job.results import Outcome, Result
+from shared.db import runs_repo, volumes_repo
+from shared.db.engine import translate_errors
+from shared.db.locks import single_flight
+from shared.kube import KubeApi
+from shared.objects import ClaimInfo
+from shared.settings import RunsTable
+
+log = logging.getLogger("leoflow_staging.gc")
+Clock = Callable[[], dt.datetime]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    runs: RunsTable
+    policy: GcPolicy
+    batch_size: int = 500
+    settle_seconds: float = 10.0
+
+
+class Sweeper:
+    """Runs sweeps against one database and one cluster."""
+
+    def __init__(self, *, engine: sa.Engine, kube: KubeApi, config: SweepConfig, clock: Clock = _utcnow,
+                 out: IO[str] | None = None) -> None:
+        self._engine, self._kube, self._config, self._clock = engine, kube, config, clock
+        self._out = out or sys.stdout
+        self._executor = Executor(engine=engine, kube=kube, runs=config.runs, policy=config.policy, clock=clock)
+
+    def _emit(self, level: int, fields: dict[str, Any]) -> None:
+        log.log(level, fields.get("event", ""), extra={"fields": fields})
+
+    def _claims(self) -> list[ClaimInfo]:
+        claims: list[ClaimInfo] = []
+        for page in self._kube.list_managed_claims():
+            claims.extend(page)
+        return claims
+
+    def check_runs_table(self) -> None:
+        """Fail early, with the table's name, when the runs table cannot be read."""
+        table = self._config.runs
+        with translate_errors("reading the runs table"), self._engine.connect() as conn:
+            try:
+                runs_repo.run_states(conn, table, [])
+                conn.execute(sa.text(f"SELECT 1 FROM {table.table} LIMIT 0"))
+            except sa.exc.ProgrammingError as exc:
+                raise runs_repo.RunsTableError(
+                    f"cannot read the runs table {table.table!r} (columns {table.dag_id_column}, "
+                    f"{table.run_id_column}, {table.state_column}, {table.end_date_column}): "
+                    f"{str(exc.orig).splitlines()[0]}") from exc
+
+    def run(self, *, dry_run: bool = False) -> int:
+        started = time.monotonic()
+        with translate_errors("taking the GC lock"), single_flight(self._engine) as acquired:
+            if not acquired:
+                self._emit(logging.INFO, {"event": "sweep_skipped",
+                                          "detail": "another GC sweep holds the lock; nothing to do"})
+                return 0
+            self.check_runs_table()
+            results, kept = self._sweep(dry_run=dry_run)
+        fields = report.summary(results, kept=kept, duration=time.monotonic() - started, dry_run=dry_run)
+        self._emit(logging.INFO, fields)
+        return report.exit_code(results)
+
+    def _sweep(self, *, dry_run: bool) -> tuple[list[Result], int]:
+        """Results of every action taken (kept rows are only counted: memory stays bounded)."""
+        policy, now = self._config.policy, self._clock()
+        claims = self._claims()
+        index = {(c.namespace, c.name): c.uid for c in claims if not c.terminating}
+        with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
+            live = volumes_repo.live_names(conn, list(index))
+        results: list[Result] = []
+        kept = 0
+        for d in plan_adoptions(claims, live, now=now, policy=policy):
+            if d.action is Action.KEEP:
+                kept += 1
+                self._emit(logging.WARNING, {"event": "stray_pvc", "namespace": d.namespace, "pvc": d.pvc_name,
+                                             "detail": d.why})
+                continue
+            results.append(self._do(d, dry_run))
+        pending: list[Result] = []
+        with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
+            batches = volumes_repo.iter_live(conn, batch_size=self._config.batch_size)
+            for batch in batches:
+                runs = runs_repo.run_states(conn, self._config.runs, (v.run for v in batch))
+                for d in plan_batch(batch, runs, index, now=now, policy=policy):
+                    if d.action is Action.KEEP:
+                        kept += 1
+                        if d.run_state in self._config.policy.failed_states and d.run_end is None:
+                            self._emit(logging.WARNING, {"event": "kept_without_end_date", **d.as_dict()})
+                        continue
+                    r = self._do(d, dry_run)
+                    (pending if r.outcome is Outcome.TERMINATING else results).append(r)
+                conn.rollback()  # end the read transaction between batches
+        if pending:
+            results.extend(self._report_each(self._executor.settle(pending, grace=self._config.settle_seconds)))
+        return results, kept
+
+    def _do(self, d: Decision, dry_run: bool) -> Result:
+        if dry_run:
+            print(json.dumps(report.planned_fields(d)), file=self._out)
+            return Result(d, Outcome.PLANNED, d.why)
+        result = self._executor.apply(d)
+        if result.outcome is not Outcome.TERMINATING:
+            self._report_each([result])
+        return result
+
+    def _report_each(self, results: list[Result]) -> list[Result]:
+        now = self._clock()
+        for r in results:
+            if r.outcome in report.LOGGED:
+                level = logging.ERROR if r.failed else logging.INFO
+                self._emit(level, report.event_fields(r, now=now))
+        return results

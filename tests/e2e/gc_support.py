@@ -1,0 +1,63 @@
+"""A GC test bench: fresh database with the runs table, the real provisioner, a sweeper with a clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from gc_job.plan import GcPolicy
+from gc_job.sweep import SweepConfig, Sweeper
+from shared.db import volumes_repo
+from shared.kube import KubeApi
+from shared.settings import RunsTable
+from shared.volumes import VolumeRecord
+from tests.support.pods import task_pod
+from webhook.intent import SizePolicy, StagingIntent, read_intent
+from webhook.provisioning import Deadline, StorageClassCache, VolumeProvisioner
+from webhook.storage_choice import ClassPolicy
+
+T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+@dataclass
+class Bench:
+    engine: sa.Engine
+    kube: KubeApi
+    namespace: str
+    now: dt.datetime = T0
+    ttl: dt.timedelta = dt.timedelta(hours=24)
+    out: io.StringIO = field(default_factory=io.StringIO)
+
+    def clock(self) -> dt.datetime:
+        return self.now
+
+    def provisioner(self) -> VolumeProvisioner:
+        return VolumeProvisioner(engine=self.engine, kube=self.kube,
+                                 classes=StorageClassCache(self.kube, ttl=60),
+                                 class_policy=ClassPolicy(configured=None), db_timeout=5, kube_timeout=5,
+                                 clock=self.clock)
+
+    def admit(self, dag_id: str, run_id: str) -> str:
+        """What the webhook does for a pod of the run (the real code path, minus HTTP)."""
+        intent = read_intent(task_pod(dag_id, run_id), SizePolicy("1Gi", "10Gi"))
+        assert isinstance(intent, StagingIntent)
+        return self.provisioner().ensure(self.namespace, intent, Deadline(30)).pvc_name
+
+    def sweeper(self, *, adopt_min_age: dt.timedelta = dt.timedelta(0), settle: float = 5.0) -> Sweeper:
+        runs = RunsTable()
+        policy = GcPolicy(failed_ttl=self.ttl, success_states=runs.success_states,
+                          failed_states=runs.failed_states, adopt_min_age=adopt_min_age)
+        return Sweeper(engine=self.engine, kube=self.kube, clock=self.clock, out=self.out,
+                       config=SweepConfig(runs=runs, policy=policy, batch_size=3, settle_seconds=settle))
+
+    def sweep(self, **kw: object) -> int:
+        dry_run = bool(kw.pop("dry_run", False))
+        return self.sweeper(**kw).run(dry_run=dry_run)  # type: ignore[arg-type]
+
+    def rows(self) -> list[VolumeRecord]:
+        with self.engine.connect() as conn:
+            return sorted((r for r in volumes_repo.list_volumes(conn) if r.namespace == self.namespace),
+                          key=lambda r: r.id)

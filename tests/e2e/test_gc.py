@@ -1,0 +1,205 @@
+"""The lifecycle rules and their race safety, on real PostgreSQL and the real control plane."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from kubernetes import client
+
+from shared.db.locks import single_flight
+from shared.db.migrate import upgrade
+from shared.kube import KubeApi, make_api_client
+from shared.objects import ClaimSpec
+from shared.volumes import DeleteReason, VolumeState
+from tests.e2e.conftest import wait_until_gone
+from tests.e2e.gc_support import T0, Bench
+from tests.support.orchestrator import create_runs_table, delete_run, set_run
+
+pytestmark = pytest.mark.e2e
+H = dt.timedelta(hours=1)
+
+
+@pytest.fixture
+def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
+    engine = sa.create_engine(database_url)
+    upgrade(engine)
+    create_runs_table(engine)
+    kube = KubeApi(make_api_client(str(kubeconfig)), timeout=10)
+    yield Bench(engine=engine, kube=kube, namespace=namespace)
+    engine.dispose()
+
+
+def _events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
+    return [r.fields for r in caplog.records if isinstance(getattr(r, "fields", None), dict)  # type: ignore[attr-defined]
+            and r.fields.get("event") == event]  # type: ignore[attr-defined]
+
+
+def test_success_is_reclaimed_at_once_and_logged(bench: Bench, core: client.CoreV1Api,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    pvc = bench.admit("etl", "ok")
+    set_run(bench.engine, "etl", "ok", "success", T0)
+    assert bench.sweep() == 0
+    [row] = bench.rows()
+    assert (row.state, row.delete_reason, row.deleted_at) == (VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED, T0)
+    assert core.list_namespaced_persistent_volume_claim(bench.namespace).items == []
+    [line] = _events(caplog, "reclaimed")
+    assert line | {"age_s": None} == {
+        "event": "reclaimed", "namespace": bench.namespace, "pvc": pvc, "dag_id": "etl", "run_id": "ok",
+        "reason": "run_succeeded", "run_state": "success", "run_end": T0.isoformat(), "since_run_end_s": 0.0,
+        "age_s": None, "detail": "PVC gone; row deleted"}
+    [summary] = _events(caplog, "sweep_summary")
+    assert summary["reclaimed"] == {"run_succeeded": 1} and summary["failed"] == 0
+    json.dumps(line)  # every field serialisable
+
+
+def test_failed_run_is_kept_for_the_ttl_counted_from_its_end(bench: Bench) -> None:
+    bench.now = T0 - 72 * H  # the volume is old ...
+    bench.admit("etl", "bad")
+    bench.now = T0
+    set_run(bench.engine, "etl", "bad", "failed", T0 - 1 * H)  # ... but the run failed only 1 h ago
+    assert bench.sweep() == 0
+    assert [r.state for r in bench.rows()] == [VolumeState.ACTIVE]
+    bench.now = T0 + 23 * H - dt.timedelta(seconds=1)
+    bench.sweep()
+    assert [r.state for r in bench.rows()] == [VolumeState.ACTIVE]
+    bench.now = T0 + 23 * H  # 24 h after the run ended
+    bench.sweep()
+    assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.TTL_EXPIRED)]
+
+
+def test_custom_ttl(bench: Bench) -> None:
+    bench.ttl = dt.timedelta(minutes=30)
+    bench.admit("etl", "bad")
+    set_run(bench.engine, "etl", "bad", "failed", T0 - dt.timedelta(minutes=29))
+    bench.sweep()
+    assert bench.rows()[0].state is VolumeState.ACTIVE
+    bench.now = T0 + dt.timedelta(minutes=2)
+    bench.sweep()
+    assert bench.rows()[0].delete_reason is DeleteReason.TTL_EXPIRED
+
+
+def test_live_runs_and_failed_runs_without_end_are_kept(bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    for run, state in (("q", "queued"), ("r", "running"), ("c", None), ("f", "failed")):
+        bench.admit("etl", run)
+        set_run(bench.engine, "etl", run, state or "", None)
+    bench.now = T0 + 1000 * H
+    assert bench.sweep() == 0
+    assert {r.state for r in bench.rows()} == {VolumeState.ACTIVE}
+    [summary] = _events(caplog, "sweep_summary")
+    assert summary["kept"] == 4
+    [no_end] = _events(caplog, "kept_without_end_date")
+    assert no_end["run_id"] == "f"
+
+
+def test_orphans_are_reclaimed_on_sight(bench: Bench) -> None:
+    bench.admit("gone", "r1")
+    set_run(bench.engine, "gone", "r1", "running")
+    delete_run(bench.engine, "gone", "r1")
+    bench.sweep()
+    assert [r.delete_reason for r in bench.rows()] == [DeleteReason.ORPHANED]
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(bench: Bench, core: client.CoreV1Api) -> None:
+    bench.admit("etl", "ok")
+    set_run(bench.engine, "etl", "ok", "success", T0)
+    assert bench.sweep(dry_run=True) == 0
+    [planned] = [json.loads(line) for line in bench.out.getvalue().splitlines()]
+    assert (planned["action"], planned["reason"], planned["run_id"]) == ("reclaim", "run_succeeded", "ok")
+    assert bench.rows()[0].state is VolumeState.ACTIVE
+    assert len(core.list_namespaced_persistent_volume_claim(bench.namespace).items) == 1
+
+
+def test_a_pvc_recreated_under_the_same_name_is_never_deleted(bench: Bench, core: client.CoreV1Api) -> None:
+    pvc = bench.admit("etl", "ok")
+    [row] = bench.rows()
+    # Someone deletes the PVC and a new one of the same name appears (not recorded by this row).
+    core.delete_namespaced_persistent_volume_claim(pvc, bench.namespace)
+    wait_until_gone(core, bench.namespace)
+    fresh = bench.kube.create_claim(ClaimSpec(namespace=bench.namespace, name=pvc, dag_id="etl", run_id="ok",
+                                              storage_class="x", size="1Gi"))
+    set_run(bench.engine, "etl", "ok", "success", T0)
+    with pytest.raises(Exception, match="no longer uid"):  # the delete itself is guarded too
+        bench.kube.delete_claim(bench.namespace, pvc, uid=str(row.pvc_uid))
+    bench.sweep(adopt_min_age=dt.timedelta(days=1))
+    assert core.read_namespaced_persistent_volume_claim(pvc, bench.namespace).metadata.uid == fresh.uid
+    assert bench.rows()[0].state is VolumeState.DELETED  # the old lifetime is closed
+
+
+def test_terminating_pvc_names_the_pod_and_the_finalizer_stays(bench: Bench, core: client.CoreV1Api) -> None:
+    pvc = bench.admit("etl", "ok")
+    core.create_namespaced_pod(bench.namespace, {  # a scheduled pod holds the claim (pvc-protection)
+        "metadata": {"name": "holder"},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}],
+                 "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": pvc}}]}})
+    set_run(bench.engine, "etl", "ok", "success", T0)
+    assert bench.sweep(settle=1.0) == 0
+    [row] = bench.rows()
+    assert row.state is VolumeState.RECLAIMING and row.detail == "Terminating, held by pod(s) holder"
+    claim = core.read_namespaced_persistent_volume_claim(pvc, bench.namespace)
+    assert claim.metadata.deletion_timestamp and "kubernetes.io/pvc-protection" in claim.metadata.finalizers
+    core.delete_namespaced_pod("holder", bench.namespace, grace_period_seconds=0)
+    wait_until_gone(core, bench.namespace)
+    bench.sweep()
+    assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED)]
+
+
+def test_strays_are_adopted_and_lost_pvcs_healed(bench: Bench, core: client.CoreV1Api) -> None:
+    stray = bench.kube.create_claim(ClaimSpec(namespace=bench.namespace, name="leoflow-staging-x-y-0000000000",
+                                              dag_id="x", run_id="y", storage_class="nfs", size="1Gi"))
+    set_run(bench.engine, "x", "y", "running")
+    lost = bench.admit("etl", "lost")
+    set_run(bench.engine, "etl", "lost", "running")
+    core.delete_namespaced_persistent_volume_claim(lost, bench.namespace)
+    wait_until_gone_named(core, bench.namespace, lost)
+    bench.now = T0 + H  # both older than the adoption grace (0 here) and the listing
+    assert bench.sweep() == 0
+    rows = {r.pvc_name: r for r in bench.rows()}
+    assert rows[stray.name].state is VolumeState.ACTIVE and rows[stray.name].pvc_uid == stray.uid
+    assert (rows[lost].state, rows[lost].delete_reason) == (VolumeState.DELETED, DeleteReason.PVC_MISSING)
+    set_run(bench.engine, "x", "y", "success", T0)  # the adopted volume now follows the rules
+    bench.sweep()
+    assert {r.pvc_name: r.state for r in bench.rows()}[stray.name] is VolumeState.DELETED
+
+
+def test_two_sweeps_at_once_one_acts(bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    bench.admit("etl", "ok")
+    set_run(bench.engine, "etl", "ok", "success", T0)
+    with single_flight(bench.engine) as held:
+        assert held
+        assert bench.sweep() == 0  # the loser exits 0 ...
+        assert bench.rows()[0].state is VolumeState.ACTIVE  # ... having done nothing
+    assert _events(caplog, "sweep_skipped")
+    bench.sweep()
+    assert bench.rows()[0].state is VolumeState.DELETED
+
+
+def test_a_failed_action_gives_a_non_zero_exit_after_the_rest(bench: Bench) -> None:
+    bench.admit("etl", "a")
+    bench.admit("etl", "b")
+    set_run(bench.engine, "etl", "a", "success", T0)
+    set_run(bench.engine, "etl", "b", "success", T0)
+    with bench.engine.begin() as conn:  # a row the GC cannot prove the identity of
+        conn.execute(sa.text("UPDATE staging_volumes SET pvc_uid = NULL WHERE run_id = 'a'"))
+    assert bench.sweep() == 1
+    states = {r.run_id: r.state for r in bench.rows()}
+    assert states == {"a": VolumeState.RECLAIMING, "b": VolumeState.DELETED}
+
+
+def wait_until_gone_named(core: client.CoreV1Api, namespace: str, name: str) -> None:
+    import time
+
+    for _ in range(300):
+        if name not in [p.metadata.name for p in core.list_namespaced_persistent_volume_claim(namespace).items]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} still present")
