@@ -55,7 +55,7 @@ class Bench:
 
     def sweep(self, **kw: object) -> int:
         dry_run = bool(kw.pop("dry_run", False))
-        return self.sweeper(**kw).run(dry_run=dry_run)  # type: ignore[arg-type]
+        return self.sweeper(**kw).run(dry_run=dry_run)
 
     def rows(self) -> list[VolumeRecord]:
         with self.engine.connect() as conn:

@@ -145,7 +145,8 @@ def test_terminating_pvc_names_the_pod_and_the_finalizer_stays(bench: Bench, cor
     [row] = bench.rows()
     assert row.state is VolumeState.RECLAIMING and row.detail == "Terminating, held by pod(s) holder"
     claim = core.read_namespaced_persistent_volume_claim(pvc, bench.namespace)
-    assert claim.metadata.deletion_timestamp and "kubernetes.io/pvc-protection" in claim.metadata.finalizers
+    assert claim.metadata.deletion_timestamp
+    assert "kubernetes.io/pvc-protection" in (claim.metadata.finalizers or [])
     core.delete_namespaced_pod("holder", bench.namespace, grace_period_seconds=0)
     wait_until_gone(core, bench.namespace)
     bench.sweep()
