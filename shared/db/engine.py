@@ -9,12 +9,26 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from shared.errors import DatabaseUnavailable
+from shared.errors import DatabaseUnavailable, SettingsError
+
+
+def parse_url(url: str) -> sa.URL:
+    """The URL, with plain ``postgresql://`` (libpq style, as psql takes it) meaning psycopg2."""
+    try:
+        parsed = sa.make_url(url)
+    except exc.ArgumentError:
+        raise SettingsError("LEOFLOW_STAGING_DATABASE_URL is not a database URL "
+                            "(expected e.g. postgresql://user@host:5432/db or sqlite:///path.db)") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise SettingsError(f"database {parsed.get_backend_name()!r} is not supported: use PostgreSQL or SQLite")
+    return parsed
 
 
 def make_engine(url: str, *, timeout: float, pool_size: int = 5) -> sa.Engine:
     """An engine whose connect, statement and lock waits are all bounded by ``timeout`` seconds."""
-    parsed = sa.make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() == "postgresql":
         millis = max(1, int(timeout * 1000))
         return sa.create_engine(

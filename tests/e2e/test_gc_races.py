@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from kubernetes import client
 
 from gc_job.plan import GcPolicy
-from gc_job.sweep import Sweeper, SweepConfig
+from gc_job.sweep import SweepConfig, Sweeper
 from shared.db.migrate import upgrade
 from shared.kube import KubeApi, make_api_client
 from shared.settings import RunsTable
@@ -53,7 +53,7 @@ class ObservedKube(KubeApi):
                 "ON r.dag_id = v.dag_id AND r.run_id = v.run_id WHERE v.pvc_uid = :uid"), {"uid": uid}).first()
         now = dt.datetime.now(dt.UTC)
         allowed = row is not None and (
-            row.state is None and row.end_date is None  # run absent (orphan)
+            (row.state is None and row.end_date is None)  # run absent (orphan)
             or row.state == "success"
             or (row.state == "failed" and row.end_date is not None and row.end_date <= now - TTL))
         if not allowed:
@@ -95,7 +95,7 @@ def test_gc_racing_clear_and_rerun_never_breaks_a_live_run(race_bench: Bench, ku
             try:
                 sweeper.run()
                 sweeps += 1
-            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            except BaseException as exc:
                 sweep_errors.append(exc)
             time.sleep(rng.uniform(0, 0.01))
 
