@@ -22,7 +22,8 @@ def _run(*args: str, url: str | None = None, **env: str) -> subprocess.Completed
     if url:
         full["LEOFLOW_STAGING_DATABASE_URL"] = url
     full.update(env)
-    return subprocess.run([console_script(), *args], env=full, capture_output=True, text=True, timeout=120)
+    return subprocess.run([console_script(), *args], env=full, capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_migrate_then_volumes(database_url: str) -> None:
