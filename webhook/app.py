@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from webhook import metrics
 from webhook.handler import AdmissionHandler, Outcome
-from webhook.review import ReviewError, encode_response, parse_review
+from webhook.review import AdmissionRequest, ReviewError, encode_response, parse_review
 from webhook.verdicts import deny
 
 log = logging.getLogger("leoflow_staging.webhook")
@@ -35,21 +35,31 @@ def _bad_request(message: str, status: int = 400) -> Response:
     return _json({"error": message}, status)
 
 
-def _log_outcome(outcome: Outcome, uid: str, namespace: str, elapsed: float) -> None:
+def _pod_name(req: AdmissionRequest) -> str:
+    meta = (req.object or {}).get("metadata")
+    if req.name:
+        return req.name
+    if isinstance(meta, dict):
+        return str(meta.get("name") or (str(meta.get("generateName") or "") + "*"))[:253]
+    return ""
+
+
+def _log_outcome(outcome: Outcome, req: AdmissionRequest, elapsed: float) -> None:
+    """One JSON line per admission: uid, namespace, pod (or generateName*), ids, pvc, decision, ms."""
     verdict = outcome.verdict
-    if verdict.allowed and outcome.ensured is None:
-        return
-    fields: dict[str, Any] = {"event": "admission", "uid": uid, "namespace": namespace,
-                              "allowed": verdict.allowed, "reason": verdict.reason,
-                              "duration_ms": round(elapsed * 1000, 2)}
+    fields: dict[str, Any] = {"event": "admission", "uid": req.uid, "namespace": req.namespace,
+                              "operation": req.operation, "kind": req.kind["kind"], "pod": _pod_name(req),
+                              "allowed": verdict.allowed, "decision": verdict.reason,
+                              "ms": round(elapsed * 1000, 2)}
     if outcome.intent is not None:
         fields.update(dag_id=outcome.intent.dag_id, run_id=outcome.intent.run_id, pvc=outcome.intent.pvc_name)
+    if outcome.ensured is not None:
+        fields.update(pvc_created=outcome.ensured.created, storage_class=outcome.ensured.storage_class)
     if not verdict.allowed:
         fields.update(message=verdict.message, retriable=verdict.retriable)
         log.warning("admission denied", extra={"fields": fields})
-    elif outcome.ensured is not None and outcome.ensured.created:
-        fields.update(storage_class=outcome.ensured.storage_class)
-        log.info("staging PVC created", extra={"fields": fields})
+    else:
+        log.info("admission", extra={"fields": fields})
 
 
 def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: int,
@@ -89,7 +99,7 @@ def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: 
         if outcome.ensured is not None and outcome.ensured.created:
             metrics.PVCS_CREATED.inc()
         metrics.LATENCY.observe(elapsed)
-        _log_outcome(outcome, req.uid, req.namespace, elapsed)
+        _log_outcome(outcome, req, elapsed)
         return _json(encode_response(req.uid, verdict))
 
     @app.get("/healthz")

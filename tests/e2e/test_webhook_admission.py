@@ -76,6 +76,18 @@ def test_opted_in_pod_gets_its_runs_volume(webhook: WebhookProcess, api: client.
     assert (row["dag_id"], row["run_id"], row["storage_class"], row["size"]) == ("etl/daily", RUN, rwx_class, "5Gi")
 
 
+def _metric(webhook: WebhookProcess, name: str) -> float:
+    """A counter's value summed over all gunicorn workers (multiprocess mode)."""
+    session = requests.Session()
+    session.trust_env = False
+    assert webhook.ca is not None
+    ca = webhook.workdir / "ca.crt"
+    ca.write_bytes(webhook.ca.cert_pem)
+    text = session.get(webhook.url + "/metrics", verify=str(ca), timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{"))
+
+
 def test_pod_without_opt_in_is_unchanged(webhook: WebhookProcess, api: client.ApiClient,
                                          core: client.CoreV1Api, namespace: str, db: sa.Engine) -> None:
     pod = _create(core, api, namespace, task_pod("etl", "r1", opt_in=False))
@@ -98,6 +110,8 @@ def test_later_pods_and_retries_reattach_the_same_volume(webhook: WebhookProcess
 def test_concurrent_pods_of_one_run_make_one_pvc_and_one_row(webhook: WebhookProcess, api: client.ApiClient,
                                                              core: client.CoreV1Api, namespace: str,
                                                              db: sa.Engine) -> None:
+    before = _metric(webhook, "leoflow_staging_pvcs_created_total")
+
     def create(i: int) -> str | None:
         return staging_pvc_of(_create(core, api, namespace, task_pod("fanout", "run-1", name=f"task-{i}")))
 
@@ -107,6 +121,7 @@ def test_concurrent_pods_of_one_run_make_one_pvc_and_one_row(webhook: WebhookPro
     assert len(core.list_namespaced_persistent_volume_claim(namespace).items) == 1
     rows = rows_for(db, namespace)
     assert [(r["state"], r["pvc_name"]) for r in rows] == [("active", pvc_name("fanout", "run-1"))]
+    assert _metric(webhook, "leoflow_staging_pvcs_created_total") == before + 1  # one PVC create, 23 reuses
 
 
 def test_runs_are_isolated(webhook: WebhookProcess, api: client.ApiClient, core: client.CoreV1Api,

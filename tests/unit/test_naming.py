@@ -54,3 +54,10 @@ def test_label_safe_is_always_a_label_value(value: str) -> None:
 
 def test_label_safe_distinguishes_sanitised_ids() -> None:
     assert label_safe("a:b") != label_safe("a;b")
+
+
+def test_ids_differing_only_by_case_or_punctuation_get_distinct_names() -> None:
+    pairs = [("ETL", "r"), ("etl", "r"), ("e.tl", "r"), ("e-tl", "r"), ("e_tl", "r"), ("etl", "R"),
+             ("etl", "r:1"), ("etl", "r-1"), ("etl", "r+1"), ("etl", "r 1")]
+    names = {pvc_name(d, r) for d, r in pairs}
+    assert len(names) == len(pairs)
