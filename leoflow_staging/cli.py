@@ -51,6 +51,12 @@ def _certs(settings: Settings, args: argparse.Namespace) -> int:
     return certs(settings, args)
 
 
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from leoflow_staging.commands import check_admission  # noqa: PLC0415
+
+    return check_admission(settings, namespace=args.namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leoflow-staging",
@@ -87,7 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     volumes.set_defaults(func=_volumes)
 
     certs = sub.add_parser("certs", help="CA and serving certificate generation, Secret and caBundle wiring")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    files = certs_sub.add_parser("files", help="write ca.crt, tls.crt, tls.key to a folder (local serving)")
+    files.add_argument("--out-dir", required=True)
+    files.add_argument("--host", action="append", required=True, help="DNS name or IP for the SANs (repeat)")
+    secret = certs_sub.add_parser("ensure-secret", help="create, reuse or renew the TLS Secret")
+    patch = certs_sub.add_parser("patch-webhook", help="copy the Secret's CA into the webhook configuration")
+    for p in (secret, patch):
+        p.add_argument("--namespace", required=True)
+        p.add_argument("--secret", required=True)
+    secret.add_argument("--service", required=True, help="the webhook Service (names the SANs)")
+    patch.add_argument("--webhook-config", required=True, help="the MutatingWebhookConfiguration's name")
+    for p in (files, secret):
+        p.add_argument("--validity", default="365d", help="serving certificate lifetime (default 365d)")
+        p.add_argument("--ca-validity", default="3650d", help="CA lifetime (default 3650d)")
+        p.add_argument("--renew-before", default="30d", help="renew when expiring within this (default 30d)")
     certs.set_defaults(func=_certs)
+
+    check = sub.add_parser("check-admission", help="server-side dry-run an opted-in pod and check it is patched "
+                                                   "(the chart's `helm test`)")
+    check.add_argument("--namespace", required=True)
+    check.set_defaults(func=_check)
     return parser
 
 

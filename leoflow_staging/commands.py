@@ -10,7 +10,7 @@ from shared.db import migrate as migrations
 from shared.db import volumes_repo
 from shared.db.engine import describe, make_engine, translate_errors
 from shared.logs import configure_logging
-from shared.settings import Settings
+from shared.settings import Settings, parse_duration
 from shared.volumes import VolumeRecord
 
 
@@ -72,5 +72,58 @@ def volumes(settings: Settings, *, state: str | None, dag: str | None, run: str 
 
 
 def certs(settings: Settings, args: argparse.Namespace) -> int:
-    print("leoflow-staging certs: not implemented yet", file=sys.stderr)
-    return 2
+    import datetime as dt  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from certs.bundle import CertPolicy, service_hosts  # noqa: PLC0415
+    from certs.wiring import SecretRef, ensure_secret, patch_webhook, write_files  # noqa: PLC0415
+    from shared.kube import make_api_client  # noqa: PLC0415
+    from shared.kube.certs_api import CertsKubeApi  # noqa: PLC0415
+
+    now = dt.datetime.now(dt.UTC)
+    if args.certs_command == "files":
+        policy = CertPolicy(hosts=tuple(args.host), validity=parse_duration(args.validity),
+                            ca_validity=parse_duration(args.ca_validity),
+                            renew_before=parse_duration(args.renew_before))
+        for path in write_files(Path(args.out_dir), policy, now=now):
+            print(f"wrote {path}")
+        return 0
+    api = CertsKubeApi(make_api_client(settings.kubeconfig), timeout=max(settings.kube_timeout, 10.0))
+    ref = SecretRef(namespace=args.namespace, name=args.secret)
+    if args.certs_command == "ensure-secret":
+        policy = CertPolicy(hosts=service_hosts(args.service, args.namespace),
+                            validity=parse_duration(args.validity), ca_validity=parse_duration(args.ca_validity),
+                            renew_before=parse_duration(args.renew_before))
+        why = ensure_secret(api, ref, policy, now=now,
+                            labels={"app.kubernetes.io/managed-by": "leoflow-staging"})
+        print(f"Secret {ref.namespace}/{ref.name}: {why}")
+        return 0
+    try:
+        count = patch_webhook(api, ref, args.webhook_config)
+    except FileNotFoundError as exc:
+        print(f"leoflow-staging certs patch-webhook: {exc}", file=sys.stderr)
+        return 1
+    print(f"MutatingWebhookConfiguration {args.webhook_config}: caBundle set on {count} webhook(s)")
+    return 0
+
+
+def check_admission(settings: Settings, *, namespace: str) -> int:
+    """Dry-run an opted-in pod through the API and check the webhook patched it."""
+    from shared import labels  # noqa: PLC0415
+    from shared.kube import KubeApi, make_api_client  # noqa: PLC0415
+
+    kube = KubeApi(make_api_client(settings.kubeconfig), timeout=max(settings.kube_timeout, 10.0))
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "leoflow-staging-check-", "labels": {
+            labels.OPT_IN: labels.OPT_IN_VALUE, labels.DAG_ID: "leoflow-staging-check", labels.RUN_ID: "helm-test"}},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                 "containers": [{"name": "check", "image": "busybox"}]},
+    }
+    result = kube.dry_run_pod(namespace, pod)
+    annotations = (result.get("metadata") or {}).get("annotations") or {}
+    volumes = [v.get("name") for v in (result.get("spec") or {}).get("volumes") or []]
+    env = [e.get("name") for e in ((result.get("spec") or {}).get("containers") or [{}])[0].get("env") or []]
+    ok = labels.PVC in annotations and labels.VOLUME_NAME in volumes and labels.ENV_NAME in env
+    print(json.dumps({"check": "admission", "ok": ok, "pvc": annotations.get(labels.PVC), "volumes": volumes}))
+    return 0 if ok else 1

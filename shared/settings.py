@@ -65,6 +65,11 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+def parse_duration(raw: str) -> dt.timedelta:
+    """``90s``, ``30m``, ``24h``, ``365d`` (a bare number is seconds)."""
+    return _duration("DURATION", raw)
+
+
 def _duration(name: str, raw: str) -> dt.timedelta:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", raw)
     if not match:

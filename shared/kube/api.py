@@ -96,7 +96,7 @@ class KubeApi:
         """Create the PVC; raises ``AlreadyExists`` when a PVC of that name exists."""
         with self._errors(f"creating PVC {spec.namespace}/{spec.name}"):
             resp = self._core.create_namespaced_persistent_volume_claim(
-                spec.namespace, claim_manifest(spec),  # type: ignore[arg-type]  # a dict body is accepted
+                spec.namespace, claim_manifest(spec),  # a dict body is accepted
                 _preload_content=False,
                 _request_timeout=self._timeout)
             return claim_info(self._json(resp))
@@ -129,6 +129,13 @@ class KubeApi:
             token = (data.get("metadata") or {}).get("continue")
             if not token:
                 return
+
+    def dry_run_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
+        """Create ``pod`` with server-side dry run (admission runs, nothing is stored)."""
+        with self._errors(f"dry-run creating a pod in {namespace}"):
+            resp = self._core.create_namespaced_pod(namespace, pod, dry_run="All",
+                                                    _preload_content=False, _request_timeout=self._timeout)
+            return self._json(resp)
 
     def pods_using_claim(self, namespace: str, name: str) -> list[str]:
         """Names of the pods in ``namespace`` whose volumes reference the claim."""
