@@ -113,7 +113,9 @@ GO
 }
 
 build_helm() {
-  local out="$CACHE/helm/$HELM_VERSION"
+  # Helm defaults its idea of the cluster version to 1.20 unless stamped: stamp the version we test on.
+  local kminor="${KUBE_VERSION#v1.}"; kminor="${kminor%%.*}"
+  local out="$CACHE/helm/$HELM_VERSION-k8s1.$kminor"
   if have_all "$out" helm; then echo "$out"; return; fi
   need_go "helm"
   go_env
@@ -122,6 +124,9 @@ build_helm() {
   log "building helm $HELM_VERSION"
   local major="${HELM_VERSION%%.*}"
   local ld="-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION"
+  for pkg in pkg/chartutil pkg/lint/rules; do
+    ld+=" -X helm.sh/helm/$major/$pkg.k8sVersionMajor=1 -X helm.sh/helm/$major/$pkg.k8sVersionMinor=$kminor"
+  done
   (cd "$work" && GOBIN="$out.tmp" go install -trimpath -ldflags "$ld" "helm.sh/helm/$major/cmd/helm@$HELM_VERSION") >&2 \
     || die "go install helm $HELM_VERSION failed"
   rm -rf "$out"; mv "$out.tmp" "$out"; rm -rf "$work"

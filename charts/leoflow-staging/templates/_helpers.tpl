@@ -1,0 +1,86 @@
+{{/* Names: <chart>.<component>.<thing>, truncated to 63 characters. */}}
+{{- define "leoflow-staging.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "leoflow-staging.webhook.name" -}}
+{{- printf "%s-webhook" (include "leoflow-staging.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "leoflow-staging.gc.name" -}}
+{{- printf "%s-gc" (include "leoflow-staging.fullname" .) | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "leoflow-staging.certs.name" -}}
+{{- printf "%s-certgen" (include "leoflow-staging.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "leoflow-staging.certs.secret" -}}
+{{- printf "%s-webhook-tls" (include "leoflow-staging.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "leoflow-staging.webhook.config" -}}
+{{- include "leoflow-staging.fullname" . -}}
+{{- end -}}
+
+{{- define "leoflow-staging.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: leoflow
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "leoflow-staging.webhook.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: webhook
+{{- end -}}
+
+{{- define "leoflow-staging.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The settings every program reads (LEOFLOW_STAGING_*), from .Values.config. */}}
+{{- define "leoflow-staging.env" -}}
+- name: LEOFLOW_STAGING_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "database.existingSecret is required: a Secret holding the metadatabase URL" .Values.database.existingSecret }}
+      key: {{ .Values.database.secretKey }}
+{{- with .Values.config }}
+{{- if .storageClass }}
+- {name: LEOFLOW_STAGING_STORAGE_CLASS, value: {{ .storageClass | quote }}}
+{{- end }}
+{{- if .rwxProvisioners }}
+- {name: LEOFLOW_STAGING_RWX_PROVISIONERS, value: {{ join "," .rwxProvisioners | quote }}}
+{{- end }}
+- {name: LEOFLOW_STAGING_DEFAULT_SIZE, value: {{ .defaultSize | quote }}}
+- {name: LEOFLOW_STAGING_MAX_SIZE, value: {{ .maxSize | quote }}}
+- {name: LEOFLOW_STAGING_FAILED_TTL, value: {{ .failedTtl | quote }}}
+- {name: LEOFLOW_STAGING_DB_TIMEOUT, value: {{ .dbTimeout | quote }}}
+- {name: LEOFLOW_STAGING_KUBE_TIMEOUT, value: {{ .kubeTimeout | quote }}}
+- {name: LEOFLOW_STAGING_REQUEST_BUDGET, value: {{ .requestBudget | quote }}}
+- {name: LEOFLOW_STAGING_CLASS_CACHE_SECONDS, value: {{ .classCacheSeconds | quote }}}
+- {name: LEOFLOW_STAGING_LOG_LEVEL, value: {{ .logLevel | quote }}}
+- {name: LEOFLOW_STAGING_RUNS_TABLE, value: {{ .runs.table | quote }}}
+- {name: LEOFLOW_STAGING_RUNS_DAG_ID_COLUMN, value: {{ .runs.dagIdColumn | quote }}}
+- {name: LEOFLOW_STAGING_RUNS_RUN_ID_COLUMN, value: {{ .runs.runIdColumn | quote }}}
+- {name: LEOFLOW_STAGING_RUNS_STATE_COLUMN, value: {{ .runs.stateColumn | quote }}}
+- {name: LEOFLOW_STAGING_RUNS_END_DATE_COLUMN, value: {{ .runs.endDateColumn | quote }}}
+- {name: LEOFLOW_STAGING_RUNS_SUCCESS_STATES, value: {{ join "," .runs.successStates | quote }}}
+- {name: LEOFLOW_STAGING_RUNS_FAILED_STATES, value: {{ join "," .runs.failedStates | quote }}}
+{{- end }}
+{{- end -}}
+
+{{- define "leoflow-staging.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser | default 10001 }}
+runAsGroup: {{ .Values.securityContext.runAsGroup | default 10001 }}
+fsGroup: {{ .Values.securityContext.runAsGroup | default 10001 }}
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}

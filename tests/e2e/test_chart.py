@@ -1,0 +1,228 @@
+"""The Helm chart: lint, render, schema, server-side apply, RBAC by impersonation, and a patched pod
+through the rendered webhook configuration pointed at the running `leoflow-staging serve`."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from leoflow_staging.devenv.controlplane import ControlPlane
+from tests.e2e.conftest import pod_dict, staging_pvc_of
+from tests.support.helm import CHART, apply, by_kind, helm, one, render
+from tests.support.pods import task_pod
+from tests.support.webhook import WebhookProcess
+
+pytestmark = pytest.mark.e2e
+HOOK = "helm.sh/hook"
+
+
+def test_lint_strict(assets: Path) -> None:
+    ok = helm(assets, "lint", "--strict", str(CHART), "--set", "database.existingSecret=db", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    missing = helm(assets, "lint", "--strict", str(CHART), check=False)
+    assert missing.returncode != 0 and "existingSecret" in missing.stdout + missing.stderr
+
+
+def test_defaults_render_a_safe_install(assets: Path) -> None:
+    objs = render(assets)
+    assert isinstance(objs, list)
+    deploy = one(objs, "Deployment")
+    spec = deploy["spec"]["template"]["spec"]
+    assert deploy["spec"]["replicas"] >= 2
+    assert spec["topologySpreadConstraints"]
+    container = spec["containers"][0]
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert {"checksum/config", "checksum/tls"} <= set(deploy["spec"]["template"]["metadata"]["annotations"])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["LEOFLOW_STAGING_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "leoflow-db", "key": "url"}
+    assert one(objs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    [hook] = one(objs, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "NoneOnDryRun"
+    assert hook["timeoutSeconds"] <= 10 and hook["admissionReviewVersions"] == ["v1"]
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["objectSelector"] == {"matchLabels": {"leoflow.io/staging": "enabled"}}
+    excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert {"kube-system", "platform"} <= set(excluded)
+    assert hook["clientConfig"]["service"]["path"] == "/mutate"
+    cron = one(objs, "CronJob")
+    assert cron["spec"]["schedule"] == "*/5 * * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
+    assert cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"] == ["gc"]
+    migrate = one(objs, "Job", "migrate")
+    assert migrate["metadata"]["annotations"][HOOK] == "pre-install,pre-upgrade"
+    assert one(objs, "Job", "certgen-create")["metadata"]["annotations"][HOOK] == "pre-install,pre-upgrade"
+    assert one(objs, "Job", "certgen-patch")["metadata"]["annotations"][HOOK] == "post-install,post-upgrade"
+    assert one(objs, "Pod", "test")["metadata"]["annotations"][HOOK] == "test"
+    sas = {o["metadata"]["name"] for o in by_kind(objs, "ServiceAccount")}
+    assert {"staging-leoflow-staging-webhook", "staging-leoflow-staging-gc"} <= sas
+
+
+def test_value_sets(assets: Path) -> None:
+    cm = render(assets, values={"certs": {"mode": "cert-manager"}})
+    assert isinstance(cm, list)
+    assert not [o for o in by_kind(cm, "Job") if "certgen" in o["metadata"]["name"]]
+    issuers = by_kind(cm, "Issuer")
+    assert {"selfSigned", "ca"} == {next(iter(set(i["spec"]))) for i in issuers}
+    ca_cert = one(cm, "Certificate", "-ca")
+    assert ca_cert["spec"]["isCA"] is True
+    serving = one(cm, "Certificate", "webhook")
+    assert serving["spec"]["issuerRef"]["name"].endswith("-ca")  # a CA issuer chain, not a self-signed leaf
+    mwc = one(cm, "MutatingWebhookConfiguration")
+    assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "platform/staging-leoflow-staging-webhook"
+
+    url = render(assets, values={"webhook": {"url": "https://127.0.0.1:9443/mutate", "caBundle": "Q0E="}})
+    assert isinstance(url, list)
+    [hook] = one(url, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["clientConfig"] == {"url": "https://127.0.0.1:9443/mutate", "caBundle": "Q0E="}
+    assert not [o for o in by_kind(url, "Job") if "certgen" in o["metadata"]["name"]]
+
+    custom = render(assets, values={"gc": {"schedule": "0 * * * *", "suspend": True},
+                                    "config": {"failedTtl": "48h", "storageClass": "nfs"}})
+    assert isinstance(custom, list)
+    assert one(custom, "CronJob")["spec"]["schedule"] == "0 * * * *"
+    env = {e["name"]: e.get("value") for e in one(custom, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LEOFLOW_STAGING_FAILED_TTL"] == "48h" and env["LEOFLOW_STAGING_STORAGE_CLASS"] == "nfs"
+
+
+@pytest.mark.parametrize(("values", "fragment"), [
+    ({"webhook": {"timeoutSeconds": 30}}, "timeoutSeconds"),
+    ({"webhook": {"replicas": "two"}}, "replicas"),
+    ({"webhook": {"replica": 2}}, "replica"),
+    ({"certs": {"mode": "letsencrypt"}}, "mode"),
+    ({"config": {"maxSize": "lots"}}, "maxSize"),
+    ({"config": {"runs": {"table": "dag_run; drop"}}}, "table"),
+    ({"database": {"existingSecret": ""}}, "existingSecret"),
+])
+def test_schema_rejects_bad_values(assets: Path, values: dict[str, Any], fragment: str) -> None:
+    error = render(assets, values=values, check=False)
+    assert isinstance(error, str) and fragment in error, error
+
+
+@pytest.fixture
+def release_ns(core: client.CoreV1Api) -> Iterator[str]:
+    name = f"rel-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+def _cleanup_cluster_scoped(api: client.ApiClient, objs: list[dict[str, Any]]) -> None:
+    rbac = client.RbacAuthorizationV1Api(api)
+    admission = client.AdmissionregistrationV1Api(api)
+    for o in objs:
+        name = o["metadata"]["name"]
+        try:
+            if o["kind"] == "ClusterRole":
+                rbac.delete_cluster_role(name)
+            elif o["kind"] == "ClusterRoleBinding":
+                rbac.delete_cluster_role_binding(name)
+            elif o["kind"] == "MutatingWebhookConfiguration":
+                admission.delete_mutating_webhook_configuration(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def test_every_rendered_object_is_accepted_by_server_side_apply(assets: Path, api: client.ApiClient,
+                                                                release_ns: str) -> None:
+    for values in ({}, {"certs": {"mode": "cert-manager"}}):
+        objs = render(assets, namespace=release_ns, values=values | {"test": {"namespace": release_ns}})
+        assert isinstance(objs, list)
+        applied = skipped = 0
+        try:
+            for obj in objs:
+                if obj["apiVersion"].startswith("cert-manager.io/"):
+                    skipped += 1  # no cert-manager CRDs in this control plane
+                    continue
+                stored = apply(api, obj)
+                assert stored.metadata.name == obj["metadata"]["name"]
+                applied += 1
+        finally:
+            _cleanup_cluster_scoped(api, objs)
+        assert applied >= 15 and skipped == (4 if values else 0)
+
+
+def _impersonating(kubeconfig: Path, namespace: str, sa: str) -> client.ApiClient:
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    api.set_default_header("Impersonate-User", f"system:serviceaccount:{namespace}:{sa}")
+    for group in ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"):
+        api.set_default_header("Impersonate-Group", group)  # the last one wins in the client; enough for RBAC
+    return api
+
+
+def _allowed(call: Any) -> bool:
+    try:
+        call()
+    except client.ApiException as exc:
+        if exc.status == 403:
+            return False
+        return exc.status in (404, 409, 422)  # authorized, then refused for another reason
+    return True
+
+
+def test_rbac_is_least_privilege(assets: Path, api: client.ApiClient, kubeconfig: Path, release_ns: str,
+                                 core: client.CoreV1Api) -> None:
+    objs = render(assets, namespace=release_ns)
+    assert isinstance(objs, list)
+    rbac_kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    wanted = [o for o in objs if o["kind"] in rbac_kinds and HOOK not in o["metadata"].get("annotations", {})]
+    try:
+        for obj in wanted:
+            apply(api, obj)
+        tasks = f"tasks-{uuid.uuid4().hex[:6]}"
+        core.create_namespace({"metadata": {"name": tasks}})
+        pvc = {"metadata": {"name": "leoflow-staging-x-y-0123456789"},
+               "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
+        hook_sa = _impersonating(kubeconfig, release_ns, "staging-leoflow-staging-webhook")
+        w_core, w_storage = client.CoreV1Api(hook_sa), client.StorageV1Api(hook_sa)
+        assert _allowed(lambda: w_storage.list_storage_class())
+        assert _allowed(lambda: w_core.create_namespaced_persistent_volume_claim(tasks, pvc))
+        assert _allowed(lambda: w_core.read_namespaced_persistent_volume_claim(pvc["metadata"]["name"], tasks))
+        assert not _allowed(lambda: w_core.delete_namespaced_persistent_volume_claim("any", tasks))
+        assert not _allowed(lambda: w_core.list_namespaced_secret(release_ns))
+        assert not _allowed(lambda: w_core.read_namespaced_secret("leoflow-db", release_ns))
+        assert not _allowed(lambda: w_core.delete_namespaced_pod("any", tasks))
+
+        gc_sa = _impersonating(kubeconfig, release_ns, "staging-leoflow-staging-gc")
+        g_core = client.CoreV1Api(gc_sa)
+        assert _allowed(lambda: g_core.list_persistent_volume_claim_for_all_namespaces(label_selector="a=b"))
+        assert _allowed(lambda: g_core.list_namespaced_pod(tasks))
+        assert _allowed(lambda: g_core.delete_namespaced_persistent_volume_claim(pvc["metadata"]["name"], tasks))
+        assert not _allowed(lambda: g_core.create_namespaced_persistent_volume_claim(tasks, pvc))
+        assert not _allowed(lambda: g_core.read_namespaced_secret("leoflow-db", release_ns))
+        assert not _allowed(lambda: g_core.delete_namespaced_pod("any", tasks))
+        assert not _allowed(lambda: client.StorageV1Api(gc_sa).delete_storage_class("any"))
+        core.delete_namespace(tasks)
+    finally:
+        _cleanup_cluster_scoped(api, wanted)
+
+
+def test_rendered_webhook_in_url_mode_patches_a_pod(assets: Path, api: client.ApiClient, core: client.CoreV1Api,
+                                                    webhook: WebhookProcess, namespace: str,
+                                                    control_plane: ControlPlane) -> None:
+    assert webhook.ca is not None
+    objs = render(assets, values={"webhook": {"url": webhook.url + "/mutate",
+                                              "caBundle": base64.b64encode(webhook.ca.cert_pem).decode()}})
+    assert isinstance(objs, list)
+    mwc = one(objs, "MutatingWebhookConfiguration")
+    admission = client.AdmissionregistrationV1Api(api)
+    admission.delete_mutating_webhook_configuration("leoflow-staging-test")  # only the chart's config is active
+    try:
+        apply(api, mwc)
+        pod = pod_dict(api, core.create_namespaced_pod(namespace, task_pod("chart", "url-mode")))
+        assert staging_pvc_of(pod)
+        assert any(v["name"] == "leoflow-staging" for v in pod["spec"]["volumes"])
+    finally:
+        admission.delete_mutating_webhook_configuration(mwc["metadata"]["name"])
+        webhook.register(api)
