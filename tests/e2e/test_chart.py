@@ -79,7 +79,8 @@ def test_value_sets(assets: Path) -> None:
     serving = one(cm, "Certificate", "webhook")
     assert serving["spec"]["issuerRef"]["name"].endswith("-ca")  # a CA issuer chain, not a self-signed leaf
     mwc = one(cm, "MutatingWebhookConfiguration")
-    assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "platform/staging-leoflow-staging-webhook"
+    inject = mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+    assert inject == "platform/staging-leoflow-staging-webhook"
 
     url = render(assets, values={"webhook": {"url": "https://127.0.0.1:9443/mutate", "caBundle": "Q0E="}})
     assert isinstance(url, list)
@@ -91,7 +92,8 @@ def test_value_sets(assets: Path) -> None:
                                     "config": {"failedTtl": "48h", "storageClass": "nfs"}})
     assert isinstance(custom, list)
     assert one(custom, "CronJob")["spec"]["schedule"] == "0 * * * *"
-    env = {e["name"]: e.get("value") for e in one(custom, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    container = one(custom, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["LEOFLOW_STAGING_FAILED_TTL"] == "48h" and env["LEOFLOW_STAGING_STORAGE_CLASS"] == "nfs"
 
 
@@ -186,7 +188,7 @@ def test_rbac_is_least_privilege(assets: Path, api: client.ApiClient, kubeconfig
                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
         hook_sa = _impersonating(kubeconfig, release_ns, "staging-leoflow-staging-webhook")
         w_core, w_storage = client.CoreV1Api(hook_sa), client.StorageV1Api(hook_sa)
-        assert _allowed(lambda: w_storage.list_storage_class())
+        assert _allowed(w_storage.list_storage_class)
         assert _allowed(lambda: w_core.create_namespaced_persistent_volume_claim(tasks, pvc))
         assert _allowed(lambda: w_core.read_namespaced_persistent_volume_claim(pvc["metadata"]["name"], tasks))
         assert not _allowed(lambda: w_core.delete_namespaced_persistent_volume_claim("any", tasks))
