@@ -49,7 +49,7 @@ dev-down:
 	@if [ -x $(PY) ]; then $(PY) -m leoflow_staging.devenv down; else echo "nothing running"; fi
 
 demo: install binaries postgres
-	@echo "make demo: coming with the demo issue (#6); meanwhile: make dev-up"
+	$(PY) -m leoflow_staging.devenv.demo
 
 bench: install binaries postgres
 	@echo "make bench: coming with the benchmarks issue (#6)"

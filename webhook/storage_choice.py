@@ -73,7 +73,12 @@ def rwx_capability(sc: StorageClassInfo, policy: ClassPolicy) -> bool | None:
 def _seen(classes: Sequence[StorageClassInfo]) -> str:
     if not classes:
         return "none"
-    shown = ", ".join(f"{c.name} ({c.provisioner}{', default' if c.is_default else ''})" for c in classes[:8])
+    def one(c: StorageClassInfo) -> str:
+        marks = [c.provisioner] + (["default"] if c.is_default else []) + (
+            [f"{labels.RWX_CLASS}={c.rwx_annotation}"] if c.rwx_annotation is not None else [])
+        return f"{c.name} ({', '.join(marks)})"
+
+    shown = ", ".join(one(c) for c in classes[:8])
     return shown + (f" and {len(classes) - 8} more" if len(classes) > 8 else "")
 
 
