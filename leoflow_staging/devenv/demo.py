@@ -9,6 +9,7 @@ is kept for its TTL, and a pod is refused when no ReadWriteMany class exists.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -121,10 +122,8 @@ def main() -> int:
         webhook.wait_healthy(lambda: urllib.request.urlopen(
             f"https://127.0.0.1:{port}/healthz", context=ctx, timeout=2).status == 200, timeout=60)
         for name in ("leoflow-staging-demo",):
-            try:
+            with contextlib.suppress(client.ApiException):
                 admission.delete_mutating_webhook_configuration(name)
-            except client.ApiException:
-                pass
         admission.create_mutating_webhook_configuration({
             "metadata": {"name": "leoflow-staging-demo"},
             "webhooks": [{"name": "staging.leoflow.io", "admissionReviewVersions": ["v1"],
@@ -142,10 +141,8 @@ def main() -> int:
         except client.ApiException:
             pass
         core.create_namespace({"metadata": {"name": NS}})
-        try:
+        with contextlib.suppress(client.ApiException):
             storage.create_storage_class({"metadata": {"name": CLASS}, "provisioner": "nfs.csi.k8s.io"})
-        except client.ApiException:
-            pass
         show(f"webhook at https://127.0.0.1:{port}/mutate; StorageClass {CLASS} (nfs.csi.k8s.io: known RWX)")
 
         run1 = f"manual__{dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()}"
@@ -202,10 +199,8 @@ def main() -> int:
     finally:
         for cleanup in (lambda: admission.delete_mutating_webhook_configuration("leoflow-staging-demo"),
                         lambda: storage.delete_storage_class(CLASS), lambda: core.delete_namespace(NS)):
-            try:
+            with contextlib.suppress(client.ApiException):
                 cleanup()
-            except client.ApiException:
-                pass
         if webhook is not None:
             webhook.stop()
         engine.dispose()
