@@ -8,7 +8,6 @@ is kept for its TTL, and a pod is refused when no ReadWriteMany class exists.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import json
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ import sqlalchemy as sa
 from kubernetes import client, config
 
 from leoflow_staging.devenv import __main__ as dev
-from leoflow_staging.devenv.processes import ManagedProcess, free_port
+from leoflow_staging.devenv.webhook import WebhookProcess
 from shared.db.engine import make_engine
 from shared.naming import label_safe
 
@@ -99,7 +97,7 @@ def main() -> int:
                 "LEOFLOW_STAGING_ADOPT_MIN_AGE": "0s", "LEOFLOW_STAGING_GC_SETTLE_SECONDS": "5",
                 "LEOFLOW_STAGING_CLASS_CACHE_SECONDS": "0"})
     workdir = Path(tempfile.mkdtemp(prefix="leoflow-demo-"))
-    webhook: ManagedProcess | None = None
+    webhook: WebhookProcess | None = None
     try:
         say("The orchestrator's metadatabase: staging_volumes (our migration) and its dag_run table")
         show(cli(env, "migrate").stdout)
@@ -109,31 +107,10 @@ def main() -> int:
             conn.execute(sa.text("DELETE FROM dag_run WHERE dag_id = :d"), {"d": DAG})
 
         say("Starting the webhook (`leoflow-staging serve`, gunicorn, TLS) and registering it")
-        cli(env, "certs", "files", "--out-dir", str(workdir), "--host", "127.0.0.1")
-        port = free_port()
-        webhook = ManagedProcess("webhook", [str(Path(sys.executable).parent / "leoflow-staging"), "serve",
-                                             "--host", "127.0.0.1", "--port", str(port), "--cert-file",
-                                             str(workdir / "tls.crt"), "--key-file", str(workdir / "tls.key"),
-                                             "--workers", "1"], workdir / "webhook.log", env=env)
+        webhook = WebhookProcess(workdir=workdir, env={**env, "LEOFLOW_STAGING_WORKERS": "1"})
         webhook.start()
-        import ssl  # noqa: PLC0415
-
-        ctx = ssl.create_default_context(cafile=str(workdir / "ca.crt"))
-        webhook.wait_healthy(lambda: urllib.request.urlopen(
-            f"https://127.0.0.1:{port}/healthz", context=ctx, timeout=2).status == 200, timeout=60)
-        for name in ("leoflow-staging-demo",):
-            with contextlib.suppress(client.ApiException):
-                admission.delete_mutating_webhook_configuration(name)
-        admission.create_mutating_webhook_configuration({
-            "metadata": {"name": "leoflow-staging-demo"},
-            "webhooks": [{"name": "staging.leoflow.io", "admissionReviewVersions": ["v1"],
-                          "sideEffects": "NoneOnDryRun", "failurePolicy": "Fail", "timeoutSeconds": 10,
-                          "reinvocationPolicy": "IfNeeded",
-                          "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate",
-                                           "caBundle": base64.b64encode((workdir / "ca.crt").read_bytes()).decode()},
-                          "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                                     "resources": ["pods"]}],
-                          "objectSelector": {"matchLabels": {"leoflow.io/staging": "enabled"}}}]})
+        webhook.register(api, "leoflow-staging-demo")
+        port = webhook.port
         try:
             core.delete_namespace(NS)
             while any(n.metadata.name == NS for n in core.list_namespace().items):
