@@ -52,7 +52,7 @@ demo: install binaries postgres
 	$(PY) -m leoflow_staging.devenv.demo
 
 bench: install binaries postgres
-	@echo "make bench: coming with the benchmarks issue (#6)"
+	$(PY) -m bench
 
 clean: dev-down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -104,6 +104,10 @@ class Executor:
         volumes_repo.finish_reclaim(conn, v.id, now=self._clock())
         return Result(d, Outcome.RECLAIMED, "PVC gone; row deleted")
 
+    def _present(self) -> set[tuple[str, str, str]]:
+        """(namespace, name, uid) of every PVC of ours: one paginated LIST, not a GET per row."""
+        return {(c.namespace, c.name, c.uid) for page in self._kube.list_managed_claims() for c in page}
+
     def settle(self, pending: list[Result], *, grace: float) -> list[Result]:
         """Wait up to ``grace`` seconds for deleted PVCs to disappear; finish those rows, and
         name the pods that hold the others (the pvc-protection finalizer is never stripped)."""
@@ -111,22 +115,25 @@ class Executor:
         waiting = list(pending)
         done: list[Result] = []
         while waiting:
+            try:
+                present = self._present()
+            except StagingError as exc:
+                return done + [Result(r.decision, Outcome.FAILED, str(exc)) for r in waiting]
             still = []
             for r in waiting:
                 v = r.decision.volume
                 assert v is not None
+                if (v.namespace, v.pvc_name, v.pvc_uid) in present:
+                    still.append(r)
+                    continue
                 try:
-                    claim = self._kube.read_claim(v.namespace, v.pvc_name)
-                    if claim is None or claim.uid != v.pvc_uid:
-                        done.append(self._finish(r.decision, v))
-                    else:
-                        still.append(r)
+                    done.append(self._finish(r.decision, v))
                 except StagingError as exc:
                     done.append(Result(r.decision, Outcome.FAILED, str(exc)))
             waiting = still
             if not waiting or time.monotonic() >= deadline:
                 break
-            time.sleep(0.2)
+            time.sleep(0.5)
         for r in waiting:
             v = r.decision.volume
             assert v is not None

@@ -47,6 +47,7 @@ class Settings:
     kube_timeout: float = 2.0  # seconds: each Kubernetes API call
     request_budget: float = 7.0  # seconds: one admission answers within this (webhook timeout is 10)
     class_cache_seconds: float = 10.0  # how long a StorageClass listing is reused
+    pvc_cache_seconds: float = 5.0  # how long a PVC seen alive skips the warm path's API read (0: never)
     host: str = "0.0.0.0"  # a webhook serves the cluster network
     port: int = 8443
     cert_file: str | None = None

@@ -13,7 +13,7 @@ from shared.settings import Settings
 from webhook.app import create_app
 from webhook.handler import AdmissionHandler
 from webhook.intent import SizePolicy
-from webhook.provisioning import StorageClassCache, VolumeProvisioner
+from webhook.provisioning import ClaimCache, StorageClassCache, VolumeProvisioner
 from webhook.storage_choice import ClassPolicy
 
 
@@ -41,6 +41,7 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
         class_policy=ClassPolicy(configured=settings.storage_class,
                                  extra_rwx_provisioners=settings.rwx_provisioners),
         db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout,
+        claims=ClaimCache(ttl=settings.pvc_cache_seconds),
     )
     handler = AdmissionHandler(provisioner=provisioner,
                                sizes=SizePolicy(default=settings.default_size, maximum=settings.max_size),

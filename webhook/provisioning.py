@@ -20,7 +20,7 @@ from shared.db import volumes_repo
 from shared.db.engine import translate_errors
 from shared.kube import AlreadyExists, KubeApi
 from shared.objects import ClaimInfo, ClaimSpec, StorageClassInfo
-from shared.volumes import NewVolume, VolumeRecord, VolumeState
+from shared.volumes import NewVolume, VolumeState
 from webhook.intent import StagingIntent
 from webhook.storage_choice import ClassPolicy, choose_storage_class
 from webhook.verdicts import Denied, Verdict, deny
@@ -47,6 +47,35 @@ class StorageClassCache:
                 self._classes = self._kube.list_storage_classes()
                 self._fetched = time.monotonic()
             return self._classes
+
+
+class ClaimCache:
+    """PVCs this process saw alive, by (namespace, name, uid), for ``ttl`` seconds.
+
+    Only the Kubernetes read of the warm path is skipped: the database row is read on every
+    admission, so a GC reclaim (which marks the row before deleting) is never missed, and a
+    re-created PVC has a new uid. A PVC deleted by hand is noticed within ``ttl`` seconds.
+    """
+
+    def __init__(self, *, ttl: float, max_entries: int = 10_000) -> None:
+        self._ttl, self._max = ttl, max_entries
+        self._seen: dict[tuple[str, str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def fresh(self, namespace: str, name: str, uid: str | None) -> bool:
+        if self._ttl <= 0 or uid is None:
+            return False
+        with self._lock:
+            seen = self._seen.get((namespace, name, uid))
+        return seen is not None and time.monotonic() - seen < self._ttl
+
+    def remember(self, namespace: str, name: str, uid: str) -> None:
+        if self._ttl <= 0:
+            return
+        with self._lock:
+            if len(self._seen) >= self._max:
+                self._seen.clear()
+            self._seen[(namespace, name, uid)] = time.monotonic()
 
 
 @dataclass
@@ -98,8 +127,9 @@ class VolumeProvisioner:
 
     def __init__(self, *, engine: sa.Engine, kube: KubeApi, classes: StorageClassCache,
                  class_policy: ClassPolicy, db_timeout: float, kube_timeout: float,
-                 clock: Clock = _utcnow) -> None:
+                 clock: Clock = _utcnow, claims: ClaimCache | None = None) -> None:
         self._engine, self._kube, self._classes = engine, kube, classes
+        self._claims = claims or ClaimCache(ttl=0)
         self._policy = class_policy
         self._db_t, self._kube_t = db_timeout, kube_timeout
         self._clock = clock
@@ -116,23 +146,24 @@ class VolumeProvisioner:
             raise Denied(chosen)
         return chosen
 
-    def _live_row(self, conn: sa.Connection, namespace: str, intent: StagingIntent) -> VolumeRecord | None:
-        return volumes_repo.live_volume(conn, namespace, intent.pvc_name, lock=True)
-
     def ensure(self, namespace: str, intent: StagingIntent, deadline: Deadline) -> Ensured:
         """Make sure the run's PVC exists and is recorded; raise ``Denied`` when it cannot be."""
         deadline.check("reading staging_volumes", self._db_t + self._kube_t)
-        with translate_errors("reading staging_volumes"), self._engine.begin() as conn:
-            row = self._live_row(conn, namespace, intent)
-            if row is not None:
-                if row.state is VolumeState.RECLAIMING:
-                    raise Denied(_reclaiming(intent.pvc_name))
-                claim = self._kube.read_claim(namespace, intent.pvc_name)
-                if claim is not None and claim.terminating:
-                    raise Denied(_terminating(intent.pvc_name))
-                if claim is not None and claim.uid == row.pvc_uid:
-                    return Ensured(intent.pvc_name, created=False, storage_class=row.storage_class)
-                # The recorded PVC is gone (deleted outside our control): close that lifetime.
+        with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
+            row = volumes_repo.live_volume_now(conn, namespace, intent.pvc_name)
+        if row is not None:
+            if row.state is VolumeState.RECLAIMING:
+                raise Denied(_reclaiming(intent.pvc_name))
+            if self._claims.fresh(namespace, intent.pvc_name, row.pvc_uid):
+                return Ensured(intent.pvc_name, created=False, storage_class=row.storage_class)
+            claim = self._kube.read_claim(namespace, intent.pvc_name)
+            if claim is not None and claim.terminating:
+                raise Denied(_terminating(intent.pvc_name))
+            if claim is not None and claim.uid == row.pvc_uid:
+                self._claims.remember(namespace, claim.name, claim.uid)
+                return Ensured(intent.pvc_name, created=False, storage_class=row.storage_class)
+            # The recorded PVC is gone (deleted outside our control): close that lifetime.
+            with translate_errors("closing a stale staging_volumes row"), self._engine.begin() as conn:
                 volumes_repo.close_missing(conn, row.id, now=self._clock(),
                                            detail="PVC not found at admission; a new one was created")
         storage_class = self.choose_class(intent, deadline)
@@ -155,6 +186,7 @@ class VolumeProvisioner:
             raise Denied(_terminating(intent.pvc_name))
         deadline.check("recording the volume", self._db_t)
         self._record(claim, spec)
+        self._claims.remember(namespace, claim.name, claim.uid)
         return Ensured(intent.pvc_name, created=created, storage_class=claim.storage_class or storage_class)
 
     def _record(self, claim: ClaimInfo, spec: ClaimSpec) -> None:

@@ -195,6 +195,8 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             f"--cert-dir={self.workdir / 'kcm-certs'}",
             "--use-service-account-credentials=true",
+            "--kube-api-qps=200",  # the default 20 makes pvc-protection take minutes for big sweeps
+            "--kube-api-burst=400",
             "--v=1",
         ], logs / "kube-controller-manager.log", self.die_with_parent)
         self.processes.append(kcm)

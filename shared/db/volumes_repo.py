@@ -44,6 +44,16 @@ def live_volume(conn: sa.Connection, namespace: str, pvc_name: str, *, lock: boo
     return _record(row) if row else None
 
 
+def live_volume_now(conn: sa.Connection, namespace: str, pvc_name: str) -> VolumeRecord | None:
+    """The not-deleted row, read in one autocommit statement ``FOR SHARE`` (PostgreSQL): a GC
+    transition in flight is waited for and then seen; one round trip on the warm path."""
+    query = sa.select(T).where(T.c.namespace == namespace, T.c.pvc_name == pvc_name, LIVE)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    row = conn.execution_options(isolation_level="AUTOCOMMIT").execute(query).first()
+    return _record(row) if row else None
+
+
 def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -> None:
     """Record a new active volume unless a live row for the PVC already exists (then nothing)."""
     values = {
@@ -144,10 +154,11 @@ def iter_live(conn: sa.Connection, *, batch_size: int) -> Iterator[list[VolumeRe
         yield batch
 
 
-def live_names(conn: sa.Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of the (namespace, pvc_name) keys have a live row."""
-    if not keys:
-        return set()
-    query = sa.select(T.c.namespace, T.c.pvc_name).where(
-        LIVE, sa.tuple_(T.c.namespace, T.c.pvc_name).in_(list(keys)))
-    return {(r.namespace, r.pvc_name) for r in conn.execute(query)}
+def live_names(conn: sa.Connection, keys: Sequence[tuple[str, str]], *, chunk: int = 500) -> set[tuple[str, str]]:
+    """Which of the (namespace, pvc_name) keys have a live row (one query per ``chunk`` keys)."""
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(keys), chunk):
+        query = sa.select(T.c.namespace, T.c.pvc_name).where(
+            LIVE, sa.tuple_(T.c.namespace, T.c.pvc_name).in_(list(keys[start:start + chunk])))
+        found |= {(r.namespace, r.pvc_name) for r in conn.execute(query)}
+    return found

@@ -16,7 +16,7 @@ from shared.settings import RunsTable
 from shared.volumes import VolumeRecord
 from tests.support.pods import task_pod
 from webhook.intent import SizePolicy, StagingIntent, read_intent
-from webhook.provisioning import Deadline, StorageClassCache, VolumeProvisioner
+from webhook.provisioning import ClaimCache, Deadline, StorageClassCache, VolumeProvisioner
 from webhook.storage_choice import ClassPolicy
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -30,15 +30,20 @@ class Bench:
     now: dt.datetime = T0
     ttl: dt.timedelta = dt.timedelta(hours=24)
     out: io.StringIO = field(default_factory=io.StringIO)
+    _provisioner: VolumeProvisioner | None = None
 
     def clock(self) -> dt.datetime:
         return self.now
 
+    claim_cache_seconds: float = 0.0
+
     def provisioner(self) -> VolumeProvisioner:
-        return VolumeProvisioner(engine=self.engine, kube=self.kube,
-                                 classes=StorageClassCache(self.kube, ttl=60),
-                                 class_policy=ClassPolicy(configured=None), db_timeout=5, kube_timeout=5,
-                                 clock=self.clock)
+        if self._provisioner is None:
+            self._provisioner = VolumeProvisioner(
+                engine=self.engine, kube=self.kube, classes=StorageClassCache(self.kube, ttl=60),
+                class_policy=ClassPolicy(configured=None), db_timeout=5, kube_timeout=5,
+                clock=lambda: self.clock(), claims=ClaimCache(ttl=self.claim_cache_seconds))
+        return self._provisioner
 
     def admit(self, dag_id: str, run_id: str) -> str:
         """What the webhook does for a pod of the run (the real code path, minus HTTP)."""

@@ -161,7 +161,7 @@ def test_strays_are_adopted_and_lost_pvcs_healed(bench: Bench, core: client.Core
     set_run(bench.engine, "etl", "lost", "running")
     core.delete_namespaced_persistent_volume_claim(lost, bench.namespace)
     wait_until_gone_named(core, bench.namespace, lost)
-    bench.now = T0 + H  # both older than the adoption grace (0 here) and the listing
+    bench.now = dt.datetime.now(dt.UTC) + H  # both older than the adoption grace and the listing
     assert bench.sweep() == 0
     rows = {r.pvc_name: r for r in bench.rows()}
     assert rows[stray.name].state is VolumeState.ACTIVE and rows[stray.name].pvc_uid == stray.uid

@@ -68,7 +68,8 @@ def race_bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: s
     upgrade(engine)
     create_runs_table(engine)
     kube = KubeApi(make_api_client(str(kubeconfig)), timeout=10)
-    bench = Bench(engine=engine, kube=kube, namespace=namespace)
+    # The warm path's PVC cache is on: GC safety must not depend on reading the PVC every time.
+    bench = Bench(engine=engine, kube=kube, namespace=namespace, claim_cache_seconds=5.0)
     bench.clock = lambda: dt.datetime.now(dt.UTC)  # type: ignore[method-assign]
     yield bench
     engine.dispose()

@@ -1,0 +1,36 @@
+"""``python -m bench`` (``make bench``): run every benchmark against the real parts, write the results.
+
+Sizes can be reduced for a quick look: LEOFLOW_STAGING_BENCH_QUICK=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from bench import apiserver_bench, gc_bench, report, server_bench
+from bench.env import bench_env
+
+
+def main() -> int:
+    quick = os.environ.get("LEOFLOW_STAGING_BENCH_QUICK") == "1"
+    rounds = 1 if quick else 3
+    results: dict[str, object] = {"machine": report.machine(), "rounds": rounds}
+    with bench_env() as env:
+        _, body = env.plane.get("/version")
+        results["kubernetes"] = json.loads(body)["gitVersion"]
+        print("bench: server (warm /mutate vs no-op) ...", flush=True)
+        results["server"] = server_bench.run(env, rounds=rounds, per_level=300 if quick else 1500)
+        print("bench: through the apiserver (pod CREATE overhead, cold path) ...", flush=True)
+        results["apiserver"] = apiserver_bench.run(env, rounds=rounds, pods=30 if quick else 150,
+                                                   cold_pods=30 if quick else 150)
+        print("bench: GC sweeps ...", flush=True)
+        sizes = (1_000, 10_000) if quick else (10_000, 100_000)
+        results["gc"] = gc_bench.run(env, sizes=sizes)
+    print(report.write(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

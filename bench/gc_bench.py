@@ -1,0 +1,106 @@
+"""4. GC sweeps over 10k and 100k live rows with 10 % reclaimable.
+
+Every row has its PVC in the real apiserver (as in a real cluster, so nothing is "healed");
+the reclaimable 10 % are deleted for real. Figures: wall time, SQL statements, peak memory
+(tracemalloc, Python allocations of the sweep), and the database-side share (the batched
+plan: reading rows and run states).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import io
+import time
+import tracemalloc
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench.env import NAMESPACE, RWX_CLASS, BenchEnv, create_database
+from gc_job.plan import GcPolicy, plan_batch
+from gc_job.sweep import SweepConfig, Sweeper
+from shared.db import runs_repo, volumes_repo
+from shared.kube import KubeApi, make_api_client
+from shared.naming import pvc_name
+from shared.objects import ClaimSpec
+from shared.settings import RunsTable
+
+RUNS = RunsTable()
+POLICY = GcPolicy(failed_ttl=dt.timedelta(hours=24), success_states=("success",), failed_states=("failed",),
+                  adopt_min_age=dt.timedelta(0))
+
+
+def _seed(env: BenchEnv, engine: sa.Engine, kube: KubeApi, rows: int, prefix: str) -> None:
+    """``rows`` live rows and PVCs; every tenth run succeeded, the rest are running."""
+    now = dt.datetime.now(dt.UTC)
+    specs = [ClaimSpec(namespace=NAMESPACE, name=pvc_name(prefix, f"r{i}"), dag_id=prefix, run_id=f"r{i}",
+                       storage_class=RWX_CLASS, size="1Gi") for i in range(rows)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        claims = list(pool.map(kube.create_claim, specs, chunksize=64))
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO staging_volumes (namespace, pvc_name, pvc_uid, dag_id, run_id, storage_class, size, state, "
+            "created_at) VALUES (:ns, :name, :uid, :dag, :run, :sc, '1Gi', 'active', :now)"),
+            [{"ns": c.namespace, "name": c.name, "uid": c.uid, "dag": prefix, "run": s.run_id, "sc": RWX_CLASS,
+              "now": now} for c, s in zip(claims, specs, strict=True)])
+        conn.execute(sa.text("INSERT INTO dag_run (dag_id, run_id, state, end_date) VALUES (:d, :r, :s, :e)"),
+                     [{"d": prefix, "r": f"r{i}", "s": "success" if i % 10 == 0 else "running",
+                       "e": now if i % 10 == 0 else None} for i in range(rows)])
+
+
+class _Counter:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.count = 0
+        sa.event.listen(engine, "before_cursor_execute", self._on)
+
+    def _on(self, *args: Any) -> None:
+        self.count += 1
+
+
+def _plan_only(engine: sa.Engine, batch_size: int) -> tuple[float, int, int]:
+    """The database side of a sweep: batched rows + run states -> decisions (no Kubernetes)."""
+    counter = _Counter(engine)
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.UTC)
+    reclaim = 0
+    with engine.connect() as conn:
+        for batch in volumes_repo.iter_live(conn, batch_size=batch_size):
+            runs = runs_repo.run_states(conn, RUNS, (v.run for v in batch))
+            reclaim += sum(1 for d in plan_batch(batch, runs, None, now=now, policy=POLICY) if d.reason)
+    return time.perf_counter() - started, counter.count, reclaim
+
+
+def run(env: BenchEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size: int = 500) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    kube = KubeApi(make_api_client(str(env.plane.kubeconfig_path), pool_size=16), timeout=30)
+    for rows in sizes:
+        engine = sa.create_engine(create_database(env.pg, f"gc{rows}"), pool_size=4)
+        seed_started = time.perf_counter()
+        _seed(env, engine, kube, rows, f"gc{rows}")
+        seed_s = time.perf_counter() - seed_started
+        db_s, db_statements, planned = _plan_only(engine, batch_size)
+        counter = _Counter(engine)
+        sweeper = Sweeper(engine=engine, kube=kube, out=io.StringIO(),
+                          config=SweepConfig(runs=RUNS, policy=POLICY, batch_size=batch_size, settle_seconds=30))
+        tracemalloc.start()
+        started = time.perf_counter()
+        code = sweeper.run()
+        wall = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        with engine.connect() as conn:
+            deleted = conn.execute(sa.text("SELECT count(*) FROM staging_volumes WHERE state = 'deleted'")).scalar()
+        out[str(rows)] = {
+            "rows": rows, "reclaimable": planned, "reclaimed": deleted, "exit_code": code,
+            "sweep_wall_s": round(wall, 2), "sweep_sql_statements": counter.count,
+            "sweep_peak_mb": round(peak / 2**20, 1),
+            "db_side_plan_s": round(db_s, 2), "db_side_sql_statements": db_statements,
+            "seed_s": round(seed_s, 1),
+        }
+        engine.dispose()
+        # Leave the API lean for the next size: the namespace's PVCs go with their rows.
+        for page in kube.list_managed_claims():
+            for c in page:
+                kube.delete_claim(c.namespace, c.name, uid=c.uid)
+    return out

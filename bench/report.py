@@ -1,0 +1,84 @@
+"""bench/results.json and a markdown table, with the machine's description."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    pg = subprocess.run(["psql", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_mb": mem, "python": platform.python_version(),
+            "kernel": platform.release(), "postgres": pg}
+
+
+def _row(name: str, value: Any, target: str, met: bool | None) -> str:
+    mark = "" if met is None else (" ✅" if met else " ❌ miss")
+    return f"| {name} | {value} | {target}{mark} |"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [f"Machine: {m['cpus']} cores ({m['cpu']}), {m['memory_mb']} MiB, Python {m['python']}, {m['postgres']}",
+             f"Kubernetes {results.get('kubernetes', '?')}; medians of {results.get('rounds', '?')} rounds.", "",
+             "| figure | measured | target |", "| --- | --- | --- |"]
+    server = results.get("server", {})
+    for level, fig in server.items():
+        mut, noop = fig["mutate"], fig["noop"]
+        lines.append(_row(f"server /mutate warm, {level}: p50 / p99 (client)",
+                          f"{mut['p50_ms']} / {mut['p99_ms']} ms", "", None))
+        lines.append(_row(f"server no-op (/healthz), {level}: p50 / p99", f"{noop['p50_ms']} / {noop['p99_ms']} ms",
+                          "", None))
+        lines.append(_row(f"ratio mutate/no-op, {level}: p50 / p99", f"{fig['ratio_p50']} / {fig['ratio_p99']}",
+                          "<= 1.5x", fig["ratio_p99"] <= 1.5))
+        ss = fig["server_side_ms"]
+        lines.append(_row(f"server-side warm time, {level}: p50 / p99", f"{ss['p50']} / {ss['p99']} ms",
+                          "p99 <= 5 ms", ss["p99"] <= 5))
+        lines.append(_row(f"warm throughput, {level}", f"{mut['rps']} req/s", ">= 500/s", mut["rps"] >= 500))
+    api = results.get("apiserver", {})
+    if api:
+        pc = api["pod_create"]
+        both = f"{pc['opted_in']['p50_ms']} vs {pc['plain']['p50_ms']} ms"
+        lines.append(_row("pod CREATE opted-in vs plain: p50", both, "", None))
+        lines.append(_row("pod CREATE overhead p50 / p99", f"{pc['overhead_p50_ms']} / {pc['overhead_p99_ms']} ms",
+                          "<= 3 ms at p50", pc["overhead_p50_ms"] <= 3))
+        cold = api["cold_first_pod"]
+        lines.append(_row("cold first pod (PVC + row), client p50 / p99",
+                          f"{cold['client']['p50_ms']} / {cold['client']['p99_ms']} ms", "p99 <= 50 ms",
+                          cold["client"]["p99_ms"] <= 50))
+        lines.append(_row("cold first pod, server-side p50 / p99",
+                          f"{cold['server_side_ms']['p50']} / {cold['server_side_ms']['p99']} ms", "", None))
+    for size, g in results.get("gc", {}).items():
+        lines.append(_row(f"GC sweep {size} rows ({g['reclaimed']} reclaimed): wall", f"{g['sweep_wall_s']} s", "",
+                          None))
+        lines.append(_row(f"GC {size}: database side (batched plan)", f"{g['db_side_plan_s']} s, "
+                          f"{g['db_side_sql_statements']} SQL statements",
+                          "<= 30 s for 100k", g["db_side_plan_s"] <= 30 if size == "100000" else None))
+        lines.append(_row(f"GC {size}: whole sweep SQL statements / peak memory",
+                          f"{g['sweep_sql_statements']} / {g['sweep_peak_mb']} MiB", "", None))
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any]) -> str:
+    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (OUT / "results.md").write_text(table)
+    return table
