@@ -38,6 +38,7 @@ class Executor:
     def __init__(self, *, engine: sa.Engine, kube: KubeApi, runs: RunsTable, policy: GcPolicy,
                  clock: Clock) -> None:
         self._engine, self._kube, self._runs, self._policy, self._clock = engine, kube, runs, policy, clock
+        self.lock_runs = True  # share-lock the run's row around the delete (needs UPDATE privilege)
 
     def apply(self, decision: Decision) -> Result:
         try:
@@ -89,7 +90,8 @@ class Executor:
             return self._finish(d, v)
         if not claim.terminating:
             with translate_errors("deleting the PVC"), self._engine.begin() as conn:
-                if not runs_repo.recheck_locked(conn, self._runs, v.run, reason, now=self._clock(), failed_ttl=ttl):
+                if not runs_repo.recheck_locked(conn, self._runs, v.run, reason, now=self._clock(), failed_ttl=ttl,
+                                                lock=self.lock_runs):
                     volumes_repo.abort_reclaim(conn, v.id, detail="run came back before its PVC was deleted")
                     return Result(d, Outcome.ABORTED, "the run came back before the delete; the row is active again")
                 if not self._kube.delete_claim(v.namespace, v.pvc_name, uid=v.pvc_uid):

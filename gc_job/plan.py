@@ -24,7 +24,7 @@ class GcPolicy:
     failed_ttl: dt.timedelta
     success_states: tuple[str, ...]
     failed_states: tuple[str, ...]
-    adopt_min_age: dt.timedelta = dt.timedelta(minutes=2)
+    adopt_min_age: dt.timedelta = dt.timedelta(minutes=2)  # also the grace before a row counts as orphaned
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ def decide(volume: VolumeRecord, run: RunState | None, claim_present: bool | Non
         # Resume: the executor re-checks the run before any delete it has not issued yet.
         reason = volume.delete_reason or (verdict if isinstance(verdict, DeleteReason) else None)
         return _decision(volume, Action.RECLAIM, "resuming an interrupted reclaim", run, reason)
+    if verdict is DeleteReason.ORPHANED and now - volume.created_at < policy.adopt_min_age:
+        return _decision(volume, Action.KEEP, "its run is not in the runs table (yet); orphan grace", run)
     if isinstance(verdict, DeleteReason):
         return _decision(volume, Action.RECLAIM, f"reclaim: {verdict.value}", run, verdict)
     if claim_present is False:

@@ -65,6 +65,7 @@ class Sweeper:
             try:
                 runs_repo.run_states(conn, table, [])
                 conn.execute(sa.text(f"SELECT 1 FROM {table.table} LIMIT 0"))
+                self._executor.lock_runs = runs_repo.can_lock_runs(conn, table)
             except sa.exc.ProgrammingError as exc:
                 raise runs_repo.RunsTableError(
                     f"cannot read the runs table {table.table!r} (columns {table.dag_id_column}, "
@@ -79,6 +80,12 @@ class Sweeper:
                                           "detail": "another GC sweep holds the lock; nothing to do"})
                 return 0
             self.check_runs_table()
+            if not self._executor.lock_runs and self._engine.dialect.name == "postgresql":
+                self._emit(logging.WARNING, {
+                    "event": "runs_table_not_lockable",
+                    "detail": f"this role lacks UPDATE on {self._config.runs.table}, so the run is re-checked "
+                              "just before each delete without a share lock (a clear in that instant is not "
+                              "blocked); GRANT UPDATE to close the window (nothing is ever written)"})
             results, kept = self._sweep(dry_run=dry_run)
         fields = report.summary(results, kept=kept, duration=time.monotonic() - started, dry_run=dry_run)
         self._emit(logging.INFO, fields)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from leoflow_staging import __version__
 from shared.errors import SettingsError, StagingError
-from shared.settings import Settings, from_env
+from shared.settings import Settings, from_env, unknown_settings
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for name in unknown_settings(os.environ):
+            print(f"leoflow-staging: warning: {name} is not a setting (ignored); see the README", file=sys.stderr)
         settings = from_env(os.environ).with_overrides(database_url=args.database_url,
                                                        kubeconfig=args.kubeconfig)
         code: int = args.func(settings, args)

@@ -4,6 +4,7 @@ codes only at the edges (the webhook's HTTP shell, the CLI).
     StagingError
     ├── SettingsError        a configuration value is missing or malformed
     ├── DatabaseUnavailable  the metadatabase cannot be reached or timed out (retriable)
+    ├── SchemaError          a table is missing or unreadable (schema not migrated, wrong runs table)
     └── KubeUnavailable      the Kubernetes API cannot be reached, timed out or failed (retriable)
         └── KubeForbidden    the API refused the call (RBAC, quota, admission): not retriable as is
 """
@@ -21,6 +22,10 @@ class SettingsError(StagingError):
 
 class DatabaseUnavailable(StagingError):
     """The metadatabase could not be reached or did not answer in time."""
+
+
+class SchemaError(StagingError):
+    """A table or column is missing or cannot be read (not migrated, misconfigured runs table)."""
 
 
 class KubeUnavailable(StagingError):

@@ -99,14 +99,23 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def unknown_settings(environ: Mapping[str, str]) -> list[str]:
+    """``LEOFLOW_STAGING_*`` variables that are no setting (typos, or tooling variables such as
+    LEOFLOW_STAGING_CACHE): reported as a warning by the CLI, never fatal."""
+    known = ({f.name.upper() for f in fields(Settings)} - {"RUNS"}) | {
+        "RUNS_" + f.name.upper() for f in fields(RunsTable)}
+    return sorted(k for k in environ if k.startswith(PREFIX) and k[len(PREFIX):] not in known and k not in TOOLING)
+
+
+# Variables of the build, test and benchmark tooling that share the prefix.
+TOOLING = frozenset(PREFIX + n for n in ("CACHE", "KUBE_VERSION", "ETCD_VERSION", "HELM_VERSION", "PG_BIN",
+                                         "BENCH_QUICK", "RACE_ITERATIONS", "RACE_SEED", "KILL_RUNS",
+                                         "FUZZ_EXAMPLES", "SOAK_SECONDS"))
+
+
 def from_env(environ: Mapping[str, str]) -> Settings:
     """Settings from ``LEOFLOW_STAGING_*`` variables; unknown variables with the prefix are errors."""
     env = {k[len(PREFIX):]: v for k, v in environ.items() if k.startswith(PREFIX)}
-    known_top = {f.name.upper() for f in fields(Settings)} - {"RUNS"}
-    known_runs = {"RUNS_" + f.name.upper() for f in fields(RunsTable)}
-    unknown = sorted(set(env) - known_top - known_runs)
-    if unknown:
-        raise SettingsError("unknown setting(s): " + ", ".join(PREFIX + u for u in unknown))
     defaults = Settings()
     values: dict[str, Any] = {}
     for f in fields(Settings):

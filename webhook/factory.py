@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask import Flask
 
+from shared.db import migrate
 from shared.db.engine import make_engine, translate_errors
 from shared.errors import SettingsError, StagingError
 from shared.kube import KubeApi, make_api_client
@@ -50,8 +50,11 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
     def ready() -> list[str]:
         problems = []
         try:
-            with translate_errors("database"), engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            with translate_errors("database"):
+                revision = migrate.current(engine)
+            if revision != migrate.head():
+                problems.append(f"database schema at revision {revision or 'none'}, this version needs "
+                                f"{migrate.head()}: run `leoflow-staging migrate`")
         except StagingError as exc:
             problems.append(str(exc))
         try:

@@ -106,7 +106,7 @@ class Ensured:
 
 def _reclaiming(name: str) -> Verdict:
     return deny("reclaiming", f"leoflow-staging: the run's staging PVC {name!r} is being reclaimed by the "
-                "GC (its run was finished); retry in a few seconds and the run gets a fresh volume",
+                "GC (its run had finished); retry in a few seconds",
                 code=409, retriable=True)
 
 

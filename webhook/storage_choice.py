@@ -62,7 +62,11 @@ def _suffix_match(provisioner: str, known: frozenset[str]) -> bool:
 def rwx_capability(sc: StorageClassInfo, policy: ClassPolicy) -> bool | None:
     """True: gives filesystem RWX; False: known not to; None: unknown."""
     if sc.rwx_annotation is not None:
-        return sc.rwx_annotation.strip().lower() == "true"
+        value = sc.rwx_annotation.strip().lower()
+        if value in ("true", "yes", "1"):
+            return True
+        if value in ("false", "no", "0"):
+            return False
     if sc.provisioner in policy.extra_rwx_provisioners or _suffix_match(sc.provisioner, RWX_PROVISIONERS):
         return True
     if _suffix_match(sc.provisioner, RWO_PROVISIONERS):

@@ -61,14 +61,23 @@ def reclaimable_condition(config: RunsTable, reason: DeleteReason, *, now: dt.da
     raise ValueError(f"{reason} is not a GC reason")
 
 
+def can_lock_runs(conn: sa.Connection, config: RunsTable) -> bool:
+    """Whether this role may take row locks on the runs table (PostgreSQL wants UPDATE privilege
+    for SELECT ... FOR SHARE, though nothing is written)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    return bool(conn.execute(sa.text("SELECT has_table_privilege(current_user, :t, 'UPDATE')"),
+                             {"t": config.table}).scalar())
+
+
 def recheck_locked(conn: sa.Connection, config: RunsTable, run: RunId, reason: DeleteReason, *,
-                   now: dt.datetime, failed_ttl: dt.timedelta) -> bool:
+                   now: dt.datetime, failed_ttl: dt.timedelta, lock: bool = True) -> bool:
     """Whether the run still allows reclaiming, holding (on PostgreSQL) a share lock on the run's
     row until the caller's transaction ends: the orchestrator cannot change the run's state
     between this check and the PVC delete that follows it in the same transaction."""
     table = runs_table(config)
     query = sa.select(table.c.state, table.c.end_date).where(_match(table, run.dag_id, run.run_id))
-    if conn.dialect.name == "postgresql":
+    if lock and conn.dialect.name == "postgresql":
         query = query.with_for_update(read=True)
     row = conn.execute(query).first()
     if reason is DeleteReason.ORPHANED:

@@ -42,7 +42,8 @@ class Bench:
             self._provisioner = VolumeProvisioner(
                 engine=self.engine, kube=self.kube, classes=StorageClassCache(self.kube, ttl=60),
                 class_policy=ClassPolicy(configured=None), db_timeout=5, kube_timeout=5,
-                clock=lambda: self.clock(), claims=ClaimCache(ttl=self.claim_cache_seconds))
+                clock=lambda: self.clock(),  # noqa: PLW0108 - the clock may be replaced later
+                claims=ClaimCache(ttl=self.claim_cache_seconds))
         return self._provisioner
 
     def admit(self, dag_id: str, run_id: str) -> str:

@@ -87,6 +87,8 @@ def test_value_sets(assets: Path) -> None:
     [hook] = one(url, "MutatingWebhookConfiguration")["webhooks"]
     assert hook["clientConfig"] == {"url": "https://127.0.0.1:9443/mutate", "caBundle": "Q0E="}
     assert not [o for o in by_kind(url, "Job") if "certgen" in o["metadata"]["name"]]
+    assert not by_kind(url, "Deployment") and not by_kind(url, "Service")  # the webhook runs elsewhere
+    assert by_kind(url, "CronJob")  # the GC still runs in the cluster
 
     custom = render(assets, values={"gc": {"schedule": "0 * * * *", "suspend": True},
                                     "config": {"failedTtl": "48h", "storageClass": "nfs"}})
@@ -105,6 +107,7 @@ def test_value_sets(assets: Path) -> None:
     ({"config": {"maxSize": "lots"}}, "maxSize"),
     ({"config": {"runs": {"table": "dag_run; drop"}}}, "table"),
     ({"database": {"existingSecret": ""}}, "existingSecret"),
+    ({"config": {"requestBudget": 10}}, "must be below webhook.timeoutSeconds"),
 ])
 def test_schema_rejects_bad_values(assets: Path, values: dict[str, Any], fragment: str) -> None:
     error = render(assets, values=values, check=False)

@@ -47,6 +47,9 @@ app.kubernetes.io/component: webhook
 
 {{/* The settings every program reads (LEOFLOW_STAGING_*), from .Values.config. */}}
 {{- define "leoflow-staging.env" -}}
+{{- if ge (float64 .Values.config.requestBudget) (float64 .Values.webhook.timeoutSeconds) -}}
+{{- fail (printf "config.requestBudget (%v s) must be below webhook.timeoutSeconds (%v s): the webhook must answer before the apiserver gives up" .Values.config.requestBudget .Values.webhook.timeoutSeconds) -}}
+{{- end -}}
 - name: LEOFLOW_STAGING_DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -66,6 +69,7 @@ app.kubernetes.io/component: webhook
 - {name: LEOFLOW_STAGING_KUBE_TIMEOUT, value: {{ .kubeTimeout | quote }}}
 - {name: LEOFLOW_STAGING_REQUEST_BUDGET, value: {{ .requestBudget | quote }}}
 - {name: LEOFLOW_STAGING_CLASS_CACHE_SECONDS, value: {{ .classCacheSeconds | quote }}}
+- {name: LEOFLOW_STAGING_PVC_CACHE_SECONDS, value: {{ .pvcCacheSeconds | quote }}}
 - {name: LEOFLOW_STAGING_LOG_LEVEL, value: {{ .logLevel | quote }}}
 - {name: LEOFLOW_STAGING_RUNS_TABLE, value: {{ .runs.table | quote }}}
 - {name: LEOFLOW_STAGING_RUNS_DAG_ID_COLUMN, value: {{ .runs.dagIdColumn | quote }}}
