@@ -94,7 +94,7 @@ class Postgres:
             )
             if init.returncode != 0:
                 raise RuntimeError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restart keeps the port (clients reconnect)
         self.process = ManagedProcess("postgres", [
             *prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
             "-k", str(sockets), "-h", "127.0.0.1",

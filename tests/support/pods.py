@@ -33,3 +33,11 @@ def task_pod(dag_id: str, run_id: str, *, name: str | None = None, opt_in: bool 
     if volumes:
         spec["volumes"] = volumes
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def admission_review(pod: dict[str, Any], namespace: str, *, uid: str, dry_run: bool = False) -> dict[str, Any]:
+    """The AdmissionReview the apiserver sends for a pod CREATE."""
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE",
+        "namespace": namespace, "object": pod, "dryRun": dry_run}}

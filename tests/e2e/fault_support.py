@@ -1,0 +1,86 @@
+"""A fault bench: its own PostgreSQL (stoppable, restartable on the same port) and its own
+`leoflow-staging serve` processes, so faults never disturb the other tests' servers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from leoflow_staging.devenv.controlplane import ControlPlane
+from leoflow_staging.devenv.postgres import Postgres
+from leoflow_staging.devenv.webhook import WebhookProcess
+from shared.db.migrate import upgrade
+from tests.support.orchestrator import create_runs_table
+from tests.support.pods import admission_review, task_pod
+
+
+@dataclass
+class FaultBench:
+    pg: Postgres
+    db_url: str
+    plane: ControlPlane
+    workdir: Path
+    servers: list[WebhookProcess] = field(default_factory=list)
+
+    def server(self, name: str, **env: str) -> WebhookProcess:
+        process = WebhookProcess(workdir=self.workdir / name, env={
+            "LEOFLOW_STAGING_DATABASE_URL": self.db_url,
+            "LEOFLOW_STAGING_KUBECONFIG": str(self.plane.kubeconfig_path),
+            "LEOFLOW_STAGING_DB_TIMEOUT": "1", "LEOFLOW_STAGING_KUBE_TIMEOUT": "2",
+            "LEOFLOW_STAGING_REQUEST_BUDGET": "7", "LEOFLOW_STAGING_WORKERS": "2",
+            "LEOFLOW_STAGING_PVC_CACHE_SECONDS": "0", **env})
+        process.start()
+        self.servers.append(process)
+        return process
+
+    def engine(self) -> sa.Engine:
+        return sa.create_engine(self.db_url)
+
+
+def session_for(server: WebhookProcess) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    assert server.ca is not None
+    ca = server.workdir / "ca.crt"
+    ca.write_bytes(server.ca.cert_pem)
+    session.verify = str(ca)
+    return session
+
+
+def admit(session: requests.Session, server: WebhookProcess, namespace: str, dag: str, run: str,
+          **pod_kw: Any) -> dict[str, Any]:
+    """POST one pod CREATE review; returns the response part (raises on a non-200 HTTP status)."""
+    uid = str(uuid.uuid4())
+    resp = session.post(server.url + "/mutate", json=admission_review(task_pod(dag, run, **pod_kw), namespace, uid=uid),
+                        timeout=30)
+    resp.raise_for_status()
+    body: dict[str, Any] = resp.json()
+    assert body["response"]["uid"] == uid
+    response: dict[str, Any] = body["response"]
+    return response
+
+
+@pytest.fixture
+def fault_bench(control_plane: ControlPlane, tmp_path: Path, rwx_class: str) -> Iterator[FaultBench]:
+    pg = Postgres(die_with_parent=True)
+    pg.start()
+    url = pg.url("postgres")
+    engine = sa.create_engine(url)
+    upgrade(engine)
+    create_runs_table(engine)
+    engine.dispose()
+    bench = FaultBench(pg=pg, db_url=url, plane=control_plane, workdir=tmp_path)
+    try:
+        yield bench
+    finally:
+        for s in bench.servers:
+            s.stop()
+        pg.stop()
+        pg.cleanup()
