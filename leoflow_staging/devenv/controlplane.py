@@ -23,10 +23,11 @@ from leoflow_staging.devenv.processes import ManagedProcess, free_port
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 # pvc-protection removes the finalizer of a deleted claim; the garbage collector follows
-# ownerReferences; namespace deletes a namespace's content; serviceaccount makes "default".
+# ownerReferences; namespace deletes a namespace's content; serviceaccount makes "default";
+# resourcequota computes quota usage (quota admission enforces nothing without it).
 CONTROLLERS = ",".join(f"{c}-controller" for c in (
     "garbage-collector", "namespace", "persistentvolumeclaim-protection",
-    "persistentvolume-protection", "serviceaccount"))
+    "persistentvolume-protection", "serviceaccount", "resourcequota"))
 _VALIDITY = dt.timedelta(days=7)
 
 
