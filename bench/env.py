@@ -32,10 +32,7 @@ class BenchEnv:
 
     @property
     def ca_file(self) -> str:
-        path = self.workdir / "webhook-ca.crt"
-        assert self.webhook.ca is not None
-        path.write_bytes(self.webhook.ca.cert_pem)
-        return str(path)
+        return str(self.webhook.ca_file)
 
 
 def create_database(pg: Postgres, name: str) -> str:

@@ -42,6 +42,11 @@ class WebhookProcess:
     process: ManagedProcess | None = field(default=None, repr=False)
 
     @property
+    def ca_file(self) -> Path:
+        """The CA that signed the serving certificate (written at start)."""
+        return self.workdir / "ca.crt"
+
+    @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
@@ -56,6 +61,7 @@ class WebhookProcess:
         serving = issue_serving(self.ca, hosts=("127.0.0.1", "localhost"), now=now,
                                 validity=dt.timedelta(days=1))
         cert, key = self.workdir / "tls.crt", self.workdir / "tls.key"
+        self.ca_file.write_bytes(self.ca.cert_pem)
         cert.write_bytes(serving.cert_pem)
         key.write_bytes(serving.key_pem)
         self.port = free_port()

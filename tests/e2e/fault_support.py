@@ -47,10 +47,7 @@ class FaultBench:
 def session_for(server: WebhookProcess) -> requests.Session:
     session = requests.Session()
     session.trust_env = False
-    assert server.ca is not None
-    ca = server.workdir / "ca.crt"
-    ca.write_bytes(server.ca.cert_pem)
-    session.verify = str(ca)
+    session.verify = str(server.ca_file)
     return session
 
 

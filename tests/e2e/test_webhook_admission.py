@@ -80,10 +80,7 @@ def _metric(webhook: WebhookProcess, name: str) -> float:
     """A counter's value summed over all gunicorn workers (multiprocess mode)."""
     session = requests.Session()
     session.trust_env = False
-    assert webhook.ca is not None
-    ca = webhook.workdir / "ca.crt"
-    ca.write_bytes(webhook.ca.cert_pem)
-    text = session.get(webhook.url + "/metrics", verify=str(ca), timeout=10).text
+    text = session.get(webhook.url + "/metrics", verify=str(webhook.ca_file), timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
                or line.startswith(name + "{"))
 
@@ -246,10 +243,7 @@ def test_a_pvc_deleted_behind_our_back_is_recreated(webhook: WebhookProcess, api
 def test_http_shell_rejects_bad_bodies_and_exposes_metrics(webhook: WebhookProcess) -> None:
     session = requests.Session()
     session.trust_env = False  # REQUESTS_CA_BUNDLE would override our CA
-    ca_file = webhook.workdir / "ca.crt"
-    assert webhook.ca is not None
-    ca_file.write_bytes(webhook.ca.cert_pem)
-    session.verify = str(ca_file)
+    session.verify = str(webhook.ca_file)
     r = session.post(webhook.url + "/mutate", data=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     r = session.post(webhook.url + "/mutate", json={"kind": "AdmissionReview", "apiVersion": "v1beta1"})
