@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from bench import apiserver_bench, gc_bench, report, server_bench
+from bench import apiserver_bench, gc_bench, profile_hot_path, report, server_bench
 from bench.env import bench_env
 
 
@@ -20,13 +20,16 @@ def main() -> int:
     with bench_env() as env:
         _, body = env.plane.get("/version")
         results["kubernetes"] = json.loads(body)["gitVersion"]
+        print("bench: profiling the warm path in-process (bench/profile.txt) ...", flush=True)
+        results["profile"] = profile_hot_path.run(env, requests=300 if quick else 2000)
         print("bench: server (warm /mutate vs no-op) ...", flush=True)
         results["server"] = server_bench.run(env, rounds=rounds, per_level=300 if quick else 1500)
         print("bench: through the apiserver (pod CREATE overhead, cold path) ...", flush=True)
         results["apiserver"] = apiserver_bench.run(env, rounds=rounds, pods=30 if quick else 150,
                                                    cold_pods=30 if quick else 150)
         print("bench: GC sweeps ...", flush=True)
-        sizes = (1_000, 10_000) if quick else (10_000, 100_000)
+        sizes = (1_000,) if quick else tuple(int(n) for n in os.environ.get(
+            "LEOFLOW_STAGING_BENCH_GC_SIZES", "10000,100000").split(","))
         results["gc"] = gc_bench.run(env, sizes=sizes)
     print(report.write(results))
     return 0

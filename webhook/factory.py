@@ -42,6 +42,8 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
                                  extra_rwx_provisioners=settings.rwx_provisioners),
         db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout,
         claims=ClaimCache(ttl=settings.pvc_cache_seconds),
+        reader=make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads,
+                           autocommit=True, pre_ping=False),
     )
     handler = AdmissionHandler(provisioner=provisioner,
                                sizes=SizePolicy(default=settings.default_size, maximum=settings.max_size),

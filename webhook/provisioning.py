@@ -127,8 +127,10 @@ class VolumeProvisioner:
 
     def __init__(self, *, engine: sa.Engine, kube: KubeApi, classes: StorageClassCache,
                  class_policy: ClassPolicy, db_timeout: float, kube_timeout: float,
-                 clock: Clock = _utcnow, claims: ClaimCache | None = None) -> None:
+                 clock: Clock = _utcnow, claims: ClaimCache | None = None,
+                 reader: sa.Engine | None = None) -> None:
         self._engine, self._kube, self._classes = engine, kube, classes
+        self._reader = reader or engine  # an autocommit engine for the warm path's single read
         self._claims = claims or ClaimCache(ttl=0)
         self._policy = class_policy
         self._db_t, self._kube_t = db_timeout, kube_timeout
@@ -149,8 +151,8 @@ class VolumeProvisioner:
     def ensure(self, namespace: str, intent: StagingIntent, deadline: Deadline) -> Ensured:
         """Make sure the run's PVC exists and is recorded; raise ``Denied`` when it cannot be."""
         deadline.check("reading staging_volumes", self._db_t + self._kube_t)
-        with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
-            row = volumes_repo.live_volume_now(conn, namespace, intent.pvc_name)
+        with translate_errors("reading staging_volumes"):
+            row = volumes_repo.read_live_volume(self._reader, namespace, intent.pvc_name)
         if row is not None:
             if row.state is VolumeState.RECLAIMING:
                 raise Denied(_reclaiming(intent.pvc_name))

@@ -26,14 +26,20 @@ def parse_url(url: str) -> sa.URL:
     return parsed
 
 
-def make_engine(url: str, *, timeout: float, pool_size: int = 5) -> sa.Engine:
-    """An engine whose connect, statement and lock waits are all bounded by ``timeout`` seconds."""
+def make_engine(url: str, *, timeout: float, pool_size: int = 5, autocommit: bool = False,
+                pre_ping: bool = True) -> sa.Engine:
+    """An engine whose connect, statement and lock waits are all bounded by ``timeout`` seconds.
+
+    ``autocommit``: every statement commits by itself (the warm path's single read); with
+    ``pre_ping=False`` the caller retries once on a connection found dead (``read_live_volume``).
+    """
     parsed = parse_url(url)
     if parsed.get_backend_name() == "postgresql":
         millis = max(1, int(timeout * 1000))
         return sa.create_engine(
             parsed,
-            pool_pre_ping=True,
+            pool_pre_ping=pre_ping,
+            isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
             pool_size=pool_size,
             max_overflow=pool_size * 2,
             pool_timeout=timeout,

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.db.schema import LIVE, staging_volumes
@@ -44,14 +45,27 @@ def live_volume(conn: sa.Connection, namespace: str, pvc_name: str, *, lock: boo
     return _record(row) if row else None
 
 
-def live_volume_now(conn: sa.Connection, namespace: str, pvc_name: str) -> VolumeRecord | None:
-    """The not-deleted row, read in one autocommit statement ``FOR SHARE`` (PostgreSQL): a GC
-    transition in flight is waited for and then seen; one round trip on the warm path."""
-    query = sa.select(T).where(T.c.namespace == namespace, T.c.pvc_name == pvc_name, LIVE)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(read=True)
-    row = conn.execution_options(isolation_level="AUTOCOMMIT").execute(query).first()
-    return _record(row) if row else None
+_LIVE_ROW = sa.select(T).where(T.c.namespace == sa.bindparam("ns"), T.c.pvc_name == sa.bindparam("name"), LIVE)
+_LIVE_ROW_SHARED = _LIVE_ROW.with_for_update(read=True)
+
+
+def read_live_volume(engine: sa.Engine, namespace: str, pvc_name: str) -> VolumeRecord | None:
+    """The not-deleted row in one statement, ``FOR SHARE`` on PostgreSQL: a GC transition in flight
+    is waited for and then seen. ``engine`` should be autocommit (one round trip). A pooled
+    connection found dead (the database restarted) is replaced and the read retried once."""
+    query = _LIVE_ROW_SHARED if engine.dialect.name == "postgresql" else _LIVE_ROW
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as conn:
+                row = conn.execute(query, {"ns": namespace, "name": pvc_name}).first()
+                if engine.dialect.name == "sqlite":
+                    conn.commit()
+            return _record(row) if row else None
+        except exc.DBAPIError as err:
+            if attempt == 1 and err.connection_invalidated:
+                continue
+            raise
+    return None  # pragma: no cover - the loop returns or raises
 
 
 def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from gc_job.plan import GcPolicy
-from gc_job.sweep import Sweeper, SweepConfig
+from gc_job.sweep import SweepConfig, Sweeper
 from shared.kube import KubeApi, make_api_client
 from shared.settings import RunsTable
 from tests.e2e.fault_support import FaultBench, admit, fault_bench, session_for
@@ -30,10 +31,8 @@ def _rss_kb(pid: int) -> int:
     """RSS of a process and its children (the gunicorn master and workers)."""
     total = 0
     pids = [pid]
-    try:
+    with contextlib.suppress(OSError):
         pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
@@ -87,7 +86,7 @@ def test_soak(fault_bench: FaultBench, namespace: str, kubeconfig: Path, core: c
             t0 = time.monotonic()
             try:
                 ok = bool(admit(session, server, namespace, "soak", run)["allowed"])
-            except Exception as exc:  # noqa: BLE001 - counted as an error below
+            except Exception as exc:
                 ok = False
                 errors.append(repr(exc))
             samples.append((t0 - started, time.monotonic() - t0, ok))
@@ -100,7 +99,7 @@ def test_soak(fault_bench: FaultBench, namespace: str, kubeconfig: Path, core: c
 
     def rss_loop() -> None:
         while not stop.wait(1.0):
-            rss.append((time.monotonic() - started, _rss_kb(server.process.pid)))  # type: ignore[union-attr]
+            rss.append((time.monotonic() - started, _rss_kb(server.process.pid)))
 
     threads = [threading.Thread(target=admissions, args=(s,)) for s in range(3)]
     threads += [threading.Thread(target=gc_loop), threading.Thread(target=rss_loop)]
