@@ -58,7 +58,7 @@ class Settings:
     gc_batch_size: int = 500
     adopt_min_age: dt.timedelta = dt.timedelta(minutes=2)
     gc_settle_seconds: float = 10.0  # how long a sweep waits for deleted PVCs to disappear
-    gc_db_timeout: float = 30.0  # seconds: the GC's statement timeout (batch reads)
+    gc_db_timeout: float = 30.0  # seconds: the GC's connect, statement and lock waits (batch reads)
     log_level: str = "INFO"
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -114,7 +114,8 @@ TOOLING = frozenset(PREFIX + n for n in (
 
 
 def from_env(environ: Mapping[str, str]) -> Settings:
-    """Settings from ``LEOFLOW_STAGING_*`` variables; unknown variables with the prefix are errors."""
+    """Settings from ``LEOFLOW_STAGING_*`` variables; a malformed value is a ``SettingsError`` naming it
+    (unknown variables are ignored here; see ``unknown_settings``)."""
     env = {k[len(PREFIX):]: v for k, v in environ.items() if k.startswith(PREFIX)}
     defaults = Settings()
     values: dict[str, Any] = {}

@@ -53,10 +53,9 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
         problems = []
         try:
             with translate_errors("database"):
-                revision = migrate.current(engine)
-            if revision != migrate.head():
-                problems.append(f"database schema at revision {revision or 'none'}, this version needs "
-                                f"{migrate.head()}: run `leoflow-staging migrate`")
+                problem = migrate.schema_problem(engine)
+            if problem:
+                problems.append(problem)
         except StagingError as exc:
             problems.append(str(exc))
         try:

@@ -90,4 +90,6 @@ def translate_errors(what: str) -> Iterator[None]:
         raise SchemaError(f"{what}: {first} (is the schema migrated? run `leoflow-staging migrate`)") from err
     except (exc.OperationalError, exc.InterfaceError) as err:
         first = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        if first.startswith(("no such table", "no such column")):  # SQLite's words for a missing schema
+            raise SchemaError(f"{what}: {first} (is the schema migrated? run `leoflow-staging migrate`)") from err
         raise DatabaseUnavailable(f"{what}: {first}") from err

@@ -36,6 +36,20 @@ def current(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
+def schema_problem(engine: sa.Engine) -> str | None:
+    """Why this code cannot use the schema, or None. A revision this code does not know is
+    newer (a later release migrated first, e.g. during a rolling upgrade or after a rollback):
+    migrations only add, so it is usable."""
+    revision = current(engine)
+    if revision is None:
+        return "the database has no leoflow-staging schema: run `leoflow-staging migrate`"
+    scripts = ScriptDirectory.from_config(_config())
+    known = {rev.revision for rev in scripts.walk_revisions()}
+    if revision in known and revision != head():
+        return f"database schema at revision {revision}, this version needs {head()}: run `leoflow-staging migrate`"
+    return None
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> str:
     """Bring the schema to ``revision``; safe to run again. Returns the revision reached."""
     with engine.begin() as conn:

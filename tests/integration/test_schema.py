@@ -93,3 +93,16 @@ def test_sqlite_trial_default_works(tmp_path: Path) -> None:
         row = volumes_repo.live_volume(conn, "ns", _vol().pvc_name, lock=True)
     assert row is not None and row.created_at == NOW
     engine.dispose()
+
+
+def test_schema_problem_accepts_current_and_newer_revisions(database_url: str) -> None:
+    from shared.db.migrate import schema_problem
+
+    engine = sa.create_engine(database_url)
+    assert "no leoflow-staging schema" in str(schema_problem(engine))
+    upgrade(engine)
+    assert schema_problem(engine) is None
+    with engine.begin() as conn:  # a later release migrated first (rolling upgrade, rollback)
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '9999_later'"))
+    assert schema_problem(engine) is None
+    engine.dispose()
