@@ -27,6 +27,7 @@ def main() -> int:
         print("bench: through the apiserver (pod CREATE overhead, cold path) ...", flush=True)
         results["apiserver"] = apiserver_bench.run(env, rounds=rounds, pods=30 if quick else 150,
                                                    cold_pods=30 if quick else 150)
+        report.write(results)  # keep what is measured so far if the long GC part fails
         print("bench: GC sweeps ...", flush=True)
         sizes = (1_000,) if quick else tuple(int(n) for n in os.environ.get(
             "LEOFLOW_STAGING_BENCH_GC_SIZES", "10000,100000").split(","))

@@ -117,18 +117,28 @@ class KubeApi:
             raise
 
     def list_managed_claims(self, *, page_size: int = 500) -> Iterator[list[ClaimInfo]]:
-        """Every PVC labelled as ours, across namespaces, a page at a time."""
-        token: str | None = None
-        while True:
-            with self._errors("listing managed PVCs"):
-                resp = self._core.list_persistent_volume_claim_for_all_namespaces(
-                    label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE}", limit=page_size,
-                    _continue=token, _preload_content=False, _request_timeout=self._timeout)
-                data = self._json(resp)
-            yield [claim_info(item) for item in data.get("items", [])]
-            token = (data.get("metadata") or {}).get("continue")
-            if not token:
-                return
+        """Every PVC labelled as ours, across namespaces, a page at a time (one consistent list)."""
+        pages: list[list[ClaimInfo]] = []
+        for _attempt in range(3):
+            pages, token = [], None
+            try:
+                while True:
+                    with self._errors("listing managed PVCs"):
+                        resp = self._core.list_persistent_volume_claim_for_all_namespaces(
+                            label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE}", limit=page_size,
+                            _continue=token, _preload_content=False, _request_timeout=self._timeout)
+                        data = self._json(resp)
+                    pages.append([claim_info(item) for item in data.get("items", [])])
+                    token = (data.get("metadata") or {}).get("continue")
+                    if not token:
+                        yield from pages
+                        return
+            except KubeForbidden as exc:
+                # 410 Gone: the continue token outlived etcd's compaction; start a fresh list.
+                if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 410:
+                    continue
+                raise
+        raise KubeUnavailable("listing managed PVCs: the list kept expiring (410 Gone) before it completed")
 
     def dry_run_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         """Create ``pod`` with server-side dry run (admission runs, nothing is stored)."""
