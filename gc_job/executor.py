@@ -15,8 +15,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from gc_job.plan import Action, Decision, GcPolicy
 from gc_job.results import Outcome, Result
@@ -27,6 +26,9 @@ from shared.kube import KubeApi
 from shared.kube.api import UidMismatch
 from shared.settings import RunsTable
 from shared.volumes import DeleteReason, NewVolume, VolumeRecord
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 log = logging.getLogger("leoflow_staging.gc")
 Clock = Callable[[], dt.datetime]

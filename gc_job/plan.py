@@ -7,9 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.db.runs_repo import RunState
 from shared.objects import ClaimInfo
-from shared.volumes import DeleteReason, RunId, VolumeRecord, VolumeState
+from shared.volumes import DeleteReason, RunId, RunState, VolumeRecord, VolumeState
 
 
 class Action(StrEnum):

@@ -9,9 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
-
-import sqlalchemy as sa
+from typing import IO, TYPE_CHECKING, Any
 
 from gc_job import report
 from gc_job.executor import Executor
@@ -23,6 +21,9 @@ from shared.db.locks import single_flight
 from shared.kube import KubeApi
 from shared.objects import ClaimInfo
 from shared.settings import RunsTable
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 log = logging.getLogger("leoflow_staging.gc")
 Clock = Callable[[], dt.datetime]
@@ -59,18 +60,11 @@ class Sweeper:
         return claims
 
     def check_runs_table(self) -> None:
-        """Fail early, with the table's name, when the runs table cannot be read."""
-        table = self._config.runs
+        """Fail early, with the table's name, when the runs table cannot be read; learn whether
+        the run's row can be share-locked around each delete."""
         with translate_errors("reading the runs table"), self._engine.connect() as conn:
-            try:
-                runs_repo.run_states(conn, table, [])
-                conn.execute(sa.text(f"SELECT 1 FROM {table.table} LIMIT 0"))
-                self._executor.lock_runs = runs_repo.can_lock_runs(conn, table)
-            except sa.exc.ProgrammingError as exc:
-                raise runs_repo.RunsTableError(
-                    f"cannot read the runs table {table.table!r} (columns {table.dag_id_column}, "
-                    f"{table.run_id_column}, {table.state_column}, {table.end_date_column}): "
-                    f"{str(exc.orig).splitlines()[0]}") from exc
+            runs_repo.check_readable(conn, self._config.runs)
+            self._executor.lock_runs = runs_repo.can_lock_runs(conn, self._config.runs)
 
     def run(self, *, dry_run: bool = False) -> int:
         started = time.monotonic()

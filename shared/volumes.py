@@ -33,6 +33,14 @@ class RunId:
 
 
 @dataclass(frozen=True)
+class RunState:
+    """A run as the orchestrator last recorded it (read from its runs table)."""
+
+    state: str | None
+    end_date: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class VolumeRecord:
     """One row of ``staging_volumes``: one lifetime of one PVC."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from shared.db import migrate
 from shared.db.engine import make_engine, translate_errors
@@ -15,6 +15,9 @@ from webhook.handler import AdmissionHandler
 from webhook.intent import SizePolicy
 from webhook.provisioning import ClaimCache, StorageClassCache, VolumeProvisioner
 from webhook.storage_choice import ClassPolicy
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def validate(settings: Settings) -> None:

@@ -13,8 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from shared.db import volumes_repo
 from shared.db.engine import translate_errors
@@ -24,6 +23,9 @@ from shared.volumes import NewVolume, VolumeState
 from webhook.intent import StagingIntent
 from webhook.storage_choice import ClassPolicy, choose_storage_class
 from webhook.verdicts import Denied, Verdict, deny
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 Clock = Callable[[], dt.datetime]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,15 +11,7 @@ import sqlalchemy as sa
 from shared.db.schema import runs_table, staging_volumes
 from shared.errors import StagingError
 from shared.settings import RunsTable
-from shared.volumes import DeleteReason, RunId
-
-
-@dataclass(frozen=True)
-class RunState:
-    """A run as the orchestrator last recorded it."""
-
-    state: str | None
-    end_date: dt.datetime | None
+from shared.volumes import DeleteReason, RunId, RunState
 
 
 def run_states(conn: sa.Connection, config: RunsTable, runs: Iterable[RunId]) -> dict[RunId, RunState]:
@@ -94,3 +85,15 @@ def recheck_locked(conn: sa.Connection, config: RunsTable, run: RunId, reason: D
 
 class RunsTableError(StagingError):
     """The configured runs table or one of its columns cannot be read."""
+
+
+def check_readable(conn: sa.Connection, config: RunsTable) -> None:
+    """Raise ``RunsTableError`` naming the table and columns when the runs table cannot be read."""
+    table = runs_table(config)
+    try:
+        conn.execute(sa.select(table.c.dag_id, table.c.run_id, table.c.state, table.c.end_date).limit(0))
+    except sa.exc.ProgrammingError as exc:
+        conn.rollback()
+        raise RunsTableError(
+            f"cannot read the runs table {config.table!r} (columns {config.dag_id_column}, {config.run_id_column}, "
+            f"{config.state_column}, {config.end_date_column}): {str(exc.orig).splitlines()[0]}") from exc

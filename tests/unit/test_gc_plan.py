@@ -10,9 +10,8 @@ from hypothesis import strategies as st
 from gc_job.plan import Action, GcPolicy, decide, plan_adoptions, plan_batch
 from gc_job.report import exit_code, summary
 from gc_job.results import Outcome, Result
-from shared.db.runs_repo import RunState
 from shared.objects import ClaimInfo
-from shared.volumes import DeleteReason, RunId, VolumeRecord, VolumeState
+from shared.volumes import DeleteReason, RunId, RunState, VolumeRecord, VolumeState
 
 NOW = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
 H = dt.timedelta(hours=1)
