@@ -16,7 +16,7 @@ from kubernetes import client
 from shared import labels
 from shared.naming import label_safe, pvc_name
 from tests.e2e.conftest import pod_dict, rows_for, staging_pvc_of, wait_until_gone
-from tests.support.pods import task_pod
+from tests.support.pods import admission_review, task_pod
 from tests.support.webhook import WebhookProcess
 
 pytestmark = pytest.mark.e2e
@@ -266,6 +266,11 @@ def test_http_shell_rejects_bad_bodies_and_exposes_metrics(webhook: WebhookProce
     assert r.status_code == 200
     assert r.json() == {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                         "response": {"uid": uid, "allowed": True}}
+    # The webhook checks the opt-in itself: a pod without it passes unchanged even if a wrongly
+    # configured selector sends it here.
+    plain = admission_review(task_pod("etl", "r", opt_in=False), "default", uid=uid)
+    r = session.post(webhook.url + "/mutate", json=plain)
+    assert r.json()["response"] == {"uid": uid, "allowed": True}
     assert session.get(webhook.url + "/readyz").status_code == 200
     metrics = session.get(webhook.url + "/metrics").text
     assert 'leoflow_staging_admissions_total{outcome="allowed",reason="not_a_pod"}' in metrics
