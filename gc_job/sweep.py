@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import logging
@@ -39,6 +40,7 @@ class SweepConfig:
     policy: GcPolicy
     batch_size: int = 500
     settle_seconds: float = 10.0
+    parallelism: int = 4  # reclaims in flight at once (each is its own guarded transition)
 
 
 class Sweeper:
@@ -49,6 +51,8 @@ class Sweeper:
         self._engine, self._kube, self._config, self._clock = engine, kube, config, clock
         self._out = out or sys.stdout
         self._executor = Executor(engine=engine, kube=kube, runs=config.runs, policy=config.policy, clock=clock)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.parallelism,
+                                                           thread_name_prefix="gc-act")
 
     def _emit(self, level: int, fields: dict[str, Any]) -> None:
         log.log(level, fields.get("event", ""), extra={"fields": fields})
@@ -106,22 +110,25 @@ class Sweeper:
             batches = volumes_repo.iter_live(conn, batch_size=self._config.batch_size)
             for batch in batches:
                 runs = runs_repo.run_states(conn, self._config.runs, (v.run for v in batch))
+                actions = []
                 for d in plan_batch(batch, runs, index, now=now, policy=policy):
                     if d.action is Action.KEEP:
                         kept += 1
                         if d.run_state in self._config.policy.failed_states and d.run_end is None:
                             self._emit(logging.WARNING, {"event": "kept_without_end_date", **d.as_dict()})
                         continue
-                    r = self._do(d, dry_run)
-                    (pending if r.outcome is Outcome.TERMINATING else results).append(r)
+                    actions.append(d)
                 conn.rollback()  # end the read transaction between batches
+                # Rows are independent (each transition guards itself): act on a batch in parallel.
+                for r in self._pool.map(lambda d: self._do(d, dry_run), actions):
+                    (pending if r.outcome is Outcome.TERMINATING else results).append(r)
         if pending:
             results.extend(self._report_each(self._executor.settle(pending, grace=self._config.settle_seconds)))
         return results, kept
 
     def _do(self, d: Decision, dry_run: bool) -> Result:
         if dry_run:
-            print(json.dumps(report.planned_fields(d)), file=self._out)
+            self._out.write(json.dumps(report.planned_fields(d)) + "\n")  # one write: whole lines from threads
             return Result(d, Outcome.PLANNED, d.why)
         result = self._executor.apply(d)
         if result.outcome is not Outcome.TERMINATING:

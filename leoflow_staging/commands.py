@@ -29,12 +29,13 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
     from shared.kube import KubeApi, make_api_client  # noqa: PLC0415
 
     configure_logging(settings.log_level)
-    engine = make_engine(settings.database_url, timeout=settings.gc_db_timeout)
-    kube = KubeApi(make_api_client(settings.kubeconfig), timeout=max(settings.kube_timeout, 5.0))
+    engine = make_engine(settings.database_url, timeout=settings.gc_db_timeout, pool_size=settings.gc_parallelism + 2)
+    kube = KubeApi(make_api_client(settings.kubeconfig, pool_size=settings.gc_parallelism * 2),
+                   timeout=max(settings.kube_timeout, 5.0))
     policy = GcPolicy(failed_ttl=settings.failed_ttl, success_states=settings.runs.success_states,
                       failed_states=settings.runs.failed_states, adopt_min_age=settings.adopt_min_age)
     config = SweepConfig(runs=settings.runs, policy=policy, batch_size=settings.gc_batch_size,
-                         settle_seconds=settings.gc_settle_seconds)
+                         settle_seconds=settings.gc_settle_seconds, parallelism=settings.gc_parallelism)
     return Sweeper(engine=engine, kube=kube, config=config).run(dry_run=dry_run)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from shared.db.schema import runs_table, staging_volumes
 from shared.errors import StagingError
@@ -20,10 +21,20 @@ def run_states(conn: sa.Connection, config: RunsTable, runs: Iterable[RunId]) ->
     if not wanted:
         return {}
     table = runs_table(config)
-    query = sa.select(table.c.dag_id, table.c.run_id, table.c.state, table.c.end_date).where(
-        sa.tuple_(table.c.dag_id, table.c.run_id).in_(wanted))
+    columns = (table.c.dag_id, table.c.run_id, table.c.state, table.c.end_date)
+    if conn.dialect.name == "postgresql":
+        # Join against unnest(arrays): one index lookup per pair. A row-value IN list of hundreds
+        # of pairs makes PostgreSQL scan the whole runs table for every batch.
+        text_array = postgresql.ARRAY(sa.String)
+        wanted_t = sa.func.unnest(sa.bindparam("dags", type_=text_array), sa.bindparam("runs", type_=text_array)
+                                  ).table_valued("d", "r").render_derived(name="wanted")
+        query = sa.select(*columns).join_from(
+            table, wanted_t, sa.and_(table.c.dag_id == wanted_t.c.d, table.c.run_id == wanted_t.c.r))
+        rows = conn.execute(query, {"dags": [d for d, _ in wanted], "runs": [r for _, r in wanted]})
+    else:
+        rows = conn.execute(sa.select(*columns).where(sa.tuple_(table.c.dag_id, table.c.run_id).in_(wanted)))
     out: dict[RunId, RunState] = {}
-    for row in conn.execute(query):
+    for row in rows:
         end = row.end_date
         if isinstance(end, dt.datetime) and end.tzinfo is None:
             end = end.replace(tzinfo=dt.UTC)
