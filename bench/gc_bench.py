@@ -73,8 +73,10 @@ def _plan_only(engine: sa.Engine, batch_size: int) -> tuple[float, int, int]:
 
 def run(env: BenchEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size: int = 500) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    kube = KubeApi(make_api_client(str(env.plane.kubeconfig_path), pool_size=16), timeout=30)
     for rows in sizes:
+        # Its own installation label: the server benchmark's PVCs (another database) stay apart.
+        kube = KubeApi(make_api_client(str(env.plane.kubeconfig_path), pool_size=16), timeout=30,
+                       instance=f"gc{rows}")
         engine = sa.create_engine(create_database(env.pg, f"gc{rows}"), pool_size=4)
         seed_started = time.perf_counter()
         _seed(env, engine, kube, rows, f"gc{rows}")
@@ -104,5 +106,5 @@ def run(env: BenchEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size
         # Leave the API lean for the next size: the namespace's PVCs go with their rows.
         claims = [c for page in kube.list_managed_claims() for c in page]
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda c: kube.delete_claim(c.namespace, c.name, uid=c.uid), claims, chunksize=64))
+            list(pool.map(lambda c, k=kube: k.delete_claim(c.namespace, c.name, uid=c.uid), claims, chunksize=64))
     return out

@@ -11,6 +11,8 @@ STORAGE_CLASS = "leoflow.io/staging-storage-class"
 PVC = "leoflow.io/staging-pvc"  # set by the webhook on the pod
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "leoflow-staging"
+INSTANCE = "leoflow.io/staging-instance"  # which installation (metadatabase) owns the PVC
+DEFAULT_INSTANCE = "default"
 RWX_CLASS = "leoflow.io/rwx"  # on a StorageClass: "true" marks it ReadWriteMany, "false" excludes it
 
 VOLUME_NAME = "leoflow-staging"

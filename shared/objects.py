@@ -46,13 +46,16 @@ class ClaimInfo:
     created_at: dt.datetime | None
     storage_class: str | None = None
     size: str | None = None
+    instance: str = labels.DEFAULT_INSTANCE
 
-    def belongs_to(self, dag_id: str, run_id: str) -> bool:
-        return self.managed and self.dag_id == dag_id and self.run_id == run_id
+    def belongs_to(self, dag_id: str, run_id: str, instance: str) -> bool:
+        """Ours (managed-by), this installation's, and this run's."""
+        return self.managed and self.instance == instance and self.dag_id == dag_id and self.run_id == run_id
 
 
-def claim_manifest(spec: ClaimSpec) -> dict[str, Any]:
-    """The PVC body (contracts 3): RWX, the class, the size, our labels and the raw ids."""
+def claim_manifest(spec: ClaimSpec, *, instance: str = labels.DEFAULT_INSTANCE) -> dict[str, Any]:
+    """The PVC body (contracts 3): RWX, the class, the size, our labels and the raw ids. The
+    instance label keeps two installations (two metadatabases) on one cluster apart."""
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -61,6 +64,7 @@ def claim_manifest(spec: ClaimSpec) -> dict[str, Any]:
             "namespace": spec.namespace,
             "labels": {
                 labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
+                labels.INSTANCE: instance,
                 labels.DAG_ID: label_safe(spec.dag_id),
                 labels.RUN_ID: label_safe(spec.run_id),
             },
@@ -100,6 +104,7 @@ def claim_info(obj: dict[str, Any]) -> ClaimInfo:
         created_at=_parse_time(meta.get("creationTimestamp")),
         storage_class=spec.get("storageClassName"),
         size=((spec.get("resources") or {}).get("requests") or {}).get("storage"),
+        instance=str(lab.get(labels.INSTANCE, labels.DEFAULT_INSTANCE)),
     )
 
 

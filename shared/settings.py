@@ -36,6 +36,7 @@ class Settings:
     """Every setting of both programs, with its default."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    instance: str = "default"  # label value on our PVCs: one per installation (metadatabase) on a cluster
     kubeconfig: str | None = None  # None: in-cluster config, else ~/.kube/config
     storage_class: str | None = None  # a configured class must exist
     rwx_provisioners: tuple[str, ...] = ()  # extra provisioners known to give filesystem RWX
@@ -147,6 +148,9 @@ def from_env(environ: Mapping[str, str]) -> Settings:
                                    else _identifier(key, raw))
     if runs_values:
         values["runs"] = RunsTable(**runs_values)
+    instance = values.get("instance", "default")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", instance):
+        raise SettingsError(f"{PREFIX}INSTANCE={instance!r}: expected a DNS label (lowercase, digits, '-')")
     if values.get("log_level", "INFO").upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(
             f"{PREFIX}LOG_LEVEL={values['log_level']!r}: expected DEBUG, INFO, WARNING or ERROR")

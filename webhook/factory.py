@@ -37,7 +37,7 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
     validate(settings)
     engine = make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads)
     kube = KubeApi(make_api_client(settings.kubeconfig, pool_size=settings.threads),
-                   timeout=settings.kube_timeout)
+                   timeout=settings.kube_timeout, instance=settings.instance)
     classes = StorageClassCache(kube, ttl=settings.class_cache_seconds)
     provisioner = VolumeProvisioner(
         engine=engine, kube=kube, classes=classes,

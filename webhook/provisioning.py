@@ -120,8 +120,8 @@ def _terminating(name: str) -> Verdict:
 
 def _not_ours(claim: ClaimInfo) -> Verdict:
     return deny("pvc_not_ours", f"leoflow-staging: a PVC named {claim.name!r} already exists in namespace "
-                f"{claim.namespace!r} but does not belong to this run (managed-by/identity annotations "
-                "differ); refusing to adopt it. Remove or rename that PVC.")
+                f"{claim.namespace!r} but does not belong to this run (managed-by, instance or identity "
+                "annotations differ); refusing to adopt it. Remove or rename that PVC.")
 
 
 class VolumeProvisioner:
@@ -184,7 +184,7 @@ class VolumeProvisioner:
                 raise Denied(deny("pvc_race", f"leoflow-staging: PVC {intent.pvc_name!r} was deleted while "
                                   "being attached; retry", code=409, retriable=True)) from None
             claim = found
-        if not claim.belongs_to(intent.dag_id, intent.run_id):
+        if not claim.belongs_to(intent.dag_id, intent.run_id, self._kube.instance):
             raise Denied(_not_ours(claim))
         if claim.terminating:
             raise Denied(_terminating(intent.pvc_name))

@@ -12,7 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from shared.errors import KubeForbidden, KubeUnavailable
-from shared.labels import MANAGED_BY, MANAGED_BY_VALUE
+from shared.labels import DEFAULT_INSTANCE, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE
 from shared.objects import (
     ClaimInfo,
     ClaimSpec,
@@ -54,7 +54,8 @@ def _message(exc: ApiException) -> str:
 class KubeApi:
     """PVCs, StorageClasses and pods, as plain data; each call bounded by ``timeout`` seconds."""
 
-    def __init__(self, api_client: client.ApiClient, *, timeout: float) -> None:
+    def __init__(self, api_client: client.ApiClient, *, timeout: float, instance: str = DEFAULT_INSTANCE) -> None:
+        self.instance = instance
         self._core = client.CoreV1Api(api_client)
         self._storage = client.StorageV1Api(api_client)
         self._timeout = (min(timeout, 2.0), timeout)
@@ -96,7 +97,7 @@ class KubeApi:
         """Create the PVC; raises ``AlreadyExists`` when a PVC of that name exists."""
         with self._errors(f"creating PVC {spec.namespace}/{spec.name}"):
             resp = self._core.create_namespaced_persistent_volume_claim(
-                spec.namespace, claim_manifest(spec),  # a dict body is accepted
+                spec.namespace, claim_manifest(spec, instance=self.instance),  # a dict body is accepted
                 _preload_content=False,
                 _request_timeout=self._timeout)
             return claim_info(self._json(resp))
@@ -125,7 +126,8 @@ class KubeApi:
                 while True:
                     with self._errors("listing managed PVCs"):
                         resp = self._core.list_persistent_volume_claim_for_all_namespaces(
-                            label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE}", limit=page_size,
+                            label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={self.instance}",
+                            limit=page_size,
                             _continue=token, _preload_content=False, _request_timeout=self._timeout)
                         data = self._json(resp)
                     pages.append([claim_info(item) for item in data.get("items", [])])

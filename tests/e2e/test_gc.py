@@ -204,3 +204,14 @@ def wait_until_gone_named(core: client.CoreV1Api, namespace: str, name: str) -> 
             return
         time.sleep(0.1)
     raise AssertionError(f"{name} still present")
+
+
+def test_another_installations_pvcs_are_never_adopted_or_deleted(bench: Bench, kubeconfig: Path,
+                                                                 core: client.CoreV1Api) -> None:
+    other = KubeApi(make_api_client(str(kubeconfig)), timeout=10, instance="other-install")
+    theirs = other.create_claim(ClaimSpec(namespace=bench.namespace, name="leoflow-staging-theirs-r-0000000000",
+                                          dag_id="theirs", run_id="r", storage_class="nfs", size="1Gi"))
+    bench.now = dt.datetime.now(dt.UTC) + H  # old enough to adopt, and its run is in no runs table here
+    assert bench.sweep() == 0
+    assert bench.rows() == []  # not adopted ...
+    assert core.read_namespaced_persistent_volume_claim(theirs.name, bench.namespace).metadata.uid == theirs.uid

@@ -66,7 +66,7 @@ def test_opted_in_pod_gets_its_runs_volume(webhook: WebhookProcess, api: client.
     assert pvc["spec"]["storageClassName"] == rwx_class
     assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
     assert pvc["metadata"]["labels"] == {
-        "app.kubernetes.io/managed-by": "leoflow-staging",
+        "app.kubernetes.io/managed-by": "leoflow-staging", "leoflow.io/staging-instance": "default",
         labels.DAG_ID: label_safe("etl/daily"), labels.RUN_ID: label_safe(RUN)}
     assert pvc["metadata"]["annotations"][labels.RUN_ID] == RUN
     rows = rows_for(db, namespace)

@@ -33,6 +33,7 @@ def test_values_are_parsed() -> None:
     ({"LEOFLOW_STAGING_WORKERS": "0"}, ">= 1"),
     ({"LEOFLOW_STAGING_RUNS_TABLE": "dag_run; drop table x"}, "SQL identifier"),
     ({"LEOFLOW_STAGING_LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ({"LEOFLOW_STAGING_INSTANCE": "Prod_1"}, "DNS label"),
 ])
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(SettingsError, match=fragment):

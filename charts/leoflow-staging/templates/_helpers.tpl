@@ -50,6 +50,8 @@ app.kubernetes.io/component: webhook
 {{- if ge (float64 .Values.config.requestBudget) (float64 .Values.webhook.timeoutSeconds) -}}
 {{- fail (printf "config.requestBudget (%v s) must be below webhook.timeoutSeconds (%v s): the webhook must answer before the apiserver gives up" .Values.config.requestBudget .Values.webhook.timeoutSeconds) -}}
 {{- end -}}
+- name: LEOFLOW_STAGING_INSTANCE
+  value: {{ .Values.config.instance | default .Release.Name | quote }}
 - name: LEOFLOW_STAGING_DATABASE_URL
   valueFrom:
     secretKeyRef:
