@@ -58,6 +58,7 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else float("nan")
 
 
+@pytest.mark.timeout(SECONDS + 300)
 def test_soak(fault_bench: FaultBench, namespace: str, kubeconfig: Path, core: client.CoreV1Api) -> None:
     server = fault_bench.server("soak", LEOFLOW_STAGING_PVC_CACHE_SECONDS="5")
     engine = fault_bench.engine()
