@@ -13,7 +13,7 @@ import requests
 from bench.env import NAMESPACE, BenchEnv
 from bench.server_bench import server_side_ms
 from bench.stats import median_of_rounds, percentile, summary_ms
-from shared.naming import label_safe
+from leoflow_staging.devenv.pods import task_pod
 
 
 def _session(env: BenchEnv) -> requests.Session:
@@ -27,13 +27,7 @@ def _session(env: BenchEnv) -> requests.Session:
 
 
 def _pod(run: str, opt_in: bool) -> bytes:
-    labels = {"leoflow.io/dag-id": "bench_dag", "leoflow.io/run-id": label_safe(run)}
-    if opt_in:
-        labels["leoflow.io/staging"] = "enabled"
-    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {
-        "generateName": "task-", "labels": labels, "annotations": {"leoflow.io/run-id": run}},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                 "containers": [{"name": "task", "image": "leoflow/task:1"}]}}).encode()
+    return json.dumps(task_pod("bench_dag", run, opt_in=opt_in)).encode()
 
 
 def _create(session: requests.Session, url: str, body: bytes) -> float:

@@ -13,6 +13,7 @@ from kubernetes import client, config
 
 from leoflow_staging.devenv.assets import ensure_assets
 from leoflow_staging.devenv.controlplane import ControlPlane
+from leoflow_staging.devenv.orchestrator import create_runs_table
 from leoflow_staging.devenv.postgres import Postgres
 from leoflow_staging.devenv.webhook import WebhookProcess
 from shared.db.migrate import upgrade
@@ -44,9 +45,7 @@ def create_database(pg: Postgres, name: str) -> str:
     url = pg.url(name)
     engine = sa.create_engine(url)
     upgrade(engine)
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE dag_run (dag_id varchar(250), run_id varchar(250), state varchar(50), "
-                             "end_date timestamptz, PRIMARY KEY (dag_id, run_id))"))
+    create_runs_table(engine)
     engine.dispose()
     return url
 

@@ -11,20 +11,14 @@ from typing import Any
 from bench import load
 from bench.env import NAMESPACE, BenchEnv
 from bench.stats import median_of_rounds, percentile, summary_ms
-from shared.naming import label_safe
+from leoflow_staging.devenv.pods import admission_review, task_pod
 
 
 def review(dag: str, run: str) -> bytes:
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"generateName": "task-", "namespace": NAMESPACE,
-                        "labels": {"leoflow.io/staging": "enabled", "leoflow.io/dag-id": label_safe(dag),
-                                   "leoflow.io/run-id": label_safe(run)},
-                        "annotations": {"leoflow.io/dag-id": dag, "leoflow.io/run-id": run}},
-           "spec": {"containers": [{"name": "task", "image": "leoflow/task:1", "env": [{"name": "A", "value": "1"}]}]}}
-    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE",
-        "namespace": NAMESPACE, "object": pod, "dryRun": False}}).encode()
+    """A pod CREATE review for an opted-in task pod of the run."""
+    pod = task_pod(dag, run, containers=[{"name": "task", "image": "leoflow/task:1",
+                                          "env": [{"name": "A", "value": "1"}]}])
+    return json.dumps(admission_review(pod, NAMESPACE, uid=str(uuid.uuid4()))).encode()
 
 
 def server_side_ms(log: Path, offset: int, decision: str) -> list[float]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gc_job.plan import Action, Decision, GcPolicy
+from gc_job.plan import Action, Decision, GcPolicy, reclaim_reason
 from gc_job.results import Outcome, Result
 from shared.db import runs_repo, volumes_repo
 from shared.db.engine import translate_errors
@@ -25,7 +25,7 @@ from shared.errors import StagingError
 from shared.kube import KubeApi
 from shared.kube.api import UidMismatch
 from shared.settings import RunsTable
-from shared.volumes import DeleteReason, NewVolume, VolumeRecord
+from shared.volumes import DeleteReason, NewVolume, VolumeRecord, VolumeState
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -80,7 +80,7 @@ class Executor:
             return Result(d, Outcome.FAILED, "reclaiming row without a GC reason; left for a person")
         now = self._clock()
         ttl = self._policy.failed_ttl
-        if v.state.value == "active":
+        if v.state is VolumeState.ACTIVE:
             condition = runs_repo.reclaimable_condition(self._runs, reason, now=now, failed_ttl=ttl)
             with translate_errors("starting a reclaim"), self._engine.begin() as conn:
                 if not volumes_repo.begin_reclaim(conn, v.id, reason=reason, now=now, still_reclaimable=condition):
@@ -92,8 +92,8 @@ class Executor:
             return self._finish(d, v)
         if not claim.terminating:
             with translate_errors("deleting the PVC"), self._engine.begin() as conn:
-                if not runs_repo.recheck_locked(conn, self._runs, v.run, reason, now=self._clock(), failed_ttl=ttl,
-                                                lock=self.lock_runs):
+                run = runs_repo.read_run_locked(conn, self._runs, v.run, lock=self.lock_runs)
+                if reclaim_reason(run, now=self._clock(), policy=self._policy) is not reason:
                     volumes_repo.abort_reclaim(conn, v.id, detail="run came back before its PVC was deleted")
                     return Result(d, Outcome.ABORTED, "the run came back before the delete; the row is active again")
                 if not self._kube.delete_claim(v.namespace, v.pvc_name, uid=v.pvc_uid):

@@ -23,9 +23,10 @@ import sqlalchemy as sa
 from kubernetes import client, config
 
 from leoflow_staging.devenv import __main__ as dev
+from leoflow_staging.devenv import orchestrator
+from leoflow_staging.devenv.pods import task_pod
 from leoflow_staging.devenv.webhook import WebhookProcess
 from shared.db.engine import make_engine
-from shared.naming import label_safe
 
 NS = "leoflow-demo"
 CLASS = "demo-nfs"
@@ -48,25 +49,12 @@ def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Compl
 
 
 def pod(run_id: str, task: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "generateName": f"{DAG.replace('_', '-')}-{task}-",
-            "labels": {"leoflow.io/staging": "enabled", "leoflow.io/dag-id": label_safe(DAG),
-                       "leoflow.io/run-id": label_safe(run_id)},
-            "annotations": {"leoflow.io/dag-id": DAG, "leoflow.io/run-id": run_id},
-        },
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                 "containers": [{"name": task, "image": "leoflow/task:1"}]},
-    }
+    return task_pod(DAG, run_id, generate_name=f"{DAG.replace('_', '-')}-{task}-",
+                    containers=[{"name": task, "image": "leoflow/task:1"}])
 
 
 def set_run(engine: sa.Engine, run_id: str, state: str, end: dt.datetime | None = None) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO dag_run (dag_id, run_id, state, end_date) VALUES (:d, :r, :s, :e) "
-            "ON CONFLICT (dag_id, run_id) DO UPDATE SET state = :s, end_date = :e"),
-            {"d": DAG, "r": run_id, "s": state, "e": end})
+    orchestrator.set_run(engine, DAG, run_id, state, end)
     print(f"    {DIM}orchestrator: run {run_id} is now {state}{RESET}")
 
 
@@ -101,9 +89,8 @@ def main() -> int:
     try:
         say("The orchestrator's metadatabase: staging_volumes (our migration) and its dag_run table")
         show(cli(env, "migrate").stdout)
+        orchestrator.create_runs_table(engine)
         with engine.begin() as conn:
-            conn.execute(sa.text("CREATE TABLE IF NOT EXISTS dag_run (dag_id varchar(250), run_id varchar(250), "
-                                 "state varchar(50), end_date timestamptz, PRIMARY KEY (dag_id, run_id))"))
             conn.execute(sa.text("DELETE FROM dag_run WHERE dag_id = :d"), {"d": DAG})
 
         say("Starting the webhook (`leoflow-staging serve`, gunicorn, TLS) and registering it")

@@ -52,22 +52,17 @@ def make_engine(url: str, *, timeout: float, pool_size: int = 5, autocommit: boo
                 "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
             },
         )
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed, connect_args={"timeout": timeout, "check_same_thread": False})
+    # parse_url admits PostgreSQL and SQLite only: the rest is SQLite.
+    engine = sa.create_engine(parsed, connect_args={"timeout": timeout, "check_same_thread": False})
 
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: object, _record: object) -> None:
-            cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            cursor.close()
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: object, _record: object) -> None:
+        cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cursor.close()
 
-        return engine
-    return sa.create_engine(parsed, pool_pre_ping=True)
-
-
-def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
-    return engine.dialect.name == "postgresql"
+    return engine
 
 
 def describe(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -22,9 +23,15 @@ def _config(conn: sa.Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    """The migration scripts, parsed once per process (/readyz asks every few seconds)."""
+    return ScriptDirectory.from_config(_config())
+
+
 def head() -> str:
     """The newest revision this code knows."""
-    rev = ScriptDirectory.from_config(_config()).get_current_head()
+    rev = _scripts().get_current_head()
     if rev is None:  # pragma: no cover - the package always ships revisions
         raise RuntimeError("no migrations found")
     return rev
@@ -43,8 +50,7 @@ def schema_problem(engine: sa.Engine) -> str | None:
     revision = current(engine)
     if revision is None:
         return "the database has no leoflow-staging schema: run `leoflow-staging migrate`"
-    scripts = ScriptDirectory.from_config(_config())
-    known = {rev.revision for rev in scripts.walk_revisions()}
+    known = {rev.revision for rev in _scripts().walk_revisions()}
     if revision in known and revision != head():
         return f"database schema at revision {revision}, this version needs {head()}: run `leoflow-staging migrate`"
     return None

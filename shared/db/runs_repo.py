@@ -33,13 +33,14 @@ def run_states(conn: sa.Connection, config: RunsTable, runs: Iterable[RunId]) ->
         rows = conn.execute(query, {"dags": [d for d, _ in wanted], "runs": [r for _, r in wanted]})
     else:
         rows = conn.execute(sa.select(*columns).where(sa.tuple_(table.c.dag_id, table.c.run_id).in_(wanted)))
-    out: dict[RunId, RunState] = {}
-    for row in rows:
-        end = row.end_date
-        if isinstance(end, dt.datetime) and end.tzinfo is None:
-            end = end.replace(tzinfo=dt.UTC)
-        out[RunId(row.dag_id, row.run_id)] = RunState(row.state, end)
-    return out
+    return {RunId(row.dag_id, row.run_id): _run_state(row) for row in rows}
+
+
+def _run_state(row: Any) -> RunState:
+    end = row.end_date
+    if isinstance(end, dt.datetime) and end.tzinfo is None:  # SQLite returns naive datetimes
+        end = end.replace(tzinfo=dt.UTC)
+    return RunState(row.state, end)
 
 
 def _match(table: sa.Table, dag_id: Any, run_id: Any) -> sa.ColumnElement[bool]:
@@ -72,26 +73,16 @@ def can_lock_runs(conn: sa.Connection, config: RunsTable) -> bool:
                              {"t": config.table}).scalar())
 
 
-def recheck_locked(conn: sa.Connection, config: RunsTable, run: RunId, reason: DeleteReason, *,
-                   now: dt.datetime, failed_ttl: dt.timedelta, lock: bool = True) -> bool:
-    """Whether the run still allows reclaiming, holding (on PostgreSQL) a share lock on the run's
-    row until the caller's transaction ends: the orchestrator cannot change the run's state
-    between this check and the PVC delete that follows it in the same transaction."""
+def read_run_locked(conn: sa.Connection, config: RunsTable, run: RunId, *, lock: bool = True) -> RunState | None:
+    """The run as committed now (None when absent). With ``lock`` (PostgreSQL), a share lock on the
+    run's row is held until the caller's transaction ends: the orchestrator cannot change the run's
+    state between this read and the PVC delete that follows it in the same transaction."""
     table = runs_table(config)
     query = sa.select(table.c.state, table.c.end_date).where(_match(table, run.dag_id, run.run_id))
     if lock and conn.dialect.name == "postgresql":
         query = query.with_for_update(read=True)
     row = conn.execute(query).first()
-    if reason is DeleteReason.ORPHANED:
-        return row is None
-    if row is None:
-        return False
-    if reason is DeleteReason.RUN_SUCCEEDED:
-        return row.state in config.success_states
-    end = row.end_date
-    if isinstance(end, dt.datetime) and end.tzinfo is None:
-        end = end.replace(tzinfo=dt.UTC)
-    return row.state in config.failed_states and end is not None and end <= now - failed_ttl
+    return _run_state(row) if row else None
 
 
 class RunsTableError(StagingError):

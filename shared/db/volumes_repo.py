@@ -35,32 +35,28 @@ def _utc(value: Any) -> Any:
     return value
 
 
+_LIVE_ROW = sa.select(T).where(T.c.namespace == sa.bindparam("ns"), T.c.pvc_name == sa.bindparam("name"), LIVE)
+_LIVE_ROW_SHARED = _LIVE_ROW.with_for_update(read=True)
+
+
 def live_volume(conn: sa.Connection, namespace: str, pvc_name: str, *, lock: bool) -> VolumeRecord | None:
     """The not-deleted row for the PVC; with ``lock``, a shared row lock held until commit, so a
     concurrent GC transition is either seen or waits for this transaction."""
-    query = sa.select(T).where(T.c.namespace == namespace, T.c.pvc_name == pvc_name, LIVE)
-    if lock:
-        query = query.with_for_update(read=True)
-    row = conn.execute(query).first()
+    row = conn.execute(_LIVE_ROW_SHARED if lock else _LIVE_ROW, {"ns": namespace, "name": pvc_name}).first()
     return _record(row) if row else None
-
-
-_LIVE_ROW = sa.select(T).where(T.c.namespace == sa.bindparam("ns"), T.c.pvc_name == sa.bindparam("name"), LIVE)
-_LIVE_ROW_SHARED = _LIVE_ROW.with_for_update(read=True)
 
 
 def read_live_volume(engine: sa.Engine, namespace: str, pvc_name: str) -> VolumeRecord | None:
     """The not-deleted row in one statement, ``FOR SHARE`` on PostgreSQL: a GC transition in flight
     is waited for and then seen. ``engine`` should be autocommit (one round trip). A pooled
     connection found dead (the database restarted) is replaced and the read retried once."""
-    query = _LIVE_ROW_SHARED if engine.dialect.name == "postgresql" else _LIVE_ROW
     for attempt in (1, 2):
         try:
             with engine.connect() as conn:
-                row = conn.execute(query, {"ns": namespace, "name": pvc_name}).first()
+                record = live_volume(conn, namespace, pvc_name, lock=True)
                 if engine.dialect.name == "sqlite":
                     conn.commit()
-            return _record(row) if row else None
+            return record
         except exc.DBAPIError as err:
             if attempt == 1 and err.connection_invalidated:
                 continue
@@ -75,16 +71,9 @@ def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -
         "dag_id": volume.dag_id, "run_id": volume.run_id, "storage_class": volume.storage_class,
         "size": volume.size, "state": VolumeState.ACTIVE.value, "created_at": now,
     }
-    where = sa.text("state <> 'deleted'")
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(T).values(values).on_conflict_do_nothing(
-            index_elements=["namespace", "pvc_name"], index_where=where)
-    elif conn.dialect.name == "sqlite":
-        stmt = sqlite.insert(T).values(values).on_conflict_do_nothing(
-            index_elements=["namespace", "pvc_name"], index_where=where)
-    else:  # pragma: no cover - other dialects are not supported
-        raise NotImplementedError(conn.dialect.name)
-    conn.execute(stmt)
+    insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[conn.dialect.name]
+    conn.execute(insert(T).values(values).on_conflict_do_nothing(
+        index_elements=["namespace", "pvc_name"], index_where=sa.text("state <> 'deleted'")))
 
 
 def close_missing(conn: sa.Connection, row_id: int, *, now: dt.datetime, detail: str) -> bool:

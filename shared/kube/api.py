@@ -43,7 +43,16 @@ def make_api_client(kubeconfig: str | None, *, pool_size: int = 8) -> client.Api
     return client.ApiClient(configuration)
 
 
-def _message(exc: ApiException) -> str:
+class NotFound(KubeForbidden):
+    """HTTP 404: the object (or its namespace) does not exist."""
+
+
+class ListExpired(KubeForbidden):
+    """HTTP 410: a paginated list's continue token outlived etcd's compaction."""
+
+
+def api_message(exc: ApiException) -> str:
+    """The ``message`` of a Kubernetes Status body, else the HTTP reason."""
     try:
         body = json.loads(exc.body or "{}")
         return str(body.get("message") or exc.reason)
@@ -65,11 +74,13 @@ class KubeApi:
         try:
             yield
         except ApiException as exc:
-            if exc.status == 409:
-                raise AlreadyExists(_message(exc)) from exc
-            if exc.status in (401, 403, 422) or (exc.status and 400 <= exc.status < 500):
-                raise KubeForbidden(f"{what}: {_message(exc)}") from exc
-            raise KubeUnavailable(f"{what}: HTTP {exc.status} {_message(exc)}") from exc
+            status = exc.status or 0
+            if status == 409:
+                raise AlreadyExists(api_message(exc)) from exc
+            refused = {404: NotFound, 410: ListExpired}.get(status, KubeForbidden)
+            if 400 <= status < 500:
+                raise refused(f"{what}: {api_message(exc)}") from exc
+            raise KubeUnavailable(f"{what}: HTTP {exc.status} {api_message(exc)}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
@@ -88,10 +99,8 @@ class KubeApi:
                 resp = self._core.read_namespaced_persistent_volume_claim(
                     name, namespace, _preload_content=False, _request_timeout=self._timeout)
                 return claim_info(self._json(resp))
-        except KubeForbidden as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return None
-            raise
+        except NotFound:
+            return None
 
     def create_claim(self, spec: ClaimSpec) -> ClaimInfo:
         """Create the PVC; raises ``AlreadyExists`` when a PVC of that name exists."""
@@ -112,10 +121,8 @@ class KubeApi:
                 return True
         except AlreadyExists as exc:  # 409: the uid precondition failed, it is another PVC now
             raise UidMismatch(f"PVC {namespace}/{name} is no longer uid {uid}") from exc
-        except KubeForbidden as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return False
-            raise
+        except NotFound:
+            return False
 
     def list_managed_claims(self, *, page_size: int = 500) -> Iterator[list[ClaimInfo]]:
         """Every PVC labelled as ours, across namespaces, a page at a time (one consistent list)."""
@@ -135,11 +142,8 @@ class KubeApi:
                     if not token:
                         yield from pages
                         return
-            except KubeForbidden as exc:
-                # 410 Gone: the continue token outlived etcd's compaction; start a fresh list.
-                if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 410:
-                    continue
-                raise
+            except ListExpired:
+                continue  # the continue token outlived etcd's compaction: start a fresh list
         raise KubeUnavailable("listing managed PVCs: the list kept expiring (410 Gone) before it completed")
 
     def dry_run_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:

@@ -6,12 +6,12 @@ Kept apart from ``KubeApi`` so that neither the webhook nor the GC has code that
 from __future__ import annotations
 
 import base64
-import json
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from shared.errors import KubeForbidden, KubeUnavailable
+from shared.kube.api import api_message
 
 
 class CertsKubeApi:
@@ -21,10 +21,7 @@ class CertsKubeApi:
         self._timeout = timeout
 
     def _fail(self, what: str, exc: ApiException) -> KubeUnavailable:
-        try:
-            message = json.loads(exc.body or "{}").get("message", exc.reason)
-        except ValueError:
-            message = exc.reason
+        message = api_message(exc)
         if exc.status and 400 <= exc.status < 500:
             return KubeForbidden(f"{what}: {message}")
         return KubeUnavailable(f"{what}: HTTP {exc.status} {message}")
