@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install binaries postgres lint typecheck test unit demo bench dev-up dev-down clean
+.PHONY: help install binaries node-packages postgres lint typecheck test unit demo bench dev-up dev-down clean
 
 help:
 	@echo "make test     - install everything, build/find the control plane, ruff + mypy + import contracts + pytest"
 	@echo "make demo     - the whole lifecycle on a local control plane"
 	@echo "make dev-up   - start etcd, kube-apiserver, kube-controller-manager and PostgreSQL in the background"
-	@echo "make dev-down - stop them"
+	@echo "make dev-up NODE=1 - also a real node (containerd, kubelet, kube-proxy, scheduler), the RWX provisioner, images"
+	@echo "make dev-down - stop them (and undo the node's host changes)"
 	@echo "make bench    - benchmarks (figures, not assertions)"
 
 $(VENV)/.installed: pyproject.toml
@@ -24,7 +25,10 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 binaries:
-	bash hack/build-control-plane.sh >/dev/null
+	bash hack/build-control-plane.sh --node >/dev/null
+
+node-packages:
+	bash hack/ensure-node-packages.sh
 
 postgres:
 	bash hack/ensure-postgres.sh
@@ -39,11 +43,12 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
-test: install binaries postgres lint typecheck
+test: install binaries postgres node-packages lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-dev-up: install binaries postgres
-	$(PY) -m leoflow_staging.devenv up
+NODE ?=
+dev-up: install binaries postgres $(if $(NODE),node-packages)
+	$(PY) -m leoflow_staging.devenv up $(if $(NODE),--node)
 
 dev-down:
 	@if [ -x $(PY) ]; then $(PY) -m leoflow_staging.devenv down; else echo "nothing running"; fi

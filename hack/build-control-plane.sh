@@ -4,6 +4,10 @@
 # stamped in) and helm. Prints the folder that holds all four (KUBEBUILDER_ASSETS
 # convention) on stdout; progress goes to stderr.
 #
+# With --node it also builds what a real node needs: kube-scheduler, kubelet and
+# kube-proxy (same wrapper module, sharing Go's build cache) and links them into
+# the same folder.
+#
 # Cached by version under ${LEOFLOW_STAGING_CACHE:-~/.cache/leoflow-staging}; a
 # second run builds nothing. If KUBEBUILDER_ASSETS already holds etcd,
 # kube-apiserver and kube-controller-manager, those are used and nothing is built
@@ -33,15 +37,16 @@ go_env() {
   export GOMAXPROCS="${GOMAXPROCS:-2}"
 }
 
-build_kube() {
-  local out="$CACHE/kubernetes/$KUBE_VERSION"
-  if have_all "$out" kube-apiserver kube-controller-manager; then echo "$out"; return; fi
+build_kube() {  # cache subfolder, commands...
+  local out="$CACHE/$1/$KUBE_VERSION"; shift
+  local cmds=("$@")
+  if have_all "$out" "${cmds[@]}"; then echo "$out"; return; fi
   need_go "kube-apiserver"
   go_env
   local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
   local patch="${KUBE_VERSION##*.}"
   local staging_version="v0.${minor}.${patch}"
-  local work="$CACHE/work/kubernetes-$KUBE_VERSION"
+  local work="$CACHE/work/kubernetes-$KUBE_VERSION-${cmds[0]}"
   rm -rf "$work"; mkdir -p "$work" "$out.tmp"
   log "building Kubernetes $KUBE_VERSION (staging modules $staging_version) in $work"
   local kmod
@@ -68,8 +73,8 @@ build_kube() {
     ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$now -X $pkg.gitCommit=module-proxy-$KUBE_VERSION"
   done
   (cd "$work" && go mod download k8s.io/kubernetes >&2)
-  for cmd in kube-apiserver kube-controller-manager; do
-    log "go build $cmd"
+  for cmd in "${cmds[@]}"; do
+    log "go build $cmd (~2-5 min cold on 2 cores; Go's build cache makes later ones faster)"
     (cd "$work" && go build -trimpath -ldflags "$ld" -o "$out.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd") >&2 \
       || die "go build k8s.io/kubernetes/cmd/$cmd@$KUBE_VERSION failed"
   done
@@ -134,6 +139,8 @@ build_helm() {
 }
 
 main() {
+  local node=0
+  [[ "${1:-}" == "--node" ]] && node=1
   mkdir -p "$CACHE"
   local kube_dir etcd_dir helm_dir assets
   if [[ -n "${KUBEBUILDER_ASSETS:-}" ]] && have_all "$KUBEBUILDER_ASSETS" etcd kube-apiserver kube-controller-manager; then
@@ -145,7 +152,7 @@ main() {
   else
     [[ -z "${KUBEBUILDER_ASSETS:-}" ]] || log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks etcd/kube-apiserver/kube-controller-manager; building"
     etcd_dir=$(build_etcd)
-    kube_dir=$(build_kube)
+    kube_dir=$(build_kube kubernetes kube-apiserver kube-controller-manager)
     helm_dir=$(build_helm)
   fi
   assets="$CACHE/assets/kube-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
@@ -157,6 +164,11 @@ main() {
   ln -sfn "$kube_dir/kube-apiserver" "$assets/kube-apiserver"
   ln -sfn "$kube_dir/kube-controller-manager" "$assets/kube-controller-manager"
   ln -sfn "$helm_dir/helm" "$assets/helm"
+  if (( node )); then
+    local node_dir
+    node_dir=$(build_kube kubernetes-node kube-scheduler kubelet kube-proxy)
+    for n in kube-scheduler kubelet kube-proxy; do ln -sfn "$node_dir/$n" "$assets/$n"; done
+  fi
   echo "$assets"
 }
 

@@ -2,6 +2,8 @@
 
 ``up`` starts them in the background and writes ``.dev/env`` (KUBECONFIG and
 LEOFLOW_STAGING_DATABASE_URL, shell-sourceable); ``down`` stops every process it started.
+``up --node`` (``make dev-up NODE=1``) also starts a real node, the RWX provisioner and imports the
+images (contracts §7); ``down`` then also undoes what the node changed on the host.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import sys
 from pathlib import Path
 
 from leoflow_staging.devenv.assets import REPO, ensure_assets
+from leoflow_staging.devenv.cluster import NodeCluster
 from leoflow_staging.devenv.controlplane import ControlPlane
+from leoflow_staging.devenv.node import cleanup_host
 from leoflow_staging.devenv.postgres import Postgres, find_bindir
 from leoflow_staging.devenv.processes import kill_group
 
@@ -39,14 +43,46 @@ def _state() -> dict[str, object] | None:
     return data
 
 
-def up() -> int:
+def up_node() -> int:
+    """Control plane + node + provisioner + PostgreSQL reachable from pods; images imported."""
+    assets = ensure_assets(node=True)
+    pg_workdir = Path("/tmp") / f"leoflow-dev-pg-{os.getuid()}"
+    cluster = NodeCluster(assets=assets, workdir=DEV / "cluster", die_with_parent=False)
+    state: dict[str, object] = {"pids": [], "pg_workdir": str(pg_workdir),
+                                "node_workdir": str(DEV / "cluster" / "node"), "assets": str(assets)}
+    STATE.write_text(json.dumps(state))  # a crash half-way is still undone by `down`
+    cluster.start(postgres_workdir=pg_workdir)
+    assert cluster.plane is not None and cluster.postgres is not None
+    subprocess.run([str(find_bindir() / "createdb"), "-h", "127.0.0.1", "-p", str(cluster.postgres.port),
+                    "-U", "leoflow", DATABASE], check=True, capture_output=True)
+    url = cluster.postgres.libpq_url(DATABASE)
+    lines = [f"export KUBECONFIG={cluster.plane.kubeconfig_path}",
+             f"export LEOFLOW_STAGING_DATABASE_URL={url}",
+             f"export PATH={assets}:$PATH",
+             *(f"export {k}={v}" for k, v in cluster.env(DATABASE).items())]
+    (DEV / "env").write_text("\n".join(lines) + "\n")
+    state["pids"] = cluster.pids()
+    state["logs"] = [str(p) for p in cluster.log_paths()]
+    STATE.write_text(json.dumps(state, indent=2))
+    print(f"node Ready at {cluster.plane.server}; timings (s): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in cluster.timings.items()))
+    print(f"logs in {DEV / 'cluster'}; now: . {DEV / 'env'}")
+    return 0
+
+
+def up(*, node: bool = False) -> int:
     state = _state()
     pids = state.get("pids", []) if state else []
     if state and isinstance(pids, list) and pids and all(_alive(int(p)) for p in pids):
+        if node and "node_workdir" not in state:
+            print("a control plane without a node is up: run `make dev-down` first")
+            return 1
         print(f"already up; source {DEV / 'env'}")
         return 0
     down(quiet=True)
     DEV.mkdir(exist_ok=True)
+    if node:
+        return up_node()
     assets = ensure_assets()
     plane = ControlPlane(assets=assets, workdir=DEV / "controlplane", die_with_parent=False)
     pg = Postgres(workdir=Path("/tmp") / f"leoflow-dev-pg-{os.getuid()}", die_with_parent=False)
@@ -85,6 +121,11 @@ def down(*, quiet: bool = False) -> int:
     for pid in reversed(pids if isinstance(pids, list) else []):
         if int(pid) > 0:
             kill_group(int(pid))
+    node_workdir, assets = state.get("node_workdir"), state.get("assets")
+    if isinstance(node_workdir, str):
+        left = cleanup_host(Path(node_workdir), Path(assets) if isinstance(assets, str) else None)
+        for problem in left:
+            print(f"could not undo: {problem}", file=sys.stderr)
     pg_workdir = state.get("pg_workdir")
     if isinstance(pg_workdir, str):
         shutil.rmtree(pg_workdir, ignore_errors=True)
@@ -108,9 +149,10 @@ def status() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leoflow_staging.devenv")
     parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--node", action="store_true", help="also a real node, the RWX provisioner and images")
     args = parser.parse_args(argv)
     if args.action == "up":
-        return up()
+        return up(node=args.node)
     if args.action == "down":
         return down()
     return status()

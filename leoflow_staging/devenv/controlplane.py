@@ -2,6 +2,11 @@
 
 Modelled on controller-runtime's envtest: free loopback ports, a temp data dir, etcd
 without fsync, an admin client certificate (O=system:masters) in a kubeconfig.
+
+With ``node_ip`` set it is ready for a real node (``devenv.node``): the apiserver also
+listens on that address and advertises it (pods reach it through the ``kubernetes``
+Service), authorizes kubelets (Node,RBAC + NodeRestriction), mounts service-account
+tokens, and kube-controller-manager runs every controller.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 CONTROLLERS = ",".join(f"{c}-controller" for c in (
     "garbage-collector", "namespace", "persistentvolumeclaim-protection",
     "persistentvolume-protection", "serviceaccount", "resourcequota"))
+SERVICE_CIDR = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"
 _VALIDITY = dt.timedelta(days=7)
 
 
@@ -66,6 +73,7 @@ class ControlPlane:
     assets: Path
     workdir: Path
     die_with_parent: bool = True
+    node_ip: str | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
     api_port: int = 0
     kubeconfig_path: Path = field(default=Path())
@@ -88,12 +96,16 @@ class ControlPlane:
         pki.mkdir(parents=True, exist_ok=True)
         now = dt.datetime.now(dt.UTC)
         ca = issue_ca(common_name="leoflow-dev-ca", now=now, validity=_VALIDITY)
+        self.ca = ca
         serving = issue_serving(
             ca,
             hosts=("127.0.0.1", "localhost", "kubernetes", "kubernetes.default",
-                   "kubernetes.default.svc", "10.0.0.1"),
+                   "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", KUBERNETES_SERVICE_IP,
+                   *((self.node_ip,) if self.node_ip else ())),
             now=now, validity=_VALIDITY,
         )
+        kubelet_client = issue_client(ca, common_name="kube-apiserver-kubelet-client",
+                                      organizations=("system:masters",), now=now, validity=_VALIDITY)
         admin = issue_client(ca, common_name="leoflow-admin", organizations=("system:masters",),
                              now=now, validity=_VALIDITY)
         kcm = issue_client(ca, common_name="system:kube-controller-manager", now=now, validity=_VALIDITY)
@@ -108,6 +120,8 @@ class ControlPlane:
                 serialization.NoEncryption())),
             "sa-pub": _write(pki / "sa.pub", sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644),
+            "kubelet-client-cert": _write(pki / "kubelet-client.crt", kubelet_client.cert_pem, 0o644),
+            "kubelet-client-key": _write(pki / "kubelet-client.key", kubelet_client.key_pem),
         }
         self.kubeconfig_path = self.workdir / "kubeconfig"
         self._admin = admin
@@ -120,6 +134,17 @@ class ControlPlane:
             server=self.server, ca_pem=ca.cert_pem, client=kcm,
             user="system:kube-controller-manager").encode())
         return paths
+
+    def component_kubeconfig(self, name: str, *, user: str, organizations: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig for a node component (kubelet, kube-scheduler, kube-proxy) with its own client cert."""
+        cert = issue_client(self.ca, common_name=user, organizations=organizations,
+                            now=dt.datetime.now(dt.UTC), validity=_VALIDITY)
+        return _write(self.workdir / f"{name}.kubeconfig", kubeconfig(
+            server=self.server, ca_pem=self.ca.cert_pem, client=cert, user=user).encode())
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "pki" / "ca.crt"
 
     def _tls_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cadata=self._ca_pem.decode())
@@ -160,6 +185,23 @@ class ControlPlane:
         etcd.wait_healthy(lambda: b'"health":"true"' in urllib.request.urlopen(
             etcd_url + "/health", timeout=2).read(), timeout=timeout)
 
+        if self.node_ip:
+            node_flags = [
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={self.node_ip}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={pki['kubelet-client-cert']}",
+                f"--kubelet-client-key={pki['kubelet-client-key']}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            node_flags = [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--disable-admission-plugins=ServiceAccount",
+                "--authorization-mode=RBAC",
+            ]
         apiserver = ManagedProcess("kube-apiserver", [
             self._binary("kube-apiserver"),
             f"--etcd-servers={etcd_url}",
@@ -168,12 +210,9 @@ class ControlPlane:
             f"--tls-private-key-file={pki['serving-key']}",
             f"--client-ca-file={pki['ca']}",
             f"--secure-port={self.api_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            *node_flags,
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
-            "--authorization-mode=RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki['sa-pub']}",
             f"--service-account-signing-key-file={pki['sa-key']}",
@@ -190,7 +229,9 @@ class ControlPlane:
             f"--kubeconfig={self._kcm_kubeconfig}",
             f"--authentication-kubeconfig={self._kcm_kubeconfig}",
             f"--authorization-kubeconfig={self._kcm_kubeconfig}",
-            f"--controllers={CONTROLLERS}",
+            *(["--controllers=*", f"--root-ca-file={pki['ca']}",
+               f"--service-account-private-key-file={pki['sa-key']}"] if self.node_ip
+              else [f"--controllers={CONTROLLERS}"]),
             "--leader-elect=false",
             f"--secure-port={kcm_port}",
             "--bind-address=127.0.0.1",

@@ -64,6 +64,8 @@ class Postgres:
     workdir: Path | None = None
     die_with_parent: bool = True
     port: int = 0
+    # Also listen on this address and trust clients from this CIDR (pods of the dev node); loopback always.
+    pod_access: tuple[str, str] | None = None
     process: ManagedProcess | None = field(default=None, repr=False)
 
     def url(self, database: str = "postgres") -> str:
@@ -71,6 +73,12 @@ class Postgres:
 
     def libpq_url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def pod_url(self, database: str = "postgres") -> str:
+        """The same database as seen from the dev node's pods."""
+        if not self.pod_access:
+            raise ValueError("this PostgreSQL was started without pod access")
+        return f"postgresql://{SUPERUSER}@{self.pod_access[0]}:{self.port}/{database}"
 
     def start(self, *, timeout: float = 60.0) -> None:
         bindir = find_bindir()
@@ -94,10 +102,13 @@ class Postgres:
             )
             if init.returncode != 0:
                 raise RuntimeError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
+            if self.pod_access:
+                with open(data / "pg_hba.conf", "a") as hba:
+                    hba.write(f"host all all {self.pod_access[1]} trust  # pods of the dev node only\n")
         self.port = self.port or free_port()  # a restart keeps the port (clients reconnect)
         self.process = ManagedProcess("postgres", [
             *prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
-            "-k", str(sockets), "-h", "127.0.0.1",
+            "-k", str(sockets), "-h", ",".join(["127.0.0.1", *(self.pod_access[:1] if self.pod_access else ())]),
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=300", "-c", "shared_buffers=128MB",
         ], logs / "postgres.log", self.die_with_parent)

@@ -1,0 +1,166 @@
+"""The chart installed for real, exactly as docs/operators.md "Install" says, with the product image on the node.
+
+One release goes through its whole life in order (install, an admitted task pod that writes to
+/staging, `helm test`, upgrade, the GC CronJob by hand and by schedule, uninstall), so the steps
+share one module-scoped release.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from kubernetes import client
+
+from leoflow_staging.devenv.cluster import NodeCluster
+from leoflow_staging.devenv.pods import task_pod
+from leoflow_staging.devenv.provisioner import STORAGE_CLASS
+from tests.node.conftest import helm, kubectl
+from tests.node.test_node import wait_bound, wait_phase
+
+CHART = "charts/leoflow-staging"
+RELEASE = "leoflow-staging"
+NS = "leoflow-staging"
+TIMINGS: dict[str, float] = {}
+
+
+def image_values(cluster: NodeCluster) -> list[str]:
+    repo, tag = cluster.images["product"].ref.rsplit(":", 1)
+    return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
+
+
+@pytest.fixture(scope="module")
+def tenant(core: client.CoreV1Api) -> Iterator[str]:
+    name = f"tenant-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def release(cluster: NodeCluster, core: client.CoreV1Api, node_db: str, tenant: str) -> Iterator[dict[str, Any]]:
+    """`helm install --wait` as the operators' doc says: namespace, database Secret, install, rollout."""
+    assert cluster.postgres is not None
+    kubectl(cluster, "create", "namespace", NS)
+    kubectl(cluster, "-n", NS, "create", "secret", "generic", "leoflow-db",
+            f"--from-literal=url={cluster.postgres.pod_url(node_db)}")
+    start = time.monotonic()
+    helm(cluster, "install", RELEASE, CHART, "-n", NS, "--set", "database.existingSecret=leoflow-db",
+         *image_values(cluster), "--set", f"test.namespace={tenant}", "--wait", "--timeout", "5m")
+    TIMINGS["helm_install_to_ready_s"] = time.monotonic() - start
+    kubectl(cluster, "-n", NS, "rollout", "status", "deploy/leoflow-staging-webhook", "--timeout=120s")
+    print(f"\nFIGURE helm install --wait to webhook Ready: {TIMINGS['helm_install_to_ready_s']:.1f}s")
+    yield {"tenant": tenant}
+    helm(cluster, "uninstall", RELEASE, "-n", NS, "--wait", check=False)
+    core.delete_namespace(NS)
+
+
+def staging_pod(cluster: NodeCluster, dag: str, run: str, script: str) -> dict[str, Any]:
+    pod = task_pod(dag, run, containers=[{"name": "task", "image": cluster.images["task"].ref,
+                                          "imagePullPolicy": "Never", "command": ["sh", "-c", script]}],
+                   generate_name="extract-")
+    pod["spec"]["enableServiceLinks"] = False
+    return pod
+
+
+def test_install_runs_two_webhook_replicas_behind_the_service(cluster: NodeCluster, release: dict[str, Any]) -> None:
+    apps = client.AppsV1Api(cluster.api)
+    dep = apps.read_namespaced_deployment("leoflow-staging-webhook", NS)
+    assert dep.status.ready_replicas == 2
+    reg = client.AdmissionregistrationV1Api(cluster.api)
+    configs = [c for c in reg.list_mutating_webhook_configuration().items if c.metadata.name.startswith(RELEASE)]
+    assert len(configs) == 1
+    hook = configs[0].webhooks[0]
+    assert hook.client_config.service.namespace == NS and hook.client_config.ca_bundle, "caBundle not wired"
+    # The hook Jobs (certificates, migration) ran as pods and cleaned up after themselves.
+    jobs = client.BatchV1Api(cluster.api).list_namespaced_job(NS).items
+    assert [j.metadata.name for j in jobs] == []
+
+
+def test_an_opted_in_task_pod_runs_with_staging_and_writes_bytes(
+        cluster: NodeCluster, core: client.CoreV1Api, release: dict[str, Any], node_db: str) -> None:
+    tenant = release["tenant"]
+    dag, run = "etl", f"manual__2026-11-28T10:00:00+00:00-{uuid.uuid4().hex[:4]}"
+    script = ('test "$LEOFLOW_STAGING_DIR" = /staging && dd if=/dev/urandom of=$LEOFLOW_STAGING_DIR/part.tmp '
+              'bs=1M count=4 2>/dev/null && mv $LEOFLOW_STAGING_DIR/part.tmp $LEOFLOW_STAGING_DIR/part && '
+              'md5sum $LEOFLOW_STAGING_DIR/part')
+    created = core.create_namespaced_pod(tenant, staging_pod(cluster, dag, run, script))
+    name = created.metadata.name
+    claim = created.metadata.annotations["leoflow.io/staging-pvc"]
+    pvc = wait_bound(core, tenant, claim)
+    assert pvc.spec.access_modes == ["ReadWriteMany"] and pvc.spec.storage_class_name == STORAGE_CLASS
+    wait_phase(core, tenant, name, {"Succeeded"})
+    digest = core.read_namespaced_pod_log(name, tenant).split()[0]
+    # The bytes are on the node, in the provisioner's folder for this claim.
+    folders = [p for p in cluster.data_dir.iterdir() if claim in p.name]
+    assert len(folders) == 1 and (folders[0] / "part").stat().st_size == 4 << 20
+    import hashlib
+
+    assert hashlib.md5((folders[0] / "part").read_bytes()).hexdigest() == digest
+    assert cluster.postgres is not None
+    engine = sa.create_engine(cluster.postgres.url(node_db))
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT pvc_name, state, pvc_uid FROM staging_volumes WHERE namespace = :n"),
+                            {"n": tenant}).all()
+    engine.dispose()
+    assert [(r.pvc_name, r.state, r.pvc_uid) for r in rows] == [(claim, "active", pvc.metadata.uid)]
+
+
+def test_helm_test_passes(cluster: NodeCluster, release: dict[str, Any]) -> None:
+    out = helm(cluster, "test", RELEASE, "-n", NS, "--logs", timeout=180)
+    assert "Phase:          Succeeded" in out.stdout, out.stdout
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("{") and '"check"' in ln)
+    assert json.loads(line)["ok"] is True
+
+
+def test_gc_job_from_the_cronjob_logs_json_lines(cluster: NodeCluster, release: dict[str, Any]) -> None:
+    kubectl(cluster, "-n", NS, "create", "job", "gc-by-hand", "--from=cronjob/leoflow-staging-gc")
+    kubectl(cluster, "-n", NS, "wait", "--for=condition=complete", "job/gc-by-hand", "--timeout=120s")
+    logs = kubectl(cluster, "-n", NS, "logs", "job/gc-by-hand").stdout
+    records = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    assert records, logs
+    assert any("summary" in json.dumps(r) for r in records), logs
+
+
+def test_helm_upgrade_with_a_changed_value_rolls_the_webhook(cluster: NodeCluster, release: dict[str, Any]) -> None:
+    apps = client.AppsV1Api(cluster.api)
+    before = apps.read_namespaced_deployment("leoflow-staging-webhook", NS).metadata.generation
+    helm(cluster, "upgrade", RELEASE, CHART, "-n", NS, "--reuse-values", "--set", "config.logLevel=DEBUG",
+         "--set", "gc.schedule=* * * * *", "--wait", "--timeout", "5m")
+    dep = apps.read_namespaced_deployment("leoflow-staging-webhook", NS)
+    assert dep.metadata.generation > before and dep.status.ready_replicas == 2
+    env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env or []}
+    config_maps = [e for e in dep.spec.template.spec.containers[0].env_from or []]
+    assert env.get("LEOFLOW_STAGING_LOG_LEVEL") == "DEBUG" or config_maps
+
+
+def test_the_schedule_runs_the_gc(cluster: NodeCluster, release: dict[str, Any]) -> None:
+    batch = client.BatchV1Api(cluster.api)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        scheduled = [j for j in batch.list_namespaced_job(NS).items
+                     if any(o.kind == "CronJob" for o in j.metadata.owner_references or [])
+                     and (j.status.succeeded or 0) >= 1]
+        if scheduled:
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError("no schedule-driven GC Job succeeded within 150 s")
+    logs = kubectl(cluster, "-n", NS, "logs", f"job/{scheduled[0].metadata.name}").stdout
+    assert any(line.startswith("{") for line in logs.splitlines()), logs
+
+
+def test_uninstall_leaves_no_webhook_configuration(cluster: NodeCluster, core: client.CoreV1Api,
+                                                   release: dict[str, Any]) -> None:
+    helm(cluster, "uninstall", RELEASE, "-n", NS, "--wait")
+    reg = client.AdmissionregistrationV1Api(cluster.api)
+    assert [c.metadata.name for c in reg.list_mutating_webhook_configuration().items
+            if c.metadata.name.startswith(RELEASE)] == []
+    # The cluster does not refuse opted-in pods to a webhook that is gone.
+    pod = core.create_namespaced_pod(release["tenant"], staging_pod(cluster, "etl", "after-uninstall", "true"))
+    assert "leoflow.io/staging-pvc" not in (pod.metadata.annotations or {})
