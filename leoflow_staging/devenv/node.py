@@ -38,7 +38,8 @@ HOST_PACKAGES = {"containerd": "containerd", "runc": "runc", "ctr": "containerd"
 
 def primary_ip() -> str:
     """The address of the interface that holds the default route (the kubelet refuses loopback)."""
-    out = subprocess.run(["ip", "-4", "-json", "route", "get", "192.0.2.255"], capture_output=True, text=True,
+    # A route lookup only: nothing is sent.
+    out = subprocess.run(["ip", "-4", "-json", "route", "get", "198.51.100.1"], capture_output=True, text=True,
                          check=False)
     with contextlib.suppress(ValueError, IndexError, KeyError):
         src: str = json.loads(out.stdout)[0]["prefsrc"]
