@@ -60,18 +60,20 @@ def test_node_is_ready_and_runs_a_pod(cluster: NodeCluster, core: client.CoreV1A
     assert logs.strip() == "hello from hello"
 
 
-def test_pods_reach_the_apiserver_through_the_kubernetes_service(
+def test_pods_reach_services_but_nothing_beyond_this_machine(
         cluster: NodeCluster, core: client.CoreV1Api, namespace: str) -> None:
-    # In-cluster config uses the Service's ClusterIP; kube-proxy DNATs it to the apiserver on this host.
-    script = ("wget -q -T 5 -O - --no-check-certificate https://$KUBERNETES_SERVICE_HOST/version 2>&1 "
-              "|| echo unreachable")
-    pod = task_pod("svc", cluster.images["task"].ref, script)
+    # In-cluster config uses the `kubernetes` Service's ClusterIP; kube-proxy DNATs it to this host's apiserver.
+    # An address outside (and a ClusterIP nobody serves) must not be reachable: the guard and the blackholes.
+    probe = "echo | nc -w 2 {0} {1} >/dev/null 2>&1 && echo {2}=open || echo {2}=closed"
+    script = "; ".join([probe.format("$KUBERNETES_SERVICE_HOST", 443, "kubernetes"),
+                        probe.format("198.51.100.7", 80, "outside"),
+                        probe.format("10.0.0.250", 80, "unserved")])
+    pod = task_pod("net", cluster.images["task"].ref, script)
     pod["spec"]["enableServiceLinks"] = True
     core.create_namespaced_pod(namespace, pod)
-    wait_phase(core, namespace, "svc", {"Succeeded"})
-    logs = core.read_namespaced_pod_log("svc", namespace)
-    # Anonymous requests are refused (401/403) or answered: either way the apiserver itself replied over TLS.
-    assert "unreachable" not in logs or "server returned error" in logs, logs
+    wait_phase(core, namespace, "net", {"Succeeded"})
+    logs = core.read_namespaced_pod_log("net", namespace).split()
+    assert logs == ["kubernetes=open", "outside=closed", "unserved=closed"]
 
 
 def test_rwx_claim_binds_shares_bytes_and_is_deleted_with_its_data(
