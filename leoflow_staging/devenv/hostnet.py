@@ -1,10 +1,14 @@
 """The host side of the dev node's network: nothing may leave this machine, and teardown undoes it all.
 
 The sandbox routes private ranges out to a gateway (a foreign proxy answers there), so the
-service and pod CIDRs get blackhole routes *before* anything can send to them. kube-proxy's
-DNAT happens before routing, so real Services still work; a ClusterIP nobody serves hits the
-blackhole instead of the gateway. Forwarded pod traffic may only reach other pods: a guard
-chain in FORWARD drops the rest (pods reach this host's own addresses through INPUT).
+service and pod CIDRs get local routes *before* anything can send to them. The pod block is a
+blackhole (the node's own /24 is on the bridge). The service CIDR is routed onto the pod bridge,
+which this module creates up front: a blackhole would not do for it, because a host process's
+connect() looks the route up before kube-proxy's OUTPUT DNAT runs and fails at once with EINVAL
+(the apiserver calling a webhook Service saw exactly that). On the bridge, a served ClusterIP is
+DNATed to its pod, and one nobody serves gets "no route to host" from ARP, on this machine.
+Forwarded pod traffic may only reach other pods: a guard chain in FORWARD drops the rest (pods
+reach this host's own addresses through INPUT).
 
 Teardown removes what the kubelet, kube-proxy, the CNI bridge plugin and this module added:
 iptables chains (``KUBE-*``, ``CNI-*``, ``LEOFLOW-*`` and the rules jumping to them), routes,
@@ -84,8 +88,11 @@ class HostNetwork:
         if not self.state_file.exists():
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             self.state_file.write_text(json.dumps({"sysctls": read_sysctls()}))
-        for cidr in (self.service_cidr, self.pod_cidr_block):
-            _run("ip", "route", "replace", "blackhole", cidr)
+        if not Path(f"/sys/class/net/{self.bridge}").exists():
+            _run("ip", "link", "add", self.bridge, "type", "bridge")
+        _run("ip", "link", "set", self.bridge, "up")
+        _run("ip", "route", "replace", self.service_cidr, "dev", self.bridge)
+        _run("ip", "route", "replace", "blackhole", self.pod_cidr_block)
         _run("iptables", "-N", GUARD_CHAIN, check=False)
         _run("iptables", "-F", GUARD_CHAIN)
         for rule in guard_rules(pod_cidr=self.pod_cidr, bridge=self.bridge):
@@ -104,8 +111,7 @@ class HostNetwork:
                 restored = _run(f"{tool}-restore", stdin=strip_owned_rules(dump.stdout), check=False)
                 if restored.returncode != 0:
                     problems.append(f"{tool}-restore: {restored.stderr.strip()}")
-        for cidr in (self.service_cidr, self.pod_cidr_block):
-            _run("ip", "route", "del", "blackhole", cidr, check=False)
+        _run("ip", "route", "del", "blackhole", self.pod_cidr_block, check=False)
         if Path(f"/sys/class/net/{self.bridge}").exists():
             _run("ip", "link", "del", self.bridge, check=False)
         if self.state_file.exists():
