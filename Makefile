@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install binaries node-packages postgres lint typecheck test unit demo bench dev-up dev-down clean
+.PHONY: help install binaries node-packages postgres lint typecheck test unit demo bench dev-up dev-down clean image
 
 help:
 	@echo "make test     - install everything, build/find the control plane, ruff + mypy + import contracts + pytest"
@@ -58,6 +58,9 @@ demo: install binaries postgres
 
 bench: install binaries postgres
 	$(PY) -m bench
+
+image:
+	@set -o pipefail; bash hack/build-images.sh product | $(PYTHON) -c 'import json, sys; p = json.load(sys.stdin)["product"]; print("image", p["ref"]); print("archive", p["archive"])'
 
 clean: dev-down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
