@@ -216,6 +216,9 @@ class Node:
         missing = [b for b in HOST_PACKAGES if shutil.which(b) is None]
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)} not found: run hack/ensure-node-packages.sh")
+        if Path(f"/sys/class/net/{BRIDGE}").exists():
+            raise RuntimeError(f"another dev node runs on this host (the bridge {BRIDGE} exists), or one crashed: "
+                               "stop it with `make dev-down` (one node per host: kubelet and iptables are host-wide)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.hostnet.setup()
         runtime = self.workdir / "containerd"

@@ -20,6 +20,7 @@ from kubernetes import client, config
 
 from leoflow_staging.devenv.assets import ensure_assets
 from leoflow_staging.devenv.cluster import NodeCluster
+from leoflow_staging.devenv.orchestrator import create_runs_table
 from leoflow_staging.devenv.processes import log_tail
 from shared.db.migrate import upgrade
 from tests.conftest import unavailable
@@ -85,6 +86,7 @@ def node_db(cluster: NodeCluster) -> str:
     admin.dispose()
     engine = sa.create_engine(cluster.postgres.url("node_e2e"))
     upgrade(engine)
+    create_runs_table(engine)  # the orchestrator's runs table, as Leoflow has it
     engine.dispose()
     return "node_e2e"
 
