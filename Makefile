@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install binaries node-packages postgres lint typecheck test unit demo bench dev-up dev-down clean image
+.PHONY: help install binaries node-packages postgres lint typecheck test unit demo bench dev-up dev-down clean image images
 
 help:
 	@echo "make test     - install everything, build/find the control plane, ruff + mypy + import contracts + pytest"
@@ -43,7 +43,11 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
-test: install binaries postgres node-packages lint typecheck
+# The node's images (pause, task, provisioner, product) as OCI archives: cold ~3-5 min, warm ~1 s.
+images: node-packages
+	bash hack/build-images.sh >/dev/null
+
+test: install binaries postgres node-packages images lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 NODE ?=
@@ -59,8 +63,8 @@ demo: install binaries postgres
 bench: install binaries postgres
 	$(PY) -m bench
 
-image:
-	@set -o pipefail; bash hack/build-images.sh product | $(PYTHON) -c 'import json, sys; p = json.load(sys.stdin)["product"]; print("image", p["ref"]); print("archive", p["archive"])'
+image: install
+	@set -o pipefail; bash hack/build-images.sh product | $(PY) -m leoflow_staging.devenv import-image
 
 clean: dev-down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

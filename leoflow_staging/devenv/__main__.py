@@ -135,26 +135,49 @@ def down(*, quiet: bool = False) -> int:
     return 0
 
 
-def status() -> int:
+def status(*, quiet: bool = False) -> int:
     state = _state()
     pids = state.get("pids", []) if state else []
     if not isinstance(pids, list) or not pids:
-        print("down")
+        if not quiet:
+            print("down")
         return 1
     alive = [int(p) for p in pids if _alive(int(p))]
-    print(f"{len(alive)}/{len(pids)} processes alive")
+    if not quiet:
+        print(f"{len(alive)}/{len(pids)} processes alive")
     return 0 if len(alive) == len(pids) else 1
+
+
+def import_image() -> int:
+    """Read build-images.sh's JSON on stdin; print the product image and import it into a running dev node."""
+    product = json.load(sys.stdin)["product"]
+    print(f"image   {product['ref']}\narchive {product['archive']}")
+    state = _state()
+    node_workdir = state.get("node_workdir") if state else None
+    if not isinstance(node_workdir, str) or status(quiet=True) != 0:
+        print("no dev node is up (make dev-up NODE=1): not imported")
+        return 0
+    socket = Path(node_workdir) / "containerd" / "containerd.sock"
+    out = subprocess.run(["ctr", "--address", str(socket), "--namespace", "k8s.io", "images", "import",
+                          product["archive"]], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        print(f"importing into the dev node failed: {out.stderr.strip()}", file=sys.stderr)
+        return 1
+    print(f"imported into the dev node as {product['ref']}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leoflow_staging.devenv")
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status", "import-image"])
     parser.add_argument("--node", action="store_true", help="also a real node, the RWX provisioner and images")
     args = parser.parse_args(argv)
     if args.action == "up":
         return up(node=args.node)
     if args.action == "down":
         return down()
+    if args.action == "import-image":
+        return import_image()
     return status()
 
 
