@@ -114,8 +114,11 @@ class Sweeper:
                 for d in plan_batch(batch, runs, index, now=now, policy=policy):
                     if d.action is Action.KEEP:
                         kept += 1
-                        if d.run_state in self._config.policy.failed_states and d.run_end is None:
-                            self._emit(logging.WARNING, {"event": "kept_without_end_date", **d.as_dict()})
+                        if d.run_state in self._config.policy.failed_states:
+                            if d.run_end is None:
+                                self._emit(logging.WARNING, {"event": "kept_without_end_date", **d.as_dict()})
+                            else:  # the on-call sees why a failed run's disk is still claimed, and until when
+                                self._emit(logging.INFO, {"event": "kept_failed_run", **d.as_dict()})
                         continue
                     actions.append(d)
                 conn.rollback()  # end the read transaction between batches

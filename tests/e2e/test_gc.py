@@ -75,12 +75,15 @@ def test_failed_run_is_kept_for_the_ttl_counted_from_its_end(bench: Bench) -> No
     assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.TTL_EXPIRED)]
 
 
-def test_custom_ttl(bench: Bench) -> None:
+def test_custom_ttl(bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
     bench.ttl = dt.timedelta(minutes=30)
     bench.admit("etl", "bad")
     set_run(bench.engine, "etl", "bad", "failed", T0 - dt.timedelta(minutes=29))
     bench.sweep()
     assert bench.rows()[0].state is VolumeState.ACTIVE
+    [kept] = _events(caplog, "kept_failed_run")  # the on-call's answer to "why is this disk still here?"
+    assert kept["run_id"] == "bad" and kept["why"].endswith(f"kept until {(T0 + dt.timedelta(minutes=1)).isoformat()}")
     bench.now = T0 + dt.timedelta(minutes=2)
     bench.sweep()
     assert bench.rows()[0].delete_reason is DeleteReason.TTL_EXPIRED
