@@ -74,6 +74,18 @@ def markdown(results: dict[str, Any]) -> str:
                           "<= 30 s for 100k", g["db_side_plan_s"] <= 30 if size == "100000" else None))
         lines.append(_row(f"GC {size}: whole sweep SQL statements / peak memory",
                           f"{g['sweep_sql_statements']} / {g['sweep_peak_mb']} MiB", "", None))
+    node = results.get("node")
+    if node:
+        for kind, label in (("a_plain", "(a) pod without staging"), ("b_first_of_run", "(b) first pod of a run"),
+                            ("c_later_of_run", "(c) later pod of the run")):
+            fig = node[kind]
+            lines.append(_row(f"node: create -> running, {label}: p50 / p95", f"{fig['p50_ms']} / {fig['p95_ms']} ms",
+                              "", None))
+        lines.append(_row("node: (c) - (a) at p50", f"{node['c_minus_a_p50_ms']} ms", "<= 100 ms",
+                          node["c_minus_a_p50_ms"] <= 100))
+        prov = node["provisioner_claim_to_bound"]
+        lines.append(_row("node: provisioner's own share of (b): claim create -> Bound p50 / p95",
+                          f"{prov['p50_ms']} / {prov['p95_ms']} ms", "", None))
     return "\n".join(lines) + "\n"
 
 

@@ -6,9 +6,11 @@ these tests share one ``NodeCluster``. In CI a node that cannot start is a failu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +123,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
             for path in found.log_paths():
                 report.sections.append((f"log {path.name}", log_tail(path, 25)))
     return report
+
+
+CHART = "charts/leoflow-staging"
+
+
+def image_values(cluster: NodeCluster) -> list[str]:
+    repo, tag = cluster.images["product"].ref.rsplit(":", 1)
+    return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
+
+
+def install_release(cluster: NodeCluster, *, release: str, namespace: str, database: str,
+                    values: tuple[str, ...] = ()) -> float:
+    """`helm install --wait` as docs/operators.md "Install" says; returns the seconds it took."""
+    assert cluster.postgres is not None
+    kubectl(cluster, "create", "namespace", namespace)
+    kubectl(cluster, "-n", namespace, "create", "secret", "generic", "leoflow-db",
+            f"--from-literal=url={cluster.postgres.pod_url(database)}")
+    start = time.monotonic()
+    helm(cluster, "install", release, CHART, "-n", namespace, "--set", "database.existingSecret=leoflow-db",
+         *image_values(cluster), *values, "--wait", "--timeout", "5m")
+    return time.monotonic() - start
+
+
+def gc_job(cluster: NodeCluster, namespace: str, name: str, *, cronjob: str = "leoflow-staging-gc",
+           timeout: float = 120) -> list[dict[str, Any]]:
+    """A Job made from the chart's CronJob (as an operator does by hand); its JSON log lines."""
+    kubectl(cluster, "-n", namespace, "create", "job", name, f"--from=cronjob/{cronjob}")
+    done = kubectl(cluster, "-n", namespace, "wait", "--for=condition=complete", f"job/{name}",
+                   f"--timeout={int(timeout)}s", check=False, timeout=timeout + 10)
+    logs = kubectl(cluster, "-n", namespace, "logs", f"job/{name}").stdout
+    assert done.returncode == 0, f"GC Job {name} did not complete: {done.stderr}\n{logs}"
+    return [json.loads(line) for line in logs.splitlines() if line.startswith("{")]

@@ -20,18 +20,12 @@ from kubernetes import client
 from leoflow_staging.devenv.cluster import NodeCluster
 from leoflow_staging.devenv.pods import task_pod
 from leoflow_staging.devenv.provisioner import STORAGE_CLASS
-from tests.node.conftest import helm, kubectl
+from tests.node.conftest import CHART, gc_job, helm, install_release, kubectl
 from tests.node.test_node import wait_bound, wait_phase
 
-CHART = "charts/leoflow-staging"
 RELEASE = "leoflow-staging"
 NS = "leoflow-staging"
 TIMINGS: dict[str, float] = {}
-
-
-def image_values(cluster: NodeCluster) -> list[str]:
-    repo, tag = cluster.images["product"].ref.rsplit(":", 1)
-    return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +39,8 @@ def tenant(core: client.CoreV1Api) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def release(cluster: NodeCluster, core: client.CoreV1Api, node_db: str, tenant: str) -> Iterator[dict[str, Any]]:
     """`helm install --wait` as the operators' doc says: namespace, database Secret, install, rollout."""
-    assert cluster.postgres is not None
-    kubectl(cluster, "create", "namespace", NS)
-    kubectl(cluster, "-n", NS, "create", "secret", "generic", "leoflow-db",
-            f"--from-literal=url={cluster.postgres.pod_url(node_db)}")
-    start = time.monotonic()
-    helm(cluster, "install", RELEASE, CHART, "-n", NS, "--set", "database.existingSecret=leoflow-db",
-         *image_values(cluster), "--set", f"test.namespace={tenant}", "--wait", "--timeout", "5m")
-    TIMINGS["helm_install_to_ready_s"] = time.monotonic() - start
+    TIMINGS["helm_install_to_ready_s"] = install_release(
+        cluster, release=RELEASE, namespace=NS, database=node_db, values=("--set", f"test.namespace={tenant}"))
     kubectl(cluster, "-n", NS, "rollout", "status", "deploy/leoflow-staging-webhook", "--timeout=120s")
     print(f"\nFIGURE helm install --wait to webhook Ready: {TIMINGS['helm_install_to_ready_s']:.1f}s")
     yield {"tenant": tenant}
@@ -119,12 +107,8 @@ def test_helm_test_passes(cluster: NodeCluster, release: dict[str, Any]) -> None
 
 
 def test_gc_job_from_the_cronjob_logs_json_lines(cluster: NodeCluster, release: dict[str, Any]) -> None:
-    kubectl(cluster, "-n", NS, "create", "job", "gc-by-hand", "--from=cronjob/leoflow-staging-gc")
-    kubectl(cluster, "-n", NS, "wait", "--for=condition=complete", "job/gc-by-hand", "--timeout=120s")
-    logs = kubectl(cluster, "-n", NS, "logs", "job/gc-by-hand").stdout
-    records = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    assert records, logs
-    assert any("summary" in json.dumps(r) for r in records), logs
+    records = gc_job(cluster, NS, "gc-by-hand")
+    assert records[-1]["event"] == "sweep_summary" and records[-1]["failed"] == 0, records
 
 
 def test_helm_upgrade_with_a_changed_value_rolls_the_webhook(cluster: NodeCluster, release: dict[str, Any]) -> None:

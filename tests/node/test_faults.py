@@ -9,8 +9,7 @@ from kubernetes import client
 
 from leoflow_staging.devenv import provisioner
 from leoflow_staging.devenv.cluster import NodeCluster
-from tests.node.conftest import helm, kubectl
-from tests.node.test_chart_install import CHART, image_values
+from tests.node.conftest import CHART, helm, image_values, kubectl
 
 
 def test_unreachable_database_fails_the_install_clearly_and_installs_nothing(

@@ -1,0 +1,137 @@
+"""Pod create -> container running on the real node, with the chart-installed webhook (``make bench``).
+
+Three kinds, interleaved in every round so that drift hits them alike: (a) a pod without staging,
+(b) the first pod of a run (its claim is created, provisioned, bound and mounted), (c) a later pod
+of the same run. For (b), the share of the time that is the provisioner's own (claim created ->
+Bound) is reported too. One pod at a time; each is timed by a watch from just before its create.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from kubernetes import client, watch
+
+from bench.stats import percentile
+from leoflow_staging.devenv.assets import ensure_assets
+from leoflow_staging.devenv.cluster import NodeCluster
+from leoflow_staging.devenv.orchestrator import create_runs_table, set_run
+from leoflow_staging.devenv.pods import task_pod
+from leoflow_staging.devenv.provisioner import STORAGE_CLASS
+
+TENANT = "bench-node"
+
+
+def _pod(image: str, dag: str, run: str, *, staging: bool) -> dict[str, Any]:
+    pod = task_pod(dag, run, opt_in=staging, generate_name="lat-", containers=[{
+        "name": "task", "image": image, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}])
+    pod["spec"]["enableServiceLinks"] = False
+    pod["spec"]["terminationGracePeriodSeconds"] = 0
+    return pod
+
+
+def _time_to_running(core: client.CoreV1Api, pod: dict[str, Any]) -> tuple[float, Any]:
+    """Seconds from the create call to the first watch event that shows the container running."""
+    stream = watch.Watch()
+    start = time.monotonic()
+    created = core.create_namespaced_pod(TENANT, pod)
+    name = created.metadata.name
+    for event in stream.stream(core.list_namespaced_pod, TENANT, field_selector=f"metadata.name={name}",
+                               timeout_seconds=120):
+        obj = event["object"]
+        statuses = obj.status.container_statuses or []
+        if statuses and statuses[0].state.running is not None:
+            stream.stop()
+            return time.monotonic() - start, created
+    raise TimeoutError(f"pod {name} not running within 120 s")
+
+
+def _time_to_bound(core: client.CoreV1Api, storage_class: str) -> float:
+    """The provisioner's own share: a claim of the RWX class, from create to Bound (watched)."""
+    stream = watch.Watch()
+    name = f"prov-{uuid.uuid4().hex[:6]}"
+    start = time.monotonic()
+    core.create_namespaced_persistent_volume_claim(TENANT, {
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": storage_class,
+                 "resources": {"requests": {"storage": "1Gi"}}}})
+    for event in stream.stream(core.list_namespaced_persistent_volume_claim, TENANT,
+                               field_selector=f"metadata.name={name}", timeout_seconds=120):
+        if event["object"].status.phase == "Bound":
+            stream.stop()
+            elapsed = time.monotonic() - start
+            core.delete_namespaced_persistent_volume_claim(name, TENANT)
+            return elapsed
+    raise TimeoutError(f"claim {name} not Bound within 120 s")
+
+
+def run(*, rounds: int = 5, per_round: int = 4) -> dict[str, Any]:
+    assets = ensure_assets(node=True)
+    work = Path(tempfile.mkdtemp(prefix="leoflow-bench-node-"))
+    cluster = NodeCluster(assets=assets, workdir=work)
+    cluster.start()
+    try:
+        return _measure(cluster, rounds=rounds, per_round=per_round)
+    finally:
+        cluster.stop()
+
+
+def _measure(cluster: NodeCluster, *, rounds: int, per_round: int) -> dict[str, Any]:
+    assert cluster.postgres is not None and cluster.plane is not None
+    admin = sa.create_engine(cluster.postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("CREATE DATABASE bench_node TEMPLATE template0"))
+    admin.dispose()
+    engine = sa.create_engine(cluster.postgres.url("bench_node"))
+    create_runs_table(engine)
+    kc = f"--kubeconfig={cluster.plane.kubeconfig_path}"
+    ns = "leoflow-staging"
+    subprocess.run(["kubectl", kc, "create", "namespace", ns], check=True, capture_output=True)
+    subprocess.run(["kubectl", kc, "-n", ns, "create", "secret", "generic", "leoflow-db",
+                    f"--from-literal=url={cluster.postgres.pod_url('bench_node')}"], check=True, capture_output=True)
+    repo, tag = cluster.images["product"].ref.rsplit(":", 1)
+    subprocess.run([str(cluster.assets / "helm"), kc, "install", "leoflow-staging", "charts/leoflow-staging", "-n", ns,
+                    "--set", "database.existingSecret=leoflow-db", "--set", f"image.repository={repo}",
+                    "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never", "--set", "gc.suspend=true",
+                    "--set", "config.defaultSize=1Gi", "--wait"], check=True, capture_output=True)
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespace({"metadata": {"name": TENANT}})
+    image = cluster.images["task"].ref
+    samples: dict[str, list[float]] = {"a_plain": [], "b_first_of_run": [], "c_later_of_run": []}
+    provisioner_s: list[float] = []
+    _time_to_running(core, _pod(image, "warm", "up", staging=False))  # warm the node's caches
+    for r in range(rounds):
+        for i in range(per_round):
+            run_id = f"r{r}-{i}-{uuid.uuid4().hex[:4]}"
+            set_run(engine, "bench", run_id, "running")
+            seconds, _ = _time_to_running(core, _pod(image, "bench", run_id, staging=False))
+            samples["a_plain"].append(seconds)
+            seconds, _ = _time_to_running(core, _pod(image, "bench", run_id, staging=True))
+            samples["b_first_of_run"].append(seconds)
+            provisioner_s.append(_time_to_bound(core, STORAGE_CLASS))
+            seconds, _ = _time_to_running(core, _pod(image, "bench", run_id, staging=True))
+            samples["c_later_of_run"].append(seconds)
+            for pod in core.list_namespaced_pod(TENANT).items:
+                core.delete_namespaced_pod(pod.metadata.name, TENANT, grace_period_seconds=0)
+    out: dict[str, Any] = {}
+    for kind, values in samples.items():
+        ms = [v * 1000 for v in values]
+        out[kind] = {"p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1), "n": len(ms)}
+    out["c_minus_a_p50_ms"] = round(out["c_later_of_run"]["p50_ms"] - out["a_plain"]["p50_ms"], 1)
+    prov = [v * 1000 for v in provisioner_s]
+    out["provisioner_claim_to_bound"] = {"p50_ms": round(percentile(prov, 50), 1),
+                                         "p95_ms": round(percentile(prov, 95), 1), "n": len(prov)}
+    engine.dispose()
+    return out
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(rounds=2, per_round=2), indent=2))
