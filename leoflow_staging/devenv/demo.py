@@ -1,6 +1,7 @@
-"""``make demo``: the whole lifecycle on a local control plane, narrated in plain words.
+"""``make demo``: the whole lifecycle, narrated in plain words.
 
-Starts (or reuses) the dev control plane and PostgreSQL, runs the real webhook
+Where the real node can run (root, containerd), ``demo_node`` plays it with real bytes on /staging.
+Otherwise this API-level story plays: it starts (or reuses) the dev control plane and PostgreSQL, runs the real webhook
 (`leoflow-staging serve`) and registers it, then plays a DAG run's life: task pods get
 /staging, a clear+re-run re-attaches the same PVC, success frees it at once, a failed run
 is kept for its TTL, and a pod is refused when no ReadWriteMany class exists.
@@ -23,7 +24,8 @@ import sqlalchemy as sa
 from kubernetes import client, config
 
 from leoflow_staging.devenv import __main__ as dev
-from leoflow_staging.devenv import orchestrator
+from leoflow_staging.devenv import demo_node, orchestrator
+from leoflow_staging.devenv.narrate import DIM, RESET, say, show
 from leoflow_staging.devenv.pods import task_pod
 from leoflow_staging.devenv.webhook import WebhookProcess
 from shared.db.engine import make_engine
@@ -31,16 +33,6 @@ from shared.db.engine import make_engine
 NS = "leoflow-demo"
 CLASS = "demo-nfs"
 DAG = "etl_daily"
-BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
-
-
-def say(text: str) -> None:
-    print(f"\n{BOLD}==> {text}{RESET}", flush=True)
-
-
-def show(text: str) -> None:
-    for line in text.rstrip().splitlines():
-        print(f"    {line}")
 
 
 def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -68,6 +60,18 @@ def gc_lines(env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def main() -> int:
+    """The real node with real bytes where it can run here; otherwise (one line why) the API-level story."""
+    why_not = demo_node.node_possible()
+    if why_not is None:
+        try:
+            return demo_node.main()
+        except Exception as exc:  # the node could not start or the story broke: say so, then play the API demo
+            why_not = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    say(f"The real node cannot run here ({why_not}): playing the story at the API level instead")
+    return api_demo()
+
+
+def api_demo() -> int:
     started = time.monotonic()
     state = dev.STATE
     we_started = not (state.exists() and dev.status() == 0)

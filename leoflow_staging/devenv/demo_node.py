@@ -1,0 +1,183 @@
+"""``make demo`` on a machine where the real node can run: a DAG run's life with real bytes on /staging.
+
+The chart is installed with the product image; task pods (busybox) write and verify files; the
+orchestrator's runs table is written as Leoflow does; the GC runs as Jobs made from the chart's
+CronJob, and its JSON lines are shown. The node and everything else are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+from kubernetes import client
+
+from leoflow_staging.devenv.assets import REPO, ensure_assets
+from leoflow_staging.devenv.cluster import NodeCluster
+from leoflow_staging.devenv.narrate import BOLD, DIM, RESET, say, show
+from leoflow_staging.devenv.orchestrator import create_runs_table, set_run
+from leoflow_staging.devenv.pods import task_pod
+from shared import labels
+
+NS, TENANT, DAG = "leoflow-staging", "team-etl", "etl_daily"
+EXTRACT = """set -e; D=$LEOFLOW_STAGING_DIR/extract; mkdir -p $D
+for i in 1 2 3 4; do
+  dd if=/dev/urandom of=$D/.part-$i.tmp bs=1M count=16 2>/dev/null; mv $D/.part-$i.tmp $D/part-$i
+done
+cd $D && md5sum part-* > .MANIFEST.tmp && mv .MANIFEST.tmp MANIFEST
+echo "extract wrote $(du -sm $D | cut -f1) MiB to $D: $(ls $D | tr '\\n' ' ')"
+"""
+VERIFY = "cd $LEOFLOW_STAGING_DIR/extract && md5sum -c MANIFEST"
+
+
+class NodeDemo:
+    def __init__(self, cluster: NodeCluster, engine: sa.Engine) -> None:
+        self.cluster = cluster
+        self.engine = engine
+        self.core = client.CoreV1Api(cluster.api)
+        assert cluster.plane is not None
+        self.kc = f"--kubeconfig={cluster.plane.kubeconfig_path}"
+
+    def kubectl(self, *args: str) -> str:
+        return subprocess.run(["kubectl", self.kc, *args], capture_output=True, text=True, check=True,
+                              timeout=180).stdout
+
+    def run_state(self, run: str, state: str, end: dt.datetime | None = None) -> None:
+        set_run(self.engine, DAG, run, state, end)
+        print(f"    {DIM}orchestrator: run {run} is now {state}{RESET}")
+
+    def task(self, run: str, name: str, script: str) -> str:
+        """Run one task pod to its end; show its log; return its staging claim's name."
+        pod = task_pod(DAG, run, generate_name=f"{name}-", containers=[{
+            "name": name, "image": self.cluster.images["task"].ref, "imagePullPolicy": "Never",
+            "command": ["sh", "-c", script]}])
+        pod["spec"]["enableServiceLinks"] = False
+        made = self.core.create_namespaced_pod(TENANT, pod)
+        pod_name = made.metadata.name
+        deadline = time.monotonic() + 180
+        while (phase := self.core.read_namespaced_pod(pod_name, TENANT).status.phase) not in ("Succeeded", "Failed"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{pod_name} is still {phase}")
+            time.sleep(0.3)
+        logs = self.core.read_namespaced_pod_log(pod_name, TENANT)
+        show(f"pod {pod_name}: {phase}, /staging = PVC {made.metadata.annotations[labels.PVC]}")
+        show(logs)
+        claim: str = made.metadata.annotations[labels.PVC]
+        return claim
+
+    def gc(self, name: str) -> None:
+        self.kubectl("-n", NS, "create", "job", name, "--from=cronjob/leoflow-staging-gc")
+        self.kubectl("-n", NS, "wait", "--for=condition=complete", f"job/{name}", "--timeout=120s")
+        show(f"kubectl logs job/{name}:")
+        for line in self.kubectl("-n", NS, "logs", f"job/{name}").splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                keep = {k: record[k] for k in ("event", "pvc", "reason", "why", "detail", "reclaimed_total", "kept")
+                        if record.get(k) is not None}
+                show("  " + json.dumps(keep))
+
+    def folder(self, claim: str) -> Path | None:
+        found = [p for p in self.cluster.data_dir.iterdir() if p.name.endswith(f"_{TENANT}_{claim}")]
+        return found[0] if found else None
+
+
+def play(cluster: NodeCluster) -> None:
+    assert cluster.postgres is not None and cluster.plane is not None
+    admin = sa.create_engine(cluster.postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("CREATE DATABASE leoflow TEMPLATE template0"))
+    admin.dispose()
+    engine = sa.create_engine(cluster.postgres.url("leoflow"))
+    create_runs_table(engine)
+    demo = NodeDemo(cluster, engine)
+    say("Installing the chart with helm, as docs/operators.md says (product image, builtin certificates)")
+    demo.kubectl("create", "namespace", NS)
+    demo.kubectl("-n", NS, "create", "secret", "generic", "leoflow-db",
+                 f"--from-literal=url={cluster.postgres.pod_url('leoflow')}")
+    repo, tag = cluster.images["product"].ref.rsplit(":", 1)
+    started = time.monotonic()
+    subprocess.run([str(cluster.assets / "helm"), demo.kc, "install", "leoflow-staging",
+                    str(REPO / "charts" / "leoflow-staging"), "-n", NS, "--set", "database.existingSecret=leoflow-db",
+                    "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+                    "--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi", "--wait"],
+                   check=True, capture_output=True, text=True, timeout=600)
+    show(f"webhook Ready in {time.monotonic() - started:.0f} s:")
+    show(demo.kubectl("-n", NS, "get", "deploy,pods,cronjob"))
+    demo.core.create_namespace({"metadata": {"name": TENANT}})
+    run = f"manual__2026-11-28T10:00:00+00:00-{uuid.uuid4().hex[:4]}"
+
+    say(f"Run {run}: the extract task writes 64 MiB to /staging (temporary name, then rename)")
+    demo.run_state(run, "running")
+    claim = demo.task(run, "extract", EXTRACT)
+    pvc = demo.core.read_namespaced_persistent_volume_claim(claim, TENANT)
+    show(f"PVC {claim}: {pvc.status.phase}, {pvc.spec.access_modes[0]}, class {pvc.spec.storage_class_name}, "
+         f"uid {pvc.metadata.uid}")
+
+    say("The transform task verifies every file, then fails: the run is marked failed")
+    demo.task(run, "transform", VERIFY + " && echo 'transform: bad input, giving up' && exit 1")
+    demo.run_state(run, "failed", dt.datetime.now(dt.UTC))
+    say("A GC sweep keeps the failed run's volume for its TTL (24 h), and says so")
+    demo.gc("gc-after-failure")
+
+    say("Clear + re-run: the run is running again; the new transform finds the upstream files")
+    demo.run_state(run, "running", None)
+    demo.task(run, "transform", VERIFY + " && echo 'transform: all upstream files verified'")
+    show(f"same PVC, same uid: {demo.core.read_namespaced_persistent_volume_claim(claim, TENANT).metadata.uid}")
+
+    say("The run succeeds: the next sweep reclaims the volume, and the disk comes back")
+    demo.run_state(run, "success", dt.datetime.now(dt.UTC))
+    folder = demo.folder(claim)
+    used = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder else 0
+    show(f"on the node: {folder} holds {used / (1 << 20):.0f} MiB")
+    for pod in demo.core.list_namespaced_pod(TENANT).items:  # the dispatcher deletes finished task pods
+        demo.core.delete_namespaced_pod(pod.metadata.name, TENANT, grace_period_seconds=0)
+    demo.gc("gc-after-success")
+    deadline = time.monotonic() + 30
+    while folder is not None and folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    gone = folder is None or not folder.exists()
+    show(f"the folder is {'gone' if gone else 'still there'}: {used / (1 << 20):.0f} MiB returned to the node")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT pvc_name, state, delete_reason FROM staging_volumes")).all()
+    show("staging_volumes: " + "; ".join(f"{r.pvc_name} {r.state} {r.delete_reason}" for r in rows))
+    engine.dispose()
+
+
+def main() -> int:
+    """Run the node demo; return 0, or raise so that the caller can fall back to the API-level demo."""
+    assets = ensure_assets(node=True)
+    started = time.monotonic()
+    cluster = NodeCluster(assets=assets, workdir=Path(tempfile.mkdtemp(prefix="leoflow-demo-node-")),
+                          say=lambda m: print(f"    {DIM}{m}{RESET}", flush=True))
+    say("Starting a real node: containerd, kubelet, kube-proxy, the RWX provisioner (cold: minutes; warm: ~30 s)")
+    cluster.start()
+    try:
+        play(cluster)
+    finally:
+        say(f"{BOLD}Done in {time.monotonic() - started:.0f} s. Stopping the node and undoing its host changes.")
+        left = cluster.stop()
+        if left:
+            show(f"could not undo: {left}")
+    return 0
+
+
+def node_possible() -> str | None:
+    """Why the node cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "not root"
+    missing = [b for b in ("containerd", "runc", "ctr", "iptables", "kubectl") if shutil.which(b) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (hack/ensure-node-packages.sh)"
+    if Path("/sys/class/net/leoflow0").exists():
+        return "a dev node is already up (make dev-down first)"
+    return None
+
+
