@@ -55,7 +55,7 @@ class NodeDemo:
         print(f"    {DIM}orchestrator: run {run} is now {state}{RESET}")
 
     def task(self, run: str, name: str, script: str) -> str:
-        """Run one task pod to its end; show its log; return its staging claim's name."
+        """Run one task pod to its end; show its log; return its staging claim's name."""
         pod = task_pod(DAG, run, generate_name=f"{name}-", containers=[{
             "name": name, "image": self.cluster.images["task"].ref, "imagePullPolicy": "Never",
             "command": ["sh", "-c", script]}])
