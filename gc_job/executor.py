@@ -5,7 +5,9 @@ Reclaiming one row:
   2. in one transaction: re-check the run again holding a share lock on its row (PostgreSQL),
      then delete the PVC with a uid precondition (a PVC re-created under the same name is never
      touched), or put the row back to ``active`` if the run came back;
-  3. once the PVC has disappeared, ``reclaiming -> deleted``.
+  3. once the PVC has disappeared, ``reclaiming -> deleted``. A claim still held only by pods that can
+     never run again (Succeeded or Failed) gets those pods deleted, under the same run re-check and
+     each with a uid precondition; a Pending, Running or Unknown pod is never touched.
 A crash anywhere leaves ``active`` or ``reclaiming`` rows that the next sweep finishes.
 """
 
@@ -15,15 +17,16 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gc_job.plan import Action, Decision, GcPolicy, reclaim_reason
+from gc_job.plan import Action, Decision, GcPolicy, finished_holders, reclaim_reason
 from gc_job.results import Outcome, Result
 from shared.db import runs_repo, volumes_repo
 from shared.db.engine import translate_errors
 from shared.errors import StagingError
 from shared.kube import KubeApi
 from shared.kube.api import UidMismatch
+from shared.objects import PodUse
 from shared.settings import RunsTable
 from shared.volumes import DeleteReason, NewVolume, VolumeRecord, VolumeState
 
@@ -38,9 +41,13 @@ class Executor:
     """Applies decisions; every failure becomes a FAILED result, never an exception."""
 
     def __init__(self, *, engine: sa.Engine, kube: KubeApi, runs: RunsTable, policy: GcPolicy,
-                 clock: Clock) -> None:
+                 clock: Clock, delete_finished_pods: bool = True,
+                 on_event: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self._engine, self._kube, self._runs, self._policy, self._clock = engine, kube, runs, policy, clock
         self.lock_runs = True  # share-lock the run's row around the delete (needs UPDATE privilege)
+        self.delete_finished_pods = delete_finished_pods
+        self._on_event = on_event or (lambda level, fields: log.log(level, fields.get("event", ""),
+                                                                     extra={"fields": fields}))
 
     def apply(self, decision: Decision) -> Result:
         try:
@@ -112,17 +119,15 @@ class Executor:
         """(namespace, name, uid) of every PVC of ours: one paginated LIST, not a GET per row."""
         return {(c.namespace, c.name, c.uid) for page in self._kube.list_managed_claims() for c in page}
 
-    def settle(self, pending: list[Result], *, grace: float) -> list[Result]:
-        """Wait up to ``grace`` seconds for deleted PVCs to disappear; finish those rows, and
-        name the pods that hold the others (the pvc-protection finalizer is never stripped)."""
+    def _wait_gone(self, waiting: list[Result], *, grace: float) -> tuple[list[Result], list[Result]]:
+        """Finish the rows whose PVC disappears within ``grace`` seconds; return (done, still held)."""
         deadline = time.monotonic() + grace
-        waiting = list(pending)
         done: list[Result] = []
         while waiting:
             try:
                 present = self._present()
             except StagingError as exc:
-                return done + [Result(r.decision, Outcome.FAILED, str(exc)) for r in waiting]
+                return done + [Result(r.decision, Outcome.FAILED, str(exc)) for r in waiting], []
             still = []
             for r in waiting:
                 v = r.decision.volume
@@ -138,13 +143,65 @@ class Executor:
             if not waiting or time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
+        return done, waiting
+
+    def _release_finished_pods(self, d: Decision, pods: list[PodUse]) -> list[PodUse]:
+        """Delete the finished pods that hold a reclaimed claim, under the same run re-check as the
+        claim's delete (a clear + re-run in between leaves them alone). Returns the pods deleted."""
+        v, reason = d.volume, d.reason
+        assert v is not None
+        finished = finished_holders(pods)
+        if not finished:
+            return []
+        deleted = []
+        with translate_errors("deleting finished pods"), self._engine.begin() as conn:
+            run = runs_repo.read_run_locked(conn, self._runs, v.run, lock=self.lock_runs)
+            if reclaim_reason(run, now=self._clock(), policy=self._policy) is not reason:
+                return []
+            for pod in finished:
+                if self._kube.delete_pod(v.namespace, pod.name, uid=pod.uid):
+                    deleted.append(pod)
+                    self._on_event(logging.INFO, {
+                        "event": "finished_pod_deleted", "namespace": v.namespace, "pod": pod.name,
+                        "phase": pod.phase, "pvc": v.pvc_name, "dag_id": v.dag_id, "run_id": v.run_id,
+                        "reason": reason.value if reason else None,
+                        "detail": f"{pod.phase} pod held the reclaimed claim; it can never run again"})
+        return deleted
+
+    def settle(self, pending: list[Result], *, grace: float) -> list[Result]:
+        """Wait up to ``grace`` seconds for deleted PVCs to disappear and finish those rows. For the
+        others: delete the finished pods that hold them (when enabled), wait again, and name the pods
+        that still hold them (the pvc-protection finalizer is never stripped)."""
+        done, waiting = self._wait_gone(list(pending), grace=grace)
+        released: list[Result] = []
+        held: list[tuple[Result, list[PodUse]]] = []
         for r in waiting:
             v = r.decision.volume
             assert v is not None
             try:
                 pods = self._kube.pods_using_claim(v.namespace, v.pvc_name)
-                detail = (f"Terminating, held by pod(s) {', '.join(pods[:10])}" if pods
-                          else "Terminating, waiting for kube-controller-manager to remove the finalizer")
+                if self.delete_finished_pods and self._release_finished_pods(r.decision, pods):
+                    released.append(r)
+                else:
+                    held.append((r, pods))
+            except (StagingError, UidMismatch) as exc:
+                done.append(Result(r.decision, Outcome.FAILED, str(exc)))
+        if released:
+            finished, still = self._wait_gone(released, grace=grace)
+            done += finished
+            for r in still:
+                v = r.decision.volume
+                assert v is not None
+                try:
+                    held.append((r, self._kube.pods_using_claim(v.namespace, v.pvc_name)))
+                except StagingError as exc:
+                    done.append(Result(r.decision, Outcome.FAILED, str(exc)))
+        for r, pods in held:
+            v = r.decision.volume
+            assert v is not None
+            try:
+                detail = (f"Terminating, held by pod(s) {', '.join(f'{p.name} ({p.phase})' for p in pods[:10])}"
+                          if pods else "Terminating, waiting for kube-controller-manager to remove the finalizer")
                 with translate_errors("recording why a PVC is held"), self._engine.begin() as conn:
                     volumes_repo.set_detail(conn, v.id, detail)
                 done.append(Result(r.decision, Outcome.TERMINATING, detail))

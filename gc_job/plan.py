@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.objects import ClaimInfo
+from shared.objects import ClaimInfo, PodUse
 from shared.volumes import DeleteReason, RunId, RunState, VolumeRecord, VolumeState
 
 
@@ -125,3 +125,8 @@ def plan_adoptions(claims: Iterable[ClaimInfo], live: set[tuple[str, str]], *, n
         out.append(Decision(action=Action.ADOPT, namespace=c.namespace, pvc_name=c.name, dag_id=c.dag_id,
                             run_id=c.run_id, claim=c, why="PVC of ours without a live row"))
     return out
+
+
+def finished_holders(pods: Iterable[PodUse]) -> list[PodUse]:
+    """The pods holding a reclaimed claim that may be deleted: only those that can never run again."""
+    return [p for p in pods if p.finished]

@@ -41,6 +41,7 @@ class SweepConfig:
     batch_size: int = 500
     settle_seconds: float = 10.0
     parallelism: int = 4  # reclaims in flight at once (each is its own guarded transition)
+    delete_finished_pods: bool = True  # Succeeded/Failed pods holding a reclaimed claim are deleted
 
 
 class Sweeper:
@@ -50,7 +51,8 @@ class Sweeper:
                  out: IO[str] | None = None) -> None:
         self._engine, self._kube, self._config, self._clock = engine, kube, config, clock
         self._out = out or sys.stdout
-        self._executor = Executor(engine=engine, kube=kube, runs=config.runs, policy=config.policy, clock=clock)
+        self._executor = Executor(engine=engine, kube=kube, runs=config.runs, policy=config.policy, clock=clock,
+                                  delete_finished_pods=config.delete_finished_pods, on_event=self._emit)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.parallelism,
                                                            thread_name_prefix="gc-act")
 

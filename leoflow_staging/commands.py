@@ -35,7 +35,8 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
     policy = GcPolicy(failed_ttl=settings.failed_ttl, success_states=settings.runs.success_states,
                       failed_states=settings.runs.failed_states, adopt_min_age=settings.adopt_min_age)
     config = SweepConfig(runs=settings.runs, policy=policy, batch_size=settings.gc_batch_size,
-                         settle_seconds=settings.gc_settle_seconds, parallelism=settings.gc_parallelism)
+                         settle_seconds=settings.gc_settle_seconds, parallelism=settings.gc_parallelism,
+                         delete_finished_pods=settings.gc_delete_finished_pods)
     return Sweeper(engine=engine, kube=kube, config=config).run(dry_run=dry_run)
 
 

@@ -21,6 +21,20 @@ class StorageClassInfo:
 
 
 @dataclass(frozen=True)
+class PodUse:
+    """A pod that names a claim in its volumes (what holds a Terminating claim)."""
+
+    name: str
+    uid: str
+    phase: str  # Pending, Running, Succeeded, Failed, Unknown
+
+    @property
+    def finished(self) -> bool:
+        """Every container has terminated and none will run again (a pod never leaves these phases)."""
+        return self.phase in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
 class ClaimSpec:
     """The run's PVC as the webhook wants it."""
 

@@ -60,6 +60,7 @@ class Settings:
     adopt_min_age: dt.timedelta = dt.timedelta(minutes=2)
     gc_parallelism: int = 4  # reclaims a sweep runs at once
     gc_settle_seconds: float = 10.0  # how long a sweep waits for deleted PVCs to disappear
+    gc_delete_finished_pods: bool = True  # delete Succeeded/Failed pods that hold a reclaimed claim
     gc_db_timeout: float = 30.0  # seconds: the GC's connect, statement and lock waits (batch reads)
     log_level: str = "INFO"
 

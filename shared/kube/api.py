@@ -16,6 +16,7 @@ from shared.labels import DEFAULT_INSTANCE, INSTANCE, MANAGED_BY, MANAGED_BY_VAL
 from shared.objects import (
     ClaimInfo,
     ClaimSpec,
+    PodUse,
     StorageClassInfo,
     claim_info,
     claim_manifest,
@@ -153,8 +154,8 @@ class KubeApi:
                                                     _preload_content=False, _request_timeout=self._timeout)
             return self._json(resp)
 
-    def pods_using_claim(self, namespace: str, name: str) -> list[str]:
-        """Names of the pods in ``namespace`` whose volumes reference the claim."""
+    def pods_using_claim(self, namespace: str, name: str) -> list[PodUse]:
+        """The pods in ``namespace`` whose volumes reference the claim, by name."""
         with self._errors(f"listing pods in {namespace}"):
             resp = self._core.list_namespaced_pod(namespace, _preload_content=False,
                                                   _request_timeout=self._timeout)
@@ -163,8 +164,24 @@ class KubeApi:
         for pod in pods:
             for vol in (pod.get("spec") or {}).get("volumes") or []:
                 if (vol.get("persistentVolumeClaim") or {}).get("claimName") == name:
-                    users.append((pod.get("metadata") or {}).get("name", "?"))
-        return sorted(users)
+                    meta = pod.get("metadata") or {}
+                    users.append(PodUse(name=meta.get("name", "?"), uid=meta.get("uid", ""),
+                                        phase=(pod.get("status") or {}).get("phase") or "Unknown"))
+                    break
+        return sorted(users, key=lambda p: p.name)
+
+    def delete_pod(self, namespace: str, name: str, *, uid: str) -> bool:
+        """Delete a pod with a uid precondition; False when it is already gone or is another pod now."""
+        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        try:
+            with self._errors(f"deleting pod {namespace}/{name}"):
+                self._core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False,
+                                                 _request_timeout=self._timeout)
+        except NotFound:
+            return False
+        except AlreadyExists:  # 409: the uid precondition failed, a new pod took the name; never touch it
+            return False
+        return True
 
 
 class UidMismatch(Exception):

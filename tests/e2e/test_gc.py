@@ -146,7 +146,7 @@ def test_terminating_pvc_names_the_pod_and_the_finalizer_stays(bench: Bench, cor
     set_run(bench.engine, "etl", "ok", "success", T0)
     assert bench.sweep(settle=1.0) == 0
     [row] = bench.rows()
-    assert row.state is VolumeState.RECLAIMING and row.detail == "Terminating, held by pod(s) holder"
+    assert row.state is VolumeState.RECLAIMING and row.detail == "Terminating, held by pod(s) holder (Pending)"
     claim = core.read_namespaced_persistent_volume_claim(pvc, bench.namespace)
     assert claim.metadata.deletion_timestamp
     assert "kubernetes.io/pvc-protection" in (claim.metadata.finalizers or [])
@@ -154,6 +154,58 @@ def test_terminating_pvc_names_the_pod_and_the_finalizer_stays(bench: Bench, cor
     wait_until_gone(core, bench.namespace)
     bench.sweep()
     assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED)]
+
+
+def _holder(core: client.CoreV1Api, namespace: str, name: str, pvc: str, phase: str) -> str:
+    """A scheduled pod naming the claim (pvc-protection counts it), with its status set to ``phase``."""
+    pod = core.create_namespaced_pod(namespace, {
+        "metadata": {"name": name},
+        "spec": {"nodeName": "node-1", "restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}],
+                 "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": pvc}}]}})
+    if phase != "Pending":
+        core.patch_namespaced_pod_status(name, namespace, {"status": {"phase": phase}})
+    return str(pod.metadata.uid)
+
+
+def test_finished_pods_holding_a_reclaimed_claim_are_deleted_running_ones_never(
+        bench: Bench, core: client.CoreV1Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    pvc = bench.admit("etl", "done")
+    for name, phase in (("ok", "Succeeded"), ("bad", "Failed"), ("live", "Running")):
+        _holder(core, bench.namespace, name, pvc, phase)
+    set_run(bench.engine, "etl", "done", "success", T0)
+    assert bench.sweep(settle=1.0) == 0
+    deleted = sorted((e["pod"], e["phase"], e["reason"]) for e in _events(caplog, "finished_pod_deleted"))
+    assert deleted == [("bad", "Failed", "run_succeeded"), ("ok", "Succeeded", "run_succeeded")]
+    [row] = bench.rows()  # the Running pod still holds the claim: named, never touched
+    assert row.state is VolumeState.RECLAIMING and row.detail == "Terminating, held by pod(s) live (Running)"
+    assert [p.metadata.name for p in core.list_namespaced_pod(bench.namespace).items] == ["live"]
+    core.patch_namespaced_pod_status("live", bench.namespace, {"status": {"phase": "Succeeded"}})
+    bench.sweep(settle=5.0)  # the task ended: the next sweep deletes it and finishes the reclaim
+    assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED)]
+    assert core.list_namespaced_pod(bench.namespace).items == []
+
+
+def test_finished_pods_stay_when_the_setting_is_off(bench: Bench, core: client.CoreV1Api) -> None:
+    pvc = bench.admit("etl", "kept-pods")
+    _holder(core, bench.namespace, "ok", pvc, "Succeeded")
+    set_run(bench.engine, "etl", "kept-pods", "success", T0)
+    assert bench.sweep(settle=1.0, delete_finished_pods=False) == 0
+    [row] = bench.rows()
+    assert row.state is VolumeState.RECLAIMING and row.detail == "Terminating, held by pod(s) ok (Succeeded)"
+    assert [p.metadata.name for p in core.list_namespaced_pod(bench.namespace).items] == ["ok"]
+
+
+def test_a_failed_runs_finished_pods_stay_until_its_ttl(bench: Bench, core: client.CoreV1Api) -> None:
+    pvc = bench.admit("etl", "failed")
+    _holder(core, bench.namespace, "crashed", pvc, "Failed")
+    set_run(bench.engine, "etl", "failed", "failed", T0)
+    assert bench.sweep(settle=1.0) == 0  # within the TTL nothing is reclaimed, so no pod is touched
+    assert [p.metadata.name for p in core.list_namespaced_pod(bench.namespace).items] == ["crashed"]
+    bench.now = T0 + dt.timedelta(hours=24)
+    assert bench.sweep(settle=5.0) == 0
+    assert core.list_namespaced_pod(bench.namespace).items == []
+    assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.TTL_EXPIRED)]
 
 
 def test_strays_are_adopted_and_lost_pvcs_healed(bench: Bench, core: client.CoreV1Api) -> None:
