@@ -206,11 +206,25 @@ def test_rbac_is_least_privilege(assets: Path, api: client.ApiClient, kubeconfig
         assert _allowed(lambda: g_core.delete_namespaced_persistent_volume_claim(pvc["metadata"]["name"], tasks))
         assert not _allowed(lambda: g_core.create_namespaced_persistent_volume_claim(tasks, pvc))
         assert not _allowed(lambda: g_core.read_namespaced_secret("leoflow-db", release_ns))
-        assert not _allowed(lambda: g_core.delete_namespaced_pod("any", tasks))
+        assert _allowed(lambda: g_core.delete_namespaced_pod("any", tasks))  # gc.deleteFinishedPods (default on)
+        assert not _allowed(lambda: g_core.create_namespaced_pod(tasks, {"metadata": {"name": "p"}, "spec": {
+            "containers": [{"name": "c", "image": "x"}]}}))
         assert not _allowed(lambda: client.StorageV1Api(gc_sa).delete_storage_class("any"))
         core.delete_namespace(tasks)
     finally:
         _cleanup_cluster_scoped(api, wanted)
+
+
+def test_gc_may_delete_pods_only_with_delete_finished_pods(assets: Path) -> None:
+    def pod_verbs(values: dict[str, object]) -> list[str]:
+        objs = render(assets, values=values)
+        assert isinstance(objs, list)
+        role = next(o for o in objs if o["kind"] == "ClusterRole" and o["metadata"]["name"].endswith("-gc"))
+        [rule] = [r for r in role["rules"] if "pods" in r["resources"]]
+        return list(rule["verbs"])
+
+    assert pod_verbs({}) == ["list", "delete"]
+    assert pod_verbs({"gc": {"deleteFinishedPods": False}}) == ["list"]
 
 
 def test_rendered_webhook_in_url_mode_patches_a_pod(assets: Path, api: client.ApiClient, core: client.CoreV1Api,
