@@ -150,7 +150,7 @@ def test_a_run_passes_bytes_keeps_them_when_failed_finds_them_on_rerun_and_frees
                      phase="Failed")
     assert out.count(": OK") == 8, out
     set_run(database, dag, run, "failed", now())
-    records = gc_job(cluster, NS, "gc-failed")
+    records = gc_job(cluster, NS, "gc-failed", cronjob=GC_CRONJOB)
     [kept] = events(records, "kept_failed_run", claim)
     assert kept["run_id"] == run and "kept until" in kept["why"], kept
     assert core.read_namespaced_persistent_volume_claim(claim, TENANT).metadata.uid == uid
@@ -167,7 +167,7 @@ def test_a_run_passes_bytes_keeps_them_when_failed_finds_them_on_rerun_and_frees
     returned = disk_bytes(folder)
     # The finished task pods are left behind, as orchestrators often do: the GC deletes them (they can never
     # run again, yet kube-controller-manager counts them as users of the claim) and finishes the reclaim.
-    records = gc_job(cluster, NS, "gc-success")
+    records = gc_job(cluster, NS, "gc-success", cronjob=GC_CRONJOB)
     deleted = sorted(r["phase"] for r in records if r.get("event") == "finished_pod_deleted" and r["pvc"] == claim)
     assert deleted == ["Failed", "Succeeded", "Succeeded"], records
     [reclaimed] = events(records, "reclaimed", claim)
@@ -186,7 +186,7 @@ def test_a_failed_run_past_its_ttl_is_reclaimed(cluster: NodeCluster, core: clie
     pv = wait_bound(core, TENANT, claim).spec.volume_name
     folder = folder_of(cluster, claim)
     set_run(database, dag, run, "failed", now() - dt.timedelta(hours=25))  # the default TTL is 24 h
-    records = gc_job(cluster, NS, "gc-ttl")
+    records = gc_job(cluster, NS, "gc-ttl", cronjob=GC_CRONJOB)
     [reclaimed] = events(records, "reclaimed", claim)
     assert reclaimed["reason"] == "ttl_expired" and reclaimed["since_run_end_s"] >= 25 * 3600
     wait_gone(cluster, core, claim, pv, folder)
@@ -209,7 +209,7 @@ def test_a_pod_still_running_when_its_run_ends_keeps_working(
     folder = folder_of(cluster, claim)
 
     set_run(database, dag, run, "success", now())
-    records = gc_job(cluster, NS, "gc-live-1")
+    records = gc_job(cluster, NS, "gc-live-1", cronjob=GC_CRONJOB)
     [held] = events(records, "terminating", claim)
     assert f"{name} (Running)" in held["detail"], held  # the GC names the pod that holds the claim, never deletes it
     assert core.read_namespaced_persistent_volume_claim(claim, TENANT).metadata.deletion_timestamp is not None
@@ -222,7 +222,8 @@ def test_a_pod_still_running_when_its_run_ends_keeps_working(
     (folder / "stop").touch()  # the task ends on its own
     wait_phase(core, TENANT, name, {"Succeeded"})
     assert core.read_namespaced_pod_log(name, TENANT).startswith("rounds ")
-    records = gc_job(cluster, NS, "gc-live-2")  # the pod has finished: the GC deletes it and finishes
+    # The pod has finished: the GC deletes it and finishes the reclaim.
+    records = gc_job(cluster, NS, "gc-live-2", cronjob=GC_CRONJOB)
     [reclaimed] = events(records, "reclaimed", claim)
     assert reclaimed["reason"] == "run_succeeded"
     wait_gone(cluster, core, claim, pv, folder)
@@ -254,21 +255,30 @@ def test_a_retry_after_a_kill_mid_write_finds_no_half_written_file(
         cluster: NodeCluster, core: client.CoreV1Api, release: str, database: sa.Engine) -> None:
     dag, run = "etl-retry", f"manual__{uuid.uuid4().hex[:6]}"
     set_run(database, dag, run, "running")
-    write = ('D=$LEOFLOW_STAGING_DIR; if [ -e $D/out ]; then echo "final file present"; else echo "no final file"; fi; '
-             'dd if=/dev/urandom of=$D/.out.tmp bs=1M count={n} 2>/dev/null && mv $D/.out.tmp $D/out && echo done')
+    # Each attempt writes under its own temporary name (the pod's name, as mkstemp would in the docs'
+    # snippet), then renames: a retry never shares a half-written file with an attempt that died.
+    write = ('D=$LEOFLOW_STAGING_DIR; if [ -e $D/out ]; then echo "final file present"; else echo "no final file"; '
+             'fi; T=$D/.out.$HOSTNAME.tmp; dd if=/dev/urandom of=$T bs=1M count={n} 2>/dev/null && mv $T $D/out '
+             '&& echo done')
     # Attempt 1 writes slowly (a 1 MiB block at a time, with pauses) and is killed mid-write.
-    slow = ('D=$LEOFLOW_STAGING_DIR; for i in $(seq 1 300); do dd if=/dev/urandom bs=1M count=1 2>/dev/null; '
-            'sleep 0.1; done > $D/.out.tmp && mv $D/.out.tmp $D/out')
+    slow = ('D=$LEOFLOW_STAGING_DIR; T=$D/.out.$HOSTNAME.tmp; for i in $(seq 1 300); do '
+            'dd if=/dev/urandom bs=1M count=1 2>/dev/null; sleep 0.1; done > $T && mv $T $D/out')
     first = core.create_namespaced_pod(TENANT, pod_for(cluster, dag, run, slow, "try1"))
     claim = first.metadata.annotations[labels.PVC]
     wait_bound(core, TENANT, claim)
     folder = folder_of(cluster, claim)
+    partial = folder / f".out.{first.metadata.name}.tmp"
     deadline = time.monotonic() + 60
-    while not (folder / ".out.tmp").exists() or (folder / ".out.tmp").stat().st_size < 2 * MIB:
+    while not partial.exists() or partial.stat().st_size < 2 * MIB:
         assert time.monotonic() < deadline, "attempt 1 never started writing"
         time.sleep(0.2)
-    core.delete_namespaced_pod(first.metadata.name, TENANT, grace_period_seconds=0)
-    assert not (folder / "out").exists()
+    # The kill: the shell ignores SIGTERM, so after the 1 s grace period the kubelet SIGKILLs it mid-write.
+    core.delete_namespaced_pod(first.metadata.name, TENANT)
+    deadline = time.monotonic() + 60
+    while any(p.metadata.name == first.metadata.name for p in core.list_namespaced_pod(TENANT).items):
+        assert time.monotonic() < deadline, "attempt 1 was not killed"
+        time.sleep(0.2)
+    assert not (folder / "out").exists() and partial.exists()
     # Attempt 2 (the retry) sees no final file, writes its own and renames it.
     _, out = run_pod(cluster, core, dag, run, write.format(n=3), "try2")
     assert out.split("\n")[0] == "no final file" and "done" in out, out
