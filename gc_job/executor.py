@@ -60,6 +60,9 @@ class Executor:
             return Result(decision, Outcome.KEPT, decision.why)
         except (StagingError, UidMismatch) as exc:
             return Result(decision, Outcome.FAILED, str(exc))
+        except Exception as exc:  # one bad object never stops the sweep: the item fails, the rest goes on
+            log.exception("unexpected error on %s/%s", decision.namespace, decision.pvc_name)
+            return Result(decision, Outcome.FAILED, f"unexpected {type(exc).__name__}: {exc}")
 
     def _adopt(self, d: Decision) -> Result:
         claim = d.claim

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.naming import MAX_ID_LEN, MAX_NAME, PVC_PREFIX, id_problem
 from shared.objects import ClaimInfo, PodUse
 from shared.volumes import DeleteReason, RunId, RunState, VolumeRecord, VolumeState
 
@@ -121,6 +122,16 @@ def plan_adoptions(claims: Iterable[ClaimInfo], live: set[tuple[str, str]], *, n
             out.append(Decision(action=Action.KEEP, namespace=c.namespace, pvc_name=c.name, dag_id=c.dag_id or "",
                                 run_id=c.run_id or "", claim=c,
                                 why="labelled as ours but lacks the identity annotations; left alone"))
+            continue
+        problems = [f"its {key} annotation {p}" for key, value in (("dag_id", c.dag_id), ("run_id", c.run_id))
+                    if (p := id_problem(value))]
+        if len(c.name) > MAX_NAME or not c.name.startswith(PVC_PREFIX):
+            problems.append(f"its name is not of the form {PVC_PREFIX}<dag>-<run>-<hash> (<= {MAX_NAME} characters)")
+        if problems:  # admission would never have created it: not ours to record, never ours to delete
+            out.append(Decision(action=Action.KEEP, namespace=c.namespace, pvc_name=c.name,
+                                dag_id=c.dag_id[:MAX_ID_LEN], run_id=c.run_id[:MAX_ID_LEN], claim=c,
+                                why=f"labelled as ours but {' and '.join(problems)}, so it cannot be recorded; "
+                                    "left alone"))
             continue
         out.append(Decision(action=Action.ADOPT, namespace=c.namespace, pvc_name=c.name, dag_id=c.dag_id,
                             run_id=c.run_id, claim=c, why="PVC of ours without a live row"))

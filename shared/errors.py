@@ -5,6 +5,7 @@ codes only at the edges (the webhook's HTTP shell, the CLI).
     ├── SettingsError        a configuration value is missing or malformed
     ├── DatabaseUnavailable  the metadatabase cannot be reached or timed out (retriable)
     ├── SchemaError          a table is missing or unreadable (schema not migrated, wrong runs table)
+    ├── DataRejected         the database refused a value (too long, invalid text): not retriable
     └── KubeUnavailable      the Kubernetes API cannot be reached, timed out or failed (retriable)
         └── KubeForbidden    the API refused the call (RBAC, quota, admission): not retriable as is
 """
@@ -26,6 +27,10 @@ class DatabaseUnavailable(StagingError):
 
 class SchemaError(StagingError):
     """A table or column is missing or cannot be read (not migrated, misconfigured runs table)."""
+
+
+class DataRejected(StagingError):
+    """The database refused a value (too long for its column, invalid text): retrying cannot help."""
 
 
 class KubeUnavailable(StagingError):

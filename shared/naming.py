@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 
 PVC_PREFIX = "leoflow-staging-"
 MAX_NAME = 63
@@ -13,6 +14,18 @@ MAX_ID_LEN = 250  # the orchestrator's id columns are VARCHAR(250)
 _LABEL_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_BAD_CHARS = re.compile(r"[^-A-Za-z0-9_.]")
 _DNS_BAD_CHARS = re.compile(r"[^a-z0-9]+")
+
+
+def id_problem(value: str) -> str | None:
+    """Why a raw dag_id or run_id cannot be recorded (the columns are VARCHAR(250), text has no
+    control characters), or None. Admission and the GC's adoption of strays apply the same rule."""
+    if not value.strip():
+        return "is empty"
+    if len(value) > MAX_ID_LEN:
+        return f"is longer than {MAX_ID_LEN} characters"
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        return "contains control characters"
+    return None
 
 
 def pair_hash(dag_id: str, run_id: str, length: int = HASH_LEN) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from shared.errors import DatabaseUnavailable, KubeForbidden, KubeUnavailable, SchemaError
+from shared.errors import DatabaseUnavailable, DataRejected, KubeForbidden, KubeUnavailable, SchemaError
 from webhook.intent import SizePolicy, StagingIntent, read_intent
 from webhook.patching import plan_patch
 from webhook.provisioning import Deadline, Ensured, VolumeProvisioner
@@ -59,6 +59,9 @@ class AdmissionHandler:
             ensured = self._provisioner.ensure(namespace, intent, deadline)
         except Denied as exc:
             return Outcome(exc.verdict, intent)
+        except DataRejected as exc:
+            return Outcome(deny("database_rejected", f"leoflow-staging: the staging database refused this pod's "
+                                f"volume record ({exc}); the pod was not admitted", code=422), intent)
         except SchemaError as exc:
             return Outcome(deny("database_schema", f"leoflow-staging: the staging database is not usable: {exc}; "
                                 "the pod was not admitted", code=503, retriable=True), intent)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from shared import labels
-from shared.naming import MAX_ID_LEN, pvc_name
+from shared.naming import id_problem, pvc_name
 from shared.quantity import QuantityError, format_bytes, parse_quantity
 from webhook.verdicts import Verdict, deny
 
@@ -40,16 +39,6 @@ def opted_in(pod: dict[str, Any]) -> bool:
     return _meta_map(pod, "labels").get(labels.OPT_IN) == labels.OPT_IN_VALUE
 
 
-def _id_problem(value: str) -> str | None:
-    if not value.strip():
-        return "is empty"
-    if len(value) > MAX_ID_LEN:
-        return f"is longer than {MAX_ID_LEN} characters"
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
-        return "contains control characters"
-    return None
-
-
 def _identity(pod: dict[str, Any], key: str, what: str) -> str | Verdict:
     ann, lab = _meta_map(pod, "annotations"), _meta_map(pod, "labels")
     raw = ann.get(key, lab.get(key))
@@ -60,7 +49,7 @@ def _identity(pod: dict[str, Any], key: str, what: str) -> str | Verdict:
                     f"set the {what}", code=422)
     if not isinstance(raw, str):
         return deny("invalid_id", f"leoflow-staging: the {key} {source} must be a string", code=422)
-    problem = _id_problem(raw)
+    problem = id_problem(raw)
     if problem:
         return deny("invalid_id", f"leoflow-staging: the {what} in the {key} {source} {problem}", code=422)
     return raw

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from shared.errors import DatabaseUnavailable, SchemaError, SettingsError
+from shared.errors import DatabaseUnavailable, DataRejected, SchemaError, SettingsError
 
 
 def parse_url(url: str) -> sa.URL:
@@ -80,6 +80,9 @@ def translate_errors(what: str) -> Iterator[None]:
         yield
     except exc.TimeoutError as err:
         raise DatabaseUnavailable(f"{what}: timed out waiting for a database connection") from err
+    except (exc.DataError, exc.IntegrityError) as err:
+        first = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise DataRejected(f"{what}: the database refused a value: {first}") from err
     except exc.ProgrammingError as err:
         first = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
         raise SchemaError(f"{what}: {first} (is the schema migrated? run `leoflow-staging migrate`)") from err

@@ -16,7 +16,7 @@ from kubernetes import client
 from shared.db.locks import single_flight
 from shared.db.migrate import upgrade
 from shared.kube import KubeApi, make_api_client
-from shared.objects import ClaimSpec
+from shared.objects import ClaimSpec, claim_manifest
 from shared.volumes import DeleteReason, VolumeState
 from tests.e2e.conftest import wait_until_gone
 from tests.e2e.gc_support import T0, Bench
@@ -206,6 +206,25 @@ def test_a_failed_runs_finished_pods_stay_until_its_ttl(bench: Bench, core: clie
     assert bench.sweep(settle=5.0) == 0
     assert core.list_namespaced_pod(bench.namespace).items == []
     assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.TTL_EXPIRED)]
+
+
+def test_a_crafted_pvc_whose_identity_cannot_be_recorded_does_not_stop_the_sweep(
+        bench: Bench, core: client.CoreV1Api, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 16.1: our labels plus a 300-character dag_id annotation used to raise a DataError in adoption
+    and end every sweep with a traceback, so that nothing was reclaimed anywhere."""
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    crafted = claim_manifest(ClaimSpec(namespace=bench.namespace, name="leoflow-staging-crafted-0000000000",
+                                       dag_id="d" * 300, run_id="r", storage_class="nfs", size="1Gi"),
+                             instance=bench.kube.instance)
+    core.create_namespaced_persistent_volume_claim(bench.namespace, crafted)
+    done = bench.admit("etl", "done")
+    set_run(bench.engine, "etl", "done", "success", T0)
+    bench.now = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)  # the crafted PVC is old enough to adopt
+    assert bench.sweep(adopt_min_age=dt.timedelta(0)) == 0
+    assert [(r.pvc_name, r.delete_reason) for r in bench.rows()] == [(done, DeleteReason.RUN_SUCCEEDED)]
+    [stray] = [e for e in _events(caplog, "stray_pvc") if e["pvc"] == "leoflow-staging-crafted-0000000000"]
+    assert "dag_id annotation is longer than 250 characters" in stray["detail"]
+    core.read_namespaced_persistent_volume_claim("leoflow-staging-crafted-0000000000", bench.namespace)  # untouched
 
 
 def test_strays_are_adopted_and_lost_pvcs_healed(bench: Bench, core: client.CoreV1Api) -> None:

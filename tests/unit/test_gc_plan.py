@@ -66,10 +66,11 @@ def test_adoptions_skip_young_terminating_and_recorded_claims() -> None:
     def claim(name: str, age: dt.timedelta, *, terminating: bool = False, ids: bool = True) -> ClaimInfo:
         return ClaimInfo(namespace="ns", name=name, uid=name, dag_id="d" if ids else None, run_id="r" if ids else None,
                          managed=True, terminating=terminating, created_at=NOW - age)
-    claims = [claim("old", H), claim("young", dt.timedelta(seconds=5)), claim("dying", H, terminating=True),
-              claim("known", H), claim("anon", H, ids=False)]
-    out = {d.pvc_name: d.action for d in plan_adoptions(claims, {("ns", "known")}, now=NOW, policy=POLICY)}
-    assert out == {"old": Action.ADOPT, "anon": Action.KEEP}
+    p = "leoflow-staging-d-r-"
+    claims = [claim(p + "old", H), claim(p + "young", dt.timedelta(seconds=5)),
+              claim(p + "dying", H, terminating=True), claim(p + "known", H), claim(p + "anon", H, ids=False)]
+    out = {d.pvc_name: d.action for d in plan_adoptions(claims, {("ns", p + "known")}, now=NOW, policy=POLICY)}
+    assert out == {p + "old": Action.ADOPT, p + "anon": Action.KEEP}
 
 
 @given(st.sampled_from(["success", "failed", "running", "queued", None]),
@@ -91,3 +92,30 @@ def test_summary_and_exit_code() -> None:
     s = summary(results, kept=3, duration=1.23456, dry_run=False)
     assert s["reclaimed"] == {"run_succeeded": 1} and s["kept"] == 3 and s["failed"] == 1 and s["duration_s"] == 1.235
     assert exit_code(results) == 1 and exit_code(results[:1]) == 0
+
+
+def test_strays_whose_identity_cannot_be_recorded_are_left_alone() -> None:
+    import datetime as dt
+
+    from gc_job.plan import Action, GcPolicy, plan_adoptions
+    from shared.objects import ClaimInfo
+
+    now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    policy = GcPolicy(failed_ttl=dt.timedelta(hours=24), success_states=("success",), failed_states=("failed",),
+                      adopt_min_age=dt.timedelta(0))
+
+    def claim(name: str, dag: str, run: str) -> ClaimInfo:
+        return ClaimInfo(namespace="ns", name=name, uid="u", dag_id=dag, run_id=run, managed=True,
+                         terminating=False, created_at=now - dt.timedelta(hours=1))
+
+    decisions = plan_adoptions([
+        claim("leoflow-staging-a-b-0123456789", "d" * 300, "r"),
+        claim("leoflow-staging-a-b-0123456780", "d", "bad\x00run"),
+        claim("someone-elses-claim", "d", "r"),
+        claim("leoflow-staging-ok-run-0123456789", "ok", "run"),
+    ], set(), now=now, policy=policy)
+    assert [d.action for d in decisions] == [Action.KEEP, Action.KEEP, Action.KEEP, Action.ADOPT]
+    assert "dag_id annotation is longer than 250 characters" in decisions[0].why
+    assert "run_id annotation contains control characters" in decisions[1].why
+    assert "name is not of the form" in decisions[2].why
+    assert all(len(d.dag_id) <= 250 for d in decisions)
