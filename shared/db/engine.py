@@ -46,8 +46,10 @@ def make_engine(url: str, *, timeout: float, pool_size: int = 5, autocommit: boo
             pool_recycle=300,
             connect_args={
                 "connect_timeout": max(1, math.ceil(timeout)),
+                # TimeZone=UTC: a naive end_date in the runs table means UTC in SQL exactly as in Python
+                # (the reclaim's guard compares in SQL; the server's own TimeZone must not shift it).
                 "options": f"-c statement_timeout={millis} -c lock_timeout={millis}"
-                           f" -c idle_in_transaction_session_timeout={millis * 10}",
+                           f" -c idle_in_transaction_session_timeout={millis * 10} -c TimeZone=UTC",
                 "application_name": "leoflow-staging",
                 "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
             },

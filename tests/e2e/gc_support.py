@@ -53,8 +53,8 @@ class Bench:
         return self.provisioner().ensure(self.namespace, intent, Deadline(30)).pvc_name
 
     def sweeper(self, *, adopt_min_age: dt.timedelta = dt.timedelta(0), settle: float = 5.0,
-                delete_finished_pods: bool = True) -> Sweeper:
-        runs = RunsTable()
+                delete_finished_pods: bool = True, runs: RunsTable | None = None) -> Sweeper:
+        runs = runs or RunsTable()
         policy = GcPolicy(failed_ttl=self.ttl, success_states=runs.success_states,
                           failed_states=runs.failed_states, adopt_min_age=adopt_min_age)
         return Sweeper(engine=self.engine, kube=self.kube, clock=self.clock, out=self.out,

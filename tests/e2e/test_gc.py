@@ -13,10 +13,12 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
+from shared.db.engine import make_engine
 from shared.db.locks import single_flight
 from shared.db.migrate import upgrade
 from shared.kube import KubeApi, make_api_client
 from shared.objects import ClaimSpec, claim_manifest
+from shared.settings import RunsTable
 from shared.volumes import DeleteReason, VolumeState
 from tests.e2e.conftest import wait_until_gone
 from tests.e2e.gc_support import T0, Bench
@@ -225,6 +227,24 @@ def test_a_crafted_pvc_whose_identity_cannot_be_recorded_does_not_stop_the_sweep
     [stray] = [e for e in _events(caplog, "stray_pvc") if e["pvc"] == "leoflow-staging-crafted-0000000000"]
     assert "dag_id annotation is longer than 250 characters" in stray["detail"]
     core.read_namespaced_persistent_volume_claim("leoflow-staging-crafted-0000000000", bench.namespace)  # untouched
+
+
+def test_a_naive_end_date_means_utc_in_sql_as_in_python(database_url: str, bench: Bench) -> None:
+    """Issue 16.4: on a server whose TimeZone is behind UTC, the reclaim's SQL guard read a naive end_date
+    in that zone while the plan read it as UTC, and failed runs were kept past their TTL, silently."""
+    admin = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"ALTER DATABASE \"{sa.make_url(database_url).database}\" SET timezone TO "
+                             "'America/New_York'"))
+        conn.execute(sa.text("CREATE TABLE naive_runs (dag_id varchar(250), run_id varchar(250), "
+                             "state varchar(50), end_date timestamp without time zone)"))
+        conn.execute(sa.text("INSERT INTO naive_runs VALUES ('etl', 'naive', 'failed', :e)"),
+                     {"e": (T0 - dt.timedelta(hours=24, minutes=30)).replace(tzinfo=None)})  # UTC, as documented
+    admin.dispose()
+    bench.engine = make_engine(database_url, timeout=10)  # the GC's own engine, as `leoflow-staging gc` makes it
+    bench.admit("etl", "naive")
+    assert bench.sweep(runs=RunsTable(table="naive_runs")) == 0
+    assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.TTL_EXPIRED)]
 
 
 def test_strays_are_adopted_and_lost_pvcs_healed(bench: Bench, core: client.CoreV1Api) -> None:
