@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from gc_job.plan import Action, Decision, GcPolicy, finished_holders, reclaim_reason
@@ -90,6 +91,11 @@ class Executor:
             return Result(d, Outcome.FAILED, "reclaiming row without a GC reason; left for a person")
         now = self._clock()
         ttl = self._policy.failed_ttl
+        if v.state is VolumeState.ACTIVE and v.pvc_uid:
+            present = self._kube.read_claim(v.namespace, v.pvc_name)
+            if present is None or present.uid != v.pvc_uid:  # deleted by someone else: nothing to reclaim
+                return self._heal(replace(d, action=Action.HEAL, reason=DeleteReason.PVC_MISSING,
+                                          why="the PVC no longer exists"))
         if v.state is VolumeState.ACTIVE:
             condition = runs_repo.reclaimable_condition(self._runs, reason, now=now, failed_ttl=ttl)
             with translate_errors("starting a reclaim"), self._engine.begin() as conn:

@@ -84,12 +84,12 @@ def decide(volume: VolumeRecord, run: RunState | None, claim_present: bool | Non
         # Resume: the executor re-checks the run before any delete it has not issued yet.
         reason = volume.delete_reason or (verdict if isinstance(verdict, DeleteReason) else None)
         return _decision(volume, Action.RECLAIM, "resuming an interrupted reclaim", run, reason)
+    if claim_present is False:  # gone before the GC deleted anything: the audit says pvc_missing, not a GC reason
+        return _decision(volume, Action.HEAL, "the PVC no longer exists", run, DeleteReason.PVC_MISSING)
     if verdict is DeleteReason.ORPHANED and now - volume.created_at < policy.adopt_min_age:
         return _decision(volume, Action.KEEP, "its run is not in the runs table (yet); orphan grace", run)
     if isinstance(verdict, DeleteReason):
         return _decision(volume, Action.RECLAIM, f"reclaim: {verdict.value}", run, verdict)
-    if claim_present is False:
-        return _decision(volume, Action.HEAL, "the PVC no longer exists", run, DeleteReason.PVC_MISSING)
     return _decision(volume, Action.KEEP, verdict, run)
 
 
@@ -100,7 +100,7 @@ def plan_batch(volumes: Sequence[VolumeRecord], runs: Mapping[RunId, RunState],
     out = []
     for v in volumes:
         present: bool | None = None
-        if claims is not None:
+        if claims is not None and v.pvc_uid:  # a row without a uid cannot be matched: leave it to the executor
             present = claims.get((v.namespace, v.pvc_name)) == v.pvc_uid
             # A row younger than the PVC listing may simply not have been listed yet.
             if not present and now - v.created_at < policy.adopt_min_age:

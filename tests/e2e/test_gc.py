@@ -247,6 +247,21 @@ def test_a_naive_end_date_means_utc_in_sql_as_in_python(database_url: str, bench
     assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.TTL_EXPIRED)]
 
 
+def test_a_claim_deleted_by_hand_is_audited_as_pvc_missing_not_as_a_reclaim(
+        bench: Bench, core: client.CoreV1Api, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 16.5: the GC deleted nothing, so the row must not say run_succeeded/ttl_expired."""
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    pvc = bench.admit("etl", "by-hand")
+    set_run(bench.engine, "etl", "by-hand", "success", T0)
+    core.delete_namespaced_persistent_volume_claim(pvc, bench.namespace)
+    wait_until_gone(core, bench.namespace)
+    assert bench.sweep() == 0
+    assert [(r.state, r.delete_reason) for r in bench.rows()] == [(VolumeState.DELETED, DeleteReason.PVC_MISSING)]
+    [healed] = _events(caplog, "healed")
+    assert healed["pvc"] == pvc and healed["reason"] == "pvc_missing"
+    assert _events(caplog, "reclaimed") == []
+
+
 def test_strays_are_adopted_and_lost_pvcs_healed(bench: Bench, core: client.CoreV1Api) -> None:
     stray = bench.kube.create_claim(ClaimSpec(namespace=bench.namespace, name="leoflow-staging-x-y-0000000000",
                                               dag_id="x", run_id="y", storage_class="nfs", size="1Gi"))
