@@ -109,9 +109,14 @@ class Executor:
         if not claim.terminating:
             with translate_errors("deleting the PVC"), self._engine.begin() as conn:
                 run = runs_repo.read_run_locked(conn, self._runs, v.run, lock=self.lock_runs)
-                if reclaim_reason(run, now=self._clock(), policy=self._policy) is not reason:
+                current = reclaim_reason(run, now=self._clock(), policy=self._policy)
+                if not isinstance(current, DeleteReason):
                     volumes_repo.abort_reclaim(conn, v.id, detail="run came back before its PVC was deleted")
                     return Result(d, Outcome.ABORTED, "the run came back before the delete; the row is active again")
+                if current is not reason:  # e.g. failed -> success: still reclaimable; the audit gives today's reason
+                    volumes_repo.set_reason(conn, v.id, current)
+                    d = replace(d, reason=current, run_state=run.state if run else None,
+                                run_end=run.end_date if run else None)
                 if not self._kube.delete_claim(v.namespace, v.pvc_name, uid=v.pvc_uid):
                     return self._finish_in(conn, d, v)
         return Result(d, Outcome.TERMINATING, "delete issued")
@@ -165,8 +170,8 @@ class Executor:
         deleted = []
         with translate_errors("deleting finished pods"), self._engine.begin() as conn:
             run = runs_repo.read_run_locked(conn, self._runs, v.run, lock=self.lock_runs)
-            if reclaim_reason(run, now=self._clock(), policy=self._policy) is not reason:
-                return []
+            if not isinstance(reclaim_reason(run, now=self._clock(), policy=self._policy), DeleteReason):
+                return []  # the run came back: its pods are left alone
             for pod in finished:
                 if self._kube.delete_pod(v.namespace, pod.name, uid=pod.uid):
                     deleted.append(pod)

@@ -122,6 +122,12 @@ def finish_reclaim(conn: sa.Connection, row_id: int, *, now: dt.datetime) -> boo
     return result.rowcount == 1
 
 
+def set_reason(conn: sa.Connection, row_id: int, reason: DeleteReason) -> None:
+    """The reason of a row being reclaimed, when its run moved to another reclaimable state meanwhile."""
+    conn.execute(sa.update(T).where(T.c.id == row_id, T.c.state == VolumeState.RECLAIMING.value)
+                 .values(delete_reason=reason.value))
+
+
 def set_detail(conn: sa.Connection, row_id: int, detail: str | None) -> None:
     conn.execute(sa.update(T).where(T.c.id == row_id).values(detail=detail))
 

@@ -262,6 +262,30 @@ def test_a_claim_deleted_by_hand_is_audited_as_pvc_missing_not_as_a_reclaim(
     assert _events(caplog, "reclaimed") == []
 
 
+def test_a_failed_run_that_turns_success_during_its_reclaim_is_reclaimed_as_succeeded(
+        bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 16.6: a failed -> success flip between planning and the delete is not "the run came back"."""
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    pvc = bench.admit("etl", "flip")
+    set_run(bench.engine, "etl", "flip", "failed", T0 - dt.timedelta(hours=25))
+    sweeper = bench.sweeper()
+    reads = 0
+    real_read = bench.kube.read_claim
+
+    def read_then_flip(namespace: str, name: str) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # after the row went reclaiming (ttl_expired), before the guarded delete
+            set_run(bench.engine, "etl", "flip", "success", T0)
+        return real_read(namespace, name)
+
+    bench.kube.read_claim = read_then_flip  # type: ignore[method-assign]
+    assert sweeper.run() == 0
+    assert [(r.pvc_name, r.state, r.delete_reason) for r in bench.rows()] == [
+        (pvc, VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED)]
+    assert _events(caplog, "aborted") == []
+
+
 def test_strays_are_adopted_and_lost_pvcs_healed(bench: Bench, core: client.CoreV1Api) -> None:
     stray = bench.kube.create_claim(ClaimSpec(namespace=bench.namespace, name="leoflow-staging-x-y-0000000000",
                                               dag_id="x", run_id="y", storage_class="nfs", size="1Gi"))
