@@ -23,6 +23,10 @@ from shared.objects import (
     storage_class_info,
 )
 
+# Statuses that mean "not now" rather than "no": the apiserver's priority and fairness throttling (429)
+# and request timeouts (408). Like 5xx, they are retriable denials, never refusals.
+_TRANSIENT = {408: "Request Timeout", 429: "Too Many Requests"}
+
 
 class AlreadyExists(Exception):
     """The object to create exists already (HTTP 409)."""
@@ -78,6 +82,10 @@ class KubeApi:
             status = exc.status or 0
             if status == 409:
                 raise AlreadyExists(api_message(exc)) from exc
+            if status in _TRANSIENT:  # throttled or timed out: a retry succeeds, so never a refusal
+                after = (exc.headers or {}).get("Retry-After") if hasattr(exc, "headers") else None
+                hint = f", retry after {after} s" if after else ""
+                raise KubeUnavailable(f"{what}: HTTP {status} {_TRANSIENT[status]} ({api_message(exc)}{hint})") from exc
             refused = {404: NotFound, 410: ListExpired}.get(status, KubeForbidden)
             if 400 <= status < 500:
                 raise refused(f"{what}: {api_message(exc)}") from exc
