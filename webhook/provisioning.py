@@ -19,7 +19,7 @@ from shared.db import volumes_repo
 from shared.db.engine import translate_errors
 from shared.kube import AlreadyExists, KubeApi
 from shared.objects import ClaimInfo, ClaimSpec, StorageClassInfo
-from shared.volumes import NewVolume, VolumeState
+from shared.volumes import NewVolume, VolumeRecord, VolumeState
 from webhook.intent import StagingIntent
 from webhook.storage_choice import ClassPolicy, choose_storage_class
 from webhook.verdicts import Denied, Verdict, deny
@@ -124,6 +124,13 @@ def _not_ours(claim: ClaimInfo) -> Verdict:
                 "annotations differ); refusing to adopt it. Remove or rename that PVC.")
 
 
+def _row_of_another_run(row: VolumeRecord, dag_id: str, run_id: str) -> Verdict:
+    return deny("pvc_not_ours", f"leoflow-staging: the staging volume {row.pvc_name!r} in namespace "
+                f"{row.namespace!r} is recorded for another run (dag_id {row.dag_id!r}, run_id {row.run_id!r}), "
+                f"not for dag_id {dag_id!r}, run_id {run_id!r}: two runs whose names collide never share a "
+                "volume; refusing. Report this to the platform team.")
+
+
 class VolumeProvisioner:
     """Ensures a run's PVC and its ``staging_volumes`` row."""
 
@@ -156,6 +163,8 @@ class VolumeProvisioner:
         with translate_errors("reading staging_volumes"):
             row = volumes_repo.read_live_volume(self._reader, namespace, intent.pvc_name)
         if row is not None:
+            if (row.dag_id, row.run_id) != (intent.dag_id, intent.run_id):  # a name collision: never share
+                raise Denied(_row_of_another_run(row, intent.dag_id, intent.run_id))
             if row.state is VolumeState.RECLAIMING:
                 raise Denied(_reclaiming(intent.pvc_name))
             if self._claims.fresh(namespace, intent.pvc_name, row.pvc_uid):
