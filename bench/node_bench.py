@@ -1,9 +1,11 @@
 """Pod create -> container running on the real node, with the chart-installed webhook (``make bench``).
 
-Three kinds, interleaved in every round so that drift hits them alike: (a) a pod without staging,
+Kinds, interleaved in every round so that drift hits them alike: (a) a pod without staging,
 (b) the first pod of a run (its claim is created, provisioned, bound and mounted), (c) a later pod
-of the same run. For (b), the share of the time that is the provisioner's own (claim created ->
-Bound) is reported too. One pod at a time; each is timed by a watch from just before its create.
+of the same run, and (d) a pod without staging that mounts an already bound claim of the same class
+by hand: (c) - (d) is what staging itself adds, (d) - (a) what the kubelet's volume handling costs any
+pod with a claim. For (b), the provisioner's own share (claim created -> Bound) is measured too. One pod
+at a time; each is timed by a watch from just before its create.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from leoflow_staging.devenv.provisioner import STORAGE_CLASS
 TENANT = "bench-node"
 
 
-def _pod(image: str, dag: str, run: str, *, staging: bool) -> dict[str, Any]:
+def _pod(image: str, dag: str, run: str, *, staging: bool, claim: str | None = None) -> dict[str, Any]:
     pod = task_pod(dag, run, opt_in=staging, generate_name="lat-", containers=[{
         "name": "task", "image": image, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}])
     pod["spec"]["enableServiceLinks"] = False
     pod["spec"]["terminationGracePeriodSeconds"] = 0
+    if claim:
+        pod["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+        pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
     return pod
 
 
@@ -103,9 +108,14 @@ def _measure(cluster: NodeCluster, *, rounds: int, per_round: int) -> dict[str, 
     core = client.CoreV1Api(cluster.api)
     core.create_namespace({"metadata": {"name": TENANT}})
     image = cluster.images["task"].ref
-    samples: dict[str, list[float]] = {"a_plain": [], "b_first_of_run": [], "c_later_of_run": []}
+    samples: dict[str, list[float]] = {"a_plain": [], "b_first_of_run": [], "c_later_of_run": [],
+                                       "d_plain_with_bound_claim": []}
     provisioner_s: list[float] = []
     _time_to_running(core, _pod(image, "warm", "up", staging=False))  # warm the node's caches
+    core.create_namespaced_persistent_volume_claim(TENANT, {
+        "metadata": {"name": "plain"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": STORAGE_CLASS,
+                 "resources": {"requests": {"storage": "1Gi"}}}})
     for r in range(rounds):
         for i in range(per_round):
             run_id = f"r{r}-{i}-{uuid.uuid4().hex[:4]}"
@@ -117,6 +127,8 @@ def _measure(cluster: NodeCluster, *, rounds: int, per_round: int) -> dict[str, 
             provisioner_s.append(_time_to_bound(core, STORAGE_CLASS))
             seconds, _ = _time_to_running(core, _pod(image, "bench", run_id, staging=True))
             samples["c_later_of_run"].append(seconds)
+            seconds, _ = _time_to_running(core, _pod(image, "bench", run_id, staging=False, claim="plain"))
+            samples["d_plain_with_bound_claim"].append(seconds)
             for pod in core.list_namespaced_pod(TENANT).items:
                 core.delete_namespaced_pod(pod.metadata.name, TENANT, grace_period_seconds=0)
     out: dict[str, Any] = {}
@@ -124,6 +136,7 @@ def _measure(cluster: NodeCluster, *, rounds: int, per_round: int) -> dict[str, 
         ms = [v * 1000 for v in values]
         out[kind] = {"p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1), "n": len(ms)}
     out["c_minus_a_p50_ms"] = round(out["c_later_of_run"]["p50_ms"] - out["a_plain"]["p50_ms"], 1)
+    out["c_minus_d_p50_ms"] = round(out["c_later_of_run"]["p50_ms"] - out["d_plain_with_bound_claim"]["p50_ms"], 1)
     prov = [v * 1000 for v in provisioner_s]
     out["provisioner_claim_to_bound"] = {"p50_ms": round(percentile(prov, 50), 1),
                                          "p95_ms": round(percentile(prov, 95), 1), "n": len(prov)}

@@ -80,8 +80,8 @@ class NodeDemo:
         for line in self.kubectl("-n", NS, "logs", f"job/{name}").splitlines():
             if line.startswith("{"):
                 record = json.loads(line)
-                keep = {k: record[k] for k in ("event", "pvc", "reason", "why", "detail", "reclaimed_total", "kept")
-                        if record.get(k) is not None}
+                keep = {k: record[k] for k in ("event", "pod", "phase", "pvc", "reason", "why", "detail",
+                                               "reclaimed_total", "kept") if record.get(k) is not None}
                 show("  " + json.dumps(keep))
 
     def folder(self, claim: str) -> Path | None:
@@ -137,8 +137,7 @@ def play(cluster: NodeCluster) -> None:
     folder = demo.folder(claim)
     used = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder else 0
     show(f"on the node: {folder} holds {used / (1 << 20):.0f} MiB")
-    for pod in demo.core.list_namespaced_pod(TENANT).items:  # the dispatcher deletes finished task pods
-        demo.core.delete_namespaced_pod(pod.metadata.name, TENANT, grace_period_seconds=0)
+    show("the finished task pods are left behind, as orchestrators often do; they would keep the claim")
     demo.gc("gc-after-success")
     deadline = time.monotonic() + 30
     while folder is not None and folder.exists() and time.monotonic() < deadline:
