@@ -89,9 +89,11 @@ class Executor:
         assert v is not None
         if reason is None or reason is DeleteReason.PVC_MISSING:
             return Result(d, Outcome.FAILED, "reclaiming row without a GC reason; left for a person")
+        if not v.pvc_uid:  # before any transition: such a row must not get stuck in reclaiming
+            return Result(d, Outcome.FAILED, "row has no PVC uid; cannot delete safely")
         now = self._clock()
         ttl = self._policy.failed_ttl
-        if v.state is VolumeState.ACTIVE and v.pvc_uid:
+        if v.state is VolumeState.ACTIVE:
             present = self._kube.read_claim(v.namespace, v.pvc_name)
             if present is None or present.uid != v.pvc_uid:  # deleted by someone else: nothing to reclaim
                 return self._heal(replace(d, action=Action.HEAL, reason=DeleteReason.PVC_MISSING,
@@ -101,8 +103,6 @@ class Executor:
             with translate_errors("starting a reclaim"), self._engine.begin() as conn:
                 if not volumes_repo.begin_reclaim(conn, v.id, reason=reason, now=now, still_reclaimable=condition):
                     return Result(d, Outcome.KEPT, "the run changed since planning; kept")
-        if not v.pvc_uid:
-            return Result(d, Outcome.FAILED, "row has no PVC uid; cannot delete safely")
         claim = self._kube.read_claim(v.namespace, v.pvc_name)
         if claim is None or claim.uid != v.pvc_uid:
             return self._finish(d, v)
@@ -164,15 +164,14 @@ class Executor:
         claim's delete (a clear + re-run in between leaves them alone). Returns the pods deleted."""
         v, reason = d.volume, d.reason
         assert v is not None
-        finished = finished_holders(pods)
-        if not finished:
-            return []
-        deleted = []
-        with translate_errors("deleting finished pods"), self._engine.begin() as conn:
-            run = runs_repo.read_run_locked(conn, self._runs, v.run, lock=self.lock_runs)
-            if not isinstance(reclaim_reason(run, now=self._clock(), policy=self._policy), DeleteReason):
-                return []  # the run came back: its pods are left alone
-            for pod in finished:
+        deleted: list[PodUse] = []
+        for pod in finished_holders(pods):
+            # One short transaction per pod: the run's row is share-locked only around that pod's delete,
+            # so a clear waits at most one API call, and no delete ever outlives its guard.
+            with translate_errors("deleting a finished pod"), self._engine.begin() as conn:
+                run = runs_repo.read_run_locked(conn, self._runs, v.run, lock=self.lock_runs)
+                if not isinstance(reclaim_reason(run, now=self._clock(), policy=self._policy), DeleteReason):
+                    return deleted  # the run came back: its pods are left alone
                 if self._kube.delete_pod(v.namespace, pod.name, uid=pod.uid):
                     deleted.append(pod)
                     self._on_event(logging.INFO, {
@@ -200,6 +199,9 @@ class Executor:
                     held.append((r, pods))
             except (StagingError, UidMismatch) as exc:
                 done.append(Result(r.decision, Outcome.FAILED, str(exc)))
+            except Exception as exc:  # one bad item never ends the sweep
+                log.exception("unexpected error settling %s/%s", v.namespace, v.pvc_name)
+                done.append(Result(r.decision, Outcome.FAILED, f"unexpected {type(exc).__name__}: {exc}"))
         if released:
             finished, still = self._wait_gone(released, grace=grace)
             done += finished
@@ -208,8 +210,8 @@ class Executor:
                 assert v is not None
                 try:
                     held.append((r, self._kube.pods_using_claim(v.namespace, v.pvc_name)))
-                except StagingError as exc:
-                    done.append(Result(r.decision, Outcome.FAILED, str(exc)))
+                except Exception as exc:  # one bad item never ends the sweep
+                    done.append(Result(r.decision, Outcome.FAILED, f"{type(exc).__name__}: {exc}"))
         for r, pods in held:
             v = r.decision.volume
             assert v is not None
@@ -219,6 +221,6 @@ class Executor:
                 with translate_errors("recording why a PVC is held"), self._engine.begin() as conn:
                     volumes_repo.set_detail(conn, v.id, detail)
                 done.append(Result(r.decision, Outcome.TERMINATING, detail))
-            except StagingError as exc:
-                done.append(Result(r.decision, Outcome.FAILED, str(exc)))
+            except Exception as exc:  # one bad item never ends the sweep
+                done.append(Result(r.decision, Outcome.FAILED, f"{type(exc).__name__}: {exc}"))
         return done

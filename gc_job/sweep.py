@@ -95,7 +95,9 @@ class Sweeper:
         """Results of every action taken (kept rows are only counted: memory stays bounded)."""
         policy, now = self._config.policy, self._clock()
         claims = self._claims()
-        index = {(c.namespace, c.name): c.uid for c in claims if not c.terminating}
+        # Every listed claim counts as present, Terminating ones too: a claim someone else deleted but a pod
+        # still holds is not "missing" (adoption skips Terminating claims on its own).
+        index = {(c.namespace, c.name): c.uid for c in claims}
         with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
             live = volumes_repo.live_names(conn, list(index))
         results: list[Result] = []

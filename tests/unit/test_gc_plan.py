@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from gc_job.plan import Action, GcPolicy, decide, plan_adoptions, plan_batch
 from gc_job.report import exit_code, summary
 from gc_job.results import Outcome, Result
+from shared.naming import pvc_name
 from shared.objects import ClaimInfo
 from shared.volumes import DeleteReason, RunId, RunState, VolumeRecord, VolumeState
 
@@ -66,11 +67,11 @@ def test_adoptions_skip_young_terminating_and_recorded_claims() -> None:
     def claim(name: str, age: dt.timedelta, *, terminating: bool = False, ids: bool = True) -> ClaimInfo:
         return ClaimInfo(namespace="ns", name=name, uid=name, dag_id="d" if ids else None, run_id="r" if ids else None,
                          managed=True, terminating=terminating, created_at=NOW - age)
-    p = "leoflow-staging-d-r-"
-    claims = [claim(p + "old", H), claim(p + "young", dt.timedelta(seconds=5)),
-              claim(p + "dying", H, terminating=True), claim(p + "known", H), claim(p + "anon", H, ids=False)]
-    out = {d.pvc_name: d.action for d in plan_adoptions(claims, {("ns", p + "known")}, now=NOW, policy=POLICY)}
-    assert out == {p + "old": Action.ADOPT, p + "anon": Action.KEEP}
+    p = pvc_name("d", "r")  # the name admission gives run (d, r): only such a claim is adopted
+    claims = [claim(p, H), claim(p + "-young", dt.timedelta(seconds=5)),
+              claim(p + "-dying", H, terminating=True), claim(p + "-known", H), claim(p + "-anon", H, ids=False)]
+    out = {d.pvc_name: d.action for d in plan_adoptions(claims, {("ns", p + "-known")}, now=NOW, policy=POLICY)}
+    assert out == {p: Action.ADOPT, p + "-anon": Action.KEEP}
 
 
 @given(st.sampled_from(["success", "failed", "running", "queued", None]),
@@ -111,11 +112,11 @@ def test_strays_whose_identity_cannot_be_recorded_are_left_alone() -> None:
     decisions = plan_adoptions([
         claim("leoflow-staging-a-b-0123456789", "d" * 300, "r"),
         claim("leoflow-staging-a-b-0123456780", "d", "bad\x00run"),
-        claim("someone-elses-claim", "d", "r"),
-        claim("leoflow-staging-ok-run-0123456789", "ok", "run"),
+        claim("leoflow-staging-d-r-0000000000", "d", "r"),  # our labels, a name admission never gives
+        claim(pvc_name("ok", "run"), "ok", "run"),
     ], set(), now=now, policy=policy)
     assert [d.action for d in decisions] == [Action.KEEP, Action.KEEP, Action.KEEP, Action.ADOPT]
     assert "dag_id annotation is longer than 250 characters" in decisions[0].why
     assert "run_id annotation contains control characters" in decisions[1].why
-    assert "name is not of the form" in decisions[2].why
+    assert "name is not the one admission gives that run" in decisions[2].why
     assert all(len(d.dag_id) <= 250 for d in decisions)
