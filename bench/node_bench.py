@@ -10,7 +10,6 @@ at a time; each is timed by a watch from just before its create.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 import uuid
@@ -88,23 +87,11 @@ def run(*, rounds: int = 5, per_round: int = 4) -> dict[str, Any]:
 
 
 def _measure(cluster: NodeCluster, *, rounds: int, per_round: int) -> dict[str, Any]:
-    assert cluster.postgres is not None and cluster.plane is not None
-    admin = sa.create_engine(cluster.postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text("CREATE DATABASE bench_node TEMPLATE template0"))
-    admin.dispose()
-    engine = sa.create_engine(cluster.postgres.url("bench_node"))
+    assert cluster.postgres is not None
+    engine = sa.create_engine(cluster.postgres.create_database("bench_node"))
     create_runs_table(engine)
-    kc = f"--kubeconfig={cluster.plane.kubeconfig_path}"
-    ns = "leoflow-staging"
-    subprocess.run(["kubectl", kc, "create", "namespace", ns], check=True, capture_output=True)
-    subprocess.run(["kubectl", kc, "-n", ns, "create", "secret", "generic", "leoflow-db",
-                    f"--from-literal=url={cluster.postgres.pod_url('bench_node')}"], check=True, capture_output=True)
-    repo, tag = cluster.images["product"].ref.rsplit(":", 1)
-    subprocess.run([str(cluster.assets / "helm"), kc, "install", "leoflow-staging", "charts/leoflow-staging", "-n", ns,
-                    "--set", "database.existingSecret=leoflow-db", "--set", f"image.repository={repo}",
-                    "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never", "--set", "gc.suspend=true",
-                    "--set", "config.defaultSize=1Gi", "--wait"], check=True, capture_output=True)
+    cluster.install_chart(release="leoflow-staging", namespace="leoflow-staging", database="bench_node",
+                          values=("--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi"))
     core = client.CoreV1Api(cluster.api)
     core.create_namespace({"metadata": {"name": TENANT}})
     image = cluster.images["task"].ref

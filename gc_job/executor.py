@@ -93,18 +93,16 @@ class Executor:
             return Result(d, Outcome.FAILED, "row has no PVC uid; cannot delete safely")
         now = self._clock()
         ttl = self._policy.failed_ttl
+        claim = self._kube.read_claim(v.namespace, v.pvc_name)  # one read serves both states
         if v.state is VolumeState.ACTIVE:
-            present = self._kube.read_claim(v.namespace, v.pvc_name)
-            if present is None or present.uid != v.pvc_uid:  # deleted by someone else: nothing to reclaim
+            if claim is None or claim.uid != v.pvc_uid:  # deleted by someone else first: the audit says so
                 return self._heal(replace(d, action=Action.HEAL, reason=DeleteReason.PVC_MISSING,
                                           why="the PVC no longer exists"))
-        if v.state is VolumeState.ACTIVE:
             condition = runs_repo.reclaimable_condition(self._runs, reason, now=now, failed_ttl=ttl)
             with translate_errors("starting a reclaim"), self._engine.begin() as conn:
                 if not volumes_repo.begin_reclaim(conn, v.id, reason=reason, now=now, still_reclaimable=condition):
                     return Result(d, Outcome.KEPT, "the run changed since planning; kept")
-        claim = self._kube.read_claim(v.namespace, v.pvc_name)
-        if claim is None or claim.uid != v.pvc_uid:
+        if claim is None or claim.uid != v.pvc_uid:  # resuming: the delete this row waited for has happened
             return self._finish(d, v)
         if not claim.terminating:
             with translate_errors("deleting the PVC"), self._engine.begin() as conn:

@@ -6,6 +6,8 @@ and roughly how long it takes (``say``); builds are cached, so a second start bu
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -16,10 +18,13 @@ from typing import Any
 from kubernetes import client, config, dynamic
 
 from leoflow_staging.devenv import provisioner
+from leoflow_staging.devenv.assets import REPO
 from leoflow_staging.devenv.controlplane import ControlPlane
 from leoflow_staging.devenv.images import Image, build_images
 from leoflow_staging.devenv.node import POD_CIDR, Node, primary_ip
 from leoflow_staging.devenv.postgres import Postgres
+
+CHART = REPO / "charts" / "leoflow-staging"
 
 
 def _stderr(message: str) -> None:
@@ -132,6 +137,52 @@ class NodeCluster:
             "DEV_DATABASE_URL_FOR_PODS": self.postgres.pod_url(database),
             "DEV_PRODUCT_ARCHIVE": str(self.images["product"].archive),
         }
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """kubectl as the cluster's admin; with ``check``, a failure raises with kubectl's message."""
+        assert self.plane is not None
+        proc = subprocess.run(["kubectl", f"--kubeconfig={self.plane.kubeconfig_path}", *args],
+                              capture_output=True, text=True, check=False, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr}")
+        return proc
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """The built helm against this cluster; with ``check``, a failure raises with helm's output."""
+        assert self.plane is not None
+        proc = subprocess.run([str(self.assets / "helm"), f"--kubeconfig={self.plane.kubeconfig_path}", *args],
+                              capture_output=True, text=True, check=False, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def image_values(self) -> list[str]:
+        """helm values for the product image as the node knows it (imported, never pulled)."""
+        repo, tag = self.images["product"].ref.rsplit(":", 1)
+        return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
+
+    def install_chart(self, *, release: str, namespace: str, database: str, values: tuple[str, ...] = ()) -> float:
+        """`helm install --wait` as docs/operators.md "Install" says (namespace, database Secret with the
+        pods' URL of ``database``, install); returns the seconds it took."""
+        assert self.postgres is not None
+        self.kubectl("create", "namespace", namespace)
+        self.kubectl("-n", namespace, "create", "secret", "generic", "leoflow-db",
+                     f"--from-literal=url={self.postgres.pod_url(database)}")
+        start = time.monotonic()
+        self.helm("install", release, str(CHART), "-n", namespace, "--set", "database.existingSecret=leoflow-db",
+                  *self.image_values(), *values, "--wait", "--timeout", "5m", timeout=600)
+        return time.monotonic() - start
+
+    def gc_job(self, namespace: str, name: str, *, cronjob: str = "leoflow-staging-gc",
+               timeout: float = 120) -> list[dict[str, Any]]:
+        """A Job made from the chart's CronJob (as an operator does by hand); its JSON log lines."""
+        self.kubectl("-n", namespace, "create", "job", name, f"--from=cronjob/{cronjob}")
+        done = self.kubectl("-n", namespace, "wait", "--for=condition=complete", f"job/{name}",
+                            f"--timeout={int(timeout)}s", check=False, timeout=timeout + 10)
+        logs = self.kubectl("-n", namespace, "logs", f"job/{name}").stdout
+        if done.returncode != 0:
+            raise RuntimeError(f"GC Job {name} did not complete: {done.stderr}\n{logs}")
+        return [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
 
     def pids(self) -> list[int]:
         pids = [*(self.plane.pids() if self.plane else []), *(self.node.pids() if self.node else [])]

@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -20,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.assets import REPO, ensure_assets
+from leoflow_staging.devenv.assets import ensure_assets
 from leoflow_staging.devenv.cluster import NodeCluster
 from leoflow_staging.devenv.narrate import BOLD, DIM, RESET, say, show
 from leoflow_staging.devenv.orchestrator import create_runs_table, set_run
@@ -43,12 +42,6 @@ class NodeDemo:
         self.cluster = cluster
         self.engine = engine
         self.core = client.CoreV1Api(cluster.api)
-        assert cluster.plane is not None
-        self.kc = f"--kubeconfig={cluster.plane.kubeconfig_path}"
-
-    def kubectl(self, *args: str) -> str:
-        return subprocess.run(["kubectl", self.kc, *args], capture_output=True, text=True, check=True,
-                              timeout=180).stdout
 
     def run_state(self, run: str, state: str, end: dt.datetime | None = None) -> None:
         set_run(self.engine, DAG, run, state, end)
@@ -74,15 +67,12 @@ class NodeDemo:
         return claim
 
     def gc(self, name: str) -> None:
-        self.kubectl("-n", NS, "create", "job", name, "--from=cronjob/leoflow-staging-gc")
-        self.kubectl("-n", NS, "wait", "--for=condition=complete", f"job/{name}", "--timeout=120s")
+        records = self.cluster.gc_job(NS, name)
         show(f"kubectl logs job/{name}:")
-        for line in self.kubectl("-n", NS, "logs", f"job/{name}").splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                keep = {k: record[k] for k in ("event", "pod", "phase", "pvc", "reason", "why", "detail",
-                                               "reclaimed_total", "kept") if record.get(k) is not None}
-                show("  " + json.dumps(keep))
+        for record in records:
+            keep = {k: record[k] for k in ("event", "pod", "phase", "pvc", "reason", "why", "detail",
+                                           "reclaimed_total", "kept") if record.get(k) is not None}
+            show("  " + json.dumps(keep))
 
     def folder(self, claim: str) -> Path | None:
         found = [p for p in self.cluster.data_dir.iterdir() if p.name.endswith(f"_{TENANT}_{claim}")]
@@ -90,27 +80,15 @@ class NodeDemo:
 
 
 def play(cluster: NodeCluster) -> None:
-    assert cluster.postgres is not None and cluster.plane is not None
-    admin = sa.create_engine(cluster.postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text("CREATE DATABASE leoflow TEMPLATE template0"))
-    admin.dispose()
-    engine = sa.create_engine(cluster.postgres.url("leoflow"))
+    assert cluster.postgres is not None
+    engine = sa.create_engine(cluster.postgres.create_database("leoflow"))
     create_runs_table(engine)
     demo = NodeDemo(cluster, engine)
     say("Installing the chart with helm, as docs/operators.md says (product image, builtin certificates)")
-    demo.kubectl("create", "namespace", NS)
-    demo.kubectl("-n", NS, "create", "secret", "generic", "leoflow-db",
-                 f"--from-literal=url={cluster.postgres.pod_url('leoflow')}")
-    repo, tag = cluster.images["product"].ref.rsplit(":", 1)
-    started = time.monotonic()
-    subprocess.run([str(cluster.assets / "helm"), demo.kc, "install", "leoflow-staging",
-                    str(REPO / "charts" / "leoflow-staging"), "-n", NS, "--set", "database.existingSecret=leoflow-db",
-                    "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-                    "--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi", "--wait"],
-                   check=True, capture_output=True, text=True, timeout=600)
-    show(f"webhook Ready in {time.monotonic() - started:.0f} s:")
-    show(demo.kubectl("-n", NS, "get", "deploy,pods,cronjob"))
+    seconds = cluster.install_chart(release="leoflow-staging", namespace=NS, database="leoflow",
+                                    values=("--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi"))
+    show(f"webhook Ready in {seconds:.0f} s:")
+    show(cluster.kubectl("-n", NS, "get", "deploy,pods,cronjob").stdout)
     demo.core.create_namespace({"metadata": {"name": TENANT}})
     run = f"manual__2026-11-28T10:00:00+00:00-{uuid.uuid4().hex[:4]}"
 

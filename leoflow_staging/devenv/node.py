@@ -184,10 +184,6 @@ class Node:
     def socket(self) -> Path:
         return self.workdir / "containerd" / "containerd.sock"
 
-    @property
-    def hostnet(self) -> HostNetwork:
-        return HostNetwork(service_cidr=SERVICE_CIDR, pod_cidr_block=POD_CIDR_BLOCK, pod_cidr=POD_CIDR,
-                           bridge=BRIDGE, state_file=self.workdir / "hostnet.json")
 
     def log_paths(self) -> list[Path]:
         return [p.log_path for p in self.processes]
@@ -220,7 +216,7 @@ class Node:
             raise RuntimeError(f"another dev node runs on this host (the bridge {BRIDGE} exists), or one crashed: "
                                "stop it with `make dev-down` (one node per host: kubelet and iptables are host-wide)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.hostnet.setup()
+        host_network(self.workdir).setup()
         runtime = self.workdir / "containerd"
         cni_conf = self.workdir / "cni" / "net.d"
         cni_conf.mkdir(parents=True, exist_ok=True)
@@ -307,21 +303,16 @@ class Node:
         raise StartupError(f"node {NODE_NAME} not Ready after {timeout:.0f}s ({last})\n{tails}")
 
     def stop(self) -> list[str]:
-        """Stop every component and every pod's processes, then undo the host changes."""
+        """Stop every component, then kill what runs in the pods and undo the host changes."""
         for proc in reversed(self.processes):
-            if proc.name != "containerd":
-                proc.stop(grace=5)
-        self.kill_pods()
-        for proc in self.processes:
-            if proc.name == "containerd":
-                proc.stop(grace=5)
+            proc.stop(grace=5)
         return cleanup_host(self.workdir, self.assets)
 
-    def kill_pods(self) -> None:
-        """Kill the containerd shims of this node (and with them every container)."""
-        for pid in shim_pids(self.socket):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                kill_group(pid, grace=3)
+
+def host_network(workdir: Path) -> HostNetwork:
+    """The node's host-network changes, with their undo record in ``workdir``."""
+    return HostNetwork(service_cidr=SERVICE_CIDR, pod_cidr_block=POD_CIDR_BLOCK, pod_cidr=POD_CIDR,
+                       bridge=BRIDGE, state_file=workdir / "hostnet.json")
 
 
 def _http_ok(url: str) -> bool:
@@ -410,10 +401,7 @@ def cleanup_host(workdir: Path, assets: Path | None = None) -> list[str]:
                 time.sleep(0.1)
         else:
             problems.append(f"cgroup {cg}: still busy")
-    state = workdir / "hostnet.json"
-    net = HostNetwork(service_cidr=SERVICE_CIDR, pod_cidr_block=POD_CIDR_BLOCK, pod_cidr=POD_CIDR, bridge=BRIDGE,
-                      state_file=state)
-    problems += net.teardown()
+    problems += host_network(workdir).teardown()
     left = mounts_under(workdir)
     if left:
         problems.append(f"still mounted: {', '.join(left[:5])}")

@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from leoflow_staging.devenv.processes import ManagedProcess, free_port
 
 SUPERUSER = "leoflow"
@@ -79,6 +81,16 @@ class Postgres:
         if not self.pod_access:
             raise ValueError("this PostgreSQL was started without pod access")
         return f"postgresql://{SUPERUSER}@{self.pod_access[0]}:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database on this server; returns its SQLAlchemy URL."""
+        admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        finally:
+            admin.dispose()
+        return self.url(name)
 
     def start(self, *, timeout: float = 60.0) -> None:
         bindir = find_bindir()

@@ -53,11 +53,7 @@ def namespace(core: client.CoreV1Api) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def webhook_db(postgres: Postgres) -> str:
     """A migrated database shared by the webhook process of this session."""
-    admin = sa.create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text("CREATE DATABASE webhook_e2e TEMPLATE template0"))
-    admin.dispose()
-    url = postgres.url("webhook_e2e")
+    url = postgres.create_database("webhook_e2e")
     engine = sa.create_engine(url)
     upgrade(engine)
     engine.dispose()

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
+from shared.db import volumes_repo
 from shared.db.engine import make_engine
 from shared.db.locks import single_flight
 from shared.db.migrate import upgrade
@@ -264,23 +265,20 @@ def test_a_claim_deleted_by_hand_is_audited_as_pvc_missing_not_as_a_reclaim(
 
 
 def test_a_failed_run_that_turns_success_during_its_reclaim_is_reclaimed_as_succeeded(
-        bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+        bench: Bench, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 16.6: a failed -> success flip between planning and the delete is not "the run came back"."""
     caplog.set_level(logging.INFO, "leoflow_staging.gc")
     pvc = bench.admit("etl", "flip")
     set_run(bench.engine, "etl", "flip", "failed", T0 - dt.timedelta(hours=25))
     sweeper = bench.sweeper()
-    reads = 0
-    real_read = bench.kube.read_claim
+    real_begin = volumes_repo.begin_reclaim
 
-    def read_then_flip(namespace: str, name: str) -> Any:
-        nonlocal reads
-        reads += 1
-        if reads == 2:  # after the row went reclaiming (ttl_expired), before the guarded delete
-            set_run(bench.engine, "etl", "flip", "success", T0)
-        return real_read(namespace, name)
+    def begin_then_flip(*args: Any, **kwargs: Any) -> bool:
+        started = real_begin(*args, **kwargs)  # the row goes reclaiming (ttl_expired) ...
+        set_run(bench.engine, "etl", "flip", "success", T0)  # ... and the run flips before the guarded delete
+        return started
 
-    bench.kube.read_claim = read_then_flip  # type: ignore[method-assign]
+    monkeypatch.setattr(volumes_repo, "begin_reclaim", begin_then_flip)
     assert sweeper.run() == 0
     assert [(r.pvc_name, r.state, r.delete_reason) for r in bench.rows()] == [
         (pvc, VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED)]

@@ -6,11 +6,8 @@ these tests share one ``NodeCluster``. In CI a node that cannot start is a failu
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,35 +79,11 @@ def namespace(core: client.CoreV1Api) -> Iterator[str]:
 def node_db(cluster: NodeCluster) -> str:
     """A migrated database, named in URLs for the host and for pods."""
     assert cluster.postgres is not None
-    admin = sa.create_engine(cluster.postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text("CREATE DATABASE node_e2e TEMPLATE template0"))
-    admin.dispose()
-    engine = sa.create_engine(cluster.postgres.url("node_e2e"))
+    engine = sa.create_engine(cluster.postgres.create_database("node_e2e"))
     upgrade(engine)
     create_runs_table(engine)  # the orchestrator's runs table, as Leoflow has it
     engine.dispose()
     return "node_e2e"
-
-
-def kubectl(cluster: NodeCluster, *args: str, check: bool = True, timeout: float = 120,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    assert cluster.plane is not None
-    proc = subprocess.run(["kubectl", f"--kubeconfig={cluster.plane.kubeconfig_path}", *args],
-                          capture_output=True, text=True, check=False, timeout=timeout, input=stdin)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
-    return proc
-
-
-def helm(cluster: NodeCluster, *args: str, check: bool = True,
-         timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    assert cluster.plane is not None
-    proc = subprocess.run([str(cluster.assets / "helm"), f"--kubeconfig={cluster.plane.kubeconfig_path}", *args],
-                          capture_output=True, text=True, check=False, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.hookimpl(wrapper=True)
@@ -124,34 +97,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
                 report.sections.append((f"log {path.name}", log_tail(path, 25)))
     return report
 
-
-CHART = "charts/leoflow-staging"
-
-
-def image_values(cluster: NodeCluster) -> list[str]:
-    repo, tag = cluster.images["product"].ref.rsplit(":", 1)
-    return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
-
-
-def install_release(cluster: NodeCluster, *, release: str, namespace: str, database: str,
-                    values: tuple[str, ...] = ()) -> float:
-    """`helm install --wait` as docs/operators.md "Install" says; returns the seconds it took."""
-    assert cluster.postgres is not None
-    kubectl(cluster, "create", "namespace", namespace)
-    kubectl(cluster, "-n", namespace, "create", "secret", "generic", "leoflow-db",
-            f"--from-literal=url={cluster.postgres.pod_url(database)}")
-    start = time.monotonic()
-    helm(cluster, "install", release, CHART, "-n", namespace, "--set", "database.existingSecret=leoflow-db",
-         *image_values(cluster), *values, "--wait", "--timeout", "5m")
-    return time.monotonic() - start
-
-
-def gc_job(cluster: NodeCluster, namespace: str, name: str, *, cronjob: str = "leoflow-staging-gc",
-           timeout: float = 120) -> list[dict[str, Any]]:
-    """A Job made from the chart's CronJob (as an operator does by hand); its JSON log lines."""
-    kubectl(cluster, "-n", namespace, "create", "job", name, f"--from=cronjob/{cronjob}")
-    done = kubectl(cluster, "-n", namespace, "wait", "--for=condition=complete", f"job/{name}",
-                   f"--timeout={int(timeout)}s", check=False, timeout=timeout + 10)
-    logs = kubectl(cluster, "-n", namespace, "logs", f"job/{name}").stdout
-    assert done.returncode == 0, f"GC Job {name} did not complete: {done.stderr}\n{logs}"
-    return [json.loads(line) for line in logs.splitlines() if line.startswith("{")]

@@ -22,7 +22,6 @@ from leoflow_staging.devenv.cluster import NodeCluster
 from leoflow_staging.devenv.orchestrator import create_runs_table, set_run
 from leoflow_staging.devenv.pods import task_pod
 from shared import labels
-from tests.node.conftest import gc_job, helm, install_release, kubectl
 from tests.node.test_node import wait_bound, wait_phase
 
 RELEASE = "bytes-leoflow-staging"
@@ -49,11 +48,7 @@ VERIFY = "cd $LEOFLOW_STAGING_DIR/extract && md5sum -c MANIFEST"
 @pytest.fixture(scope="module")
 def database(cluster: NodeCluster) -> Iterator[sa.Engine]:
     assert cluster.postgres is not None
-    admin = sa.create_engine(cluster.postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text("CREATE DATABASE node_bytes TEMPLATE template0"))
-    admin.dispose()
-    engine = sa.create_engine(cluster.postgres.url("node_bytes"))
+    engine = sa.create_engine(cluster.postgres.create_database("node_bytes"))
     create_runs_table(engine)
     yield engine
     engine.dispose()
@@ -62,11 +57,11 @@ def database(cluster: NodeCluster) -> Iterator[sa.Engine]:
 @pytest.fixture(scope="module")
 def release(cluster: NodeCluster, core: client.CoreV1Api, database: sa.Engine) -> Iterator[str]:
     core.create_namespace({"metadata": {"name": TENANT}})
-    install_release(cluster, release=RELEASE, namespace=NS, database="node_bytes",
+    cluster.install_chart(release=RELEASE, namespace=NS, database="node_bytes",
                     values=("--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi",
                             "--set", "gc.settleSeconds=20"))
     yield TENANT
-    helm(cluster, "uninstall", RELEASE, "-n", NS, "--wait", check=False)
+    cluster.helm("uninstall", RELEASE, "-n", NS, "--wait", check=False)
     core.delete_namespace(NS)
     core.delete_namespace(TENANT)
 
@@ -150,7 +145,7 @@ def test_a_run_passes_bytes_keeps_them_when_failed_finds_them_on_rerun_and_frees
                      phase="Failed")
     assert out.count(": OK") == 8, out
     set_run(database, dag, run, "failed", now())
-    records = gc_job(cluster, NS, "gc-failed", cronjob=GC_CRONJOB)
+    records = cluster.gc_job(NS, "gc-failed", cronjob=GC_CRONJOB)
     [kept] = events(records, "kept_failed_run", claim)
     assert kept["run_id"] == run and "kept until" in kept["why"], kept
     assert core.read_namespaced_persistent_volume_claim(claim, TENANT).metadata.uid == uid
@@ -167,7 +162,7 @@ def test_a_run_passes_bytes_keeps_them_when_failed_finds_them_on_rerun_and_frees
     returned = disk_bytes(folder)
     # The finished task pods are left behind, as orchestrators often do: the GC deletes them (they can never
     # run again, yet kube-controller-manager counts them as users of the claim) and finishes the reclaim.
-    records = gc_job(cluster, NS, "gc-success", cronjob=GC_CRONJOB)
+    records = cluster.gc_job(NS, "gc-success", cronjob=GC_CRONJOB)
     deleted = sorted(r["phase"] for r in records if r.get("event") == "finished_pod_deleted" and r["pvc"] == claim)
     assert deleted == ["Failed", "Succeeded", "Succeeded"], records
     [reclaimed] = events(records, "reclaimed", claim)
@@ -186,7 +181,7 @@ def test_a_failed_run_past_its_ttl_is_reclaimed(cluster: NodeCluster, core: clie
     pv = wait_bound(core, TENANT, claim).spec.volume_name
     folder = folder_of(cluster, claim)
     set_run(database, dag, run, "failed", now() - dt.timedelta(hours=25))  # the default TTL is 24 h
-    records = gc_job(cluster, NS, "gc-ttl", cronjob=GC_CRONJOB)
+    records = cluster.gc_job(NS, "gc-ttl", cronjob=GC_CRONJOB)
     [reclaimed] = events(records, "reclaimed", claim)
     assert reclaimed["reason"] == "ttl_expired" and reclaimed["since_run_end_s"] >= 25 * 3600
     wait_gone(cluster, core, claim, pv, folder)
@@ -209,7 +204,7 @@ def test_a_pod_still_running_when_its_run_ends_keeps_working(
     folder = folder_of(cluster, claim)
 
     set_run(database, dag, run, "success", now())
-    records = gc_job(cluster, NS, "gc-live-1", cronjob=GC_CRONJOB)
+    records = cluster.gc_job(NS, "gc-live-1", cronjob=GC_CRONJOB)
     [held] = events(records, "terminating", claim)
     assert f"{name} (Running)" in held["detail"], held  # the GC names the pod that holds the claim, never deletes it
     assert core.read_namespaced_persistent_volume_claim(claim, TENANT).metadata.deletion_timestamp is not None
@@ -223,7 +218,7 @@ def test_a_pod_still_running_when_its_run_ends_keeps_working(
     wait_phase(core, TENANT, name, {"Succeeded"})
     assert core.read_namespaced_pod_log(name, TENANT).startswith("rounds ")
     # The pod has finished: the GC deletes it and finishes the reclaim.
-    records = gc_job(cluster, NS, "gc-live-2", cronjob=GC_CRONJOB)
+    records = cluster.gc_job(NS, "gc-live-2", cronjob=GC_CRONJOB)
     [reclaimed] = events(records, "reclaimed", claim)
     assert reclaimed["reason"] == "run_succeeded"
     wait_gone(cluster, core, claim, pv, folder)
@@ -306,7 +301,7 @@ def test_dag_author_snippets_run_verbatim_in_a_pod(cluster: NodeCluster, core: c
     claim = created.metadata.annotations[labels.PVC]
     leftovers = [p.name for p in (folder_of(cluster, claim) / "extract").iterdir()]
     assert leftovers == ["orders.csv"]  # no temporary file left behind
-    kubectl(cluster, "-n", TENANT, "delete", "pod", created.metadata.name, "--wait=false")
+    cluster.kubectl("-n", TENANT, "delete", "pod", created.metadata.name, "--wait=false")
 
 
 def test_no_pod_creation_fails_while_a_webhook_pod_dies_and_the_deployment_restarts(
@@ -344,10 +339,10 @@ def test_no_pod_creation_fails_while_a_webhook_pod_dies_and_the_deployment_resta
                 victim = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/component=webhook").items[0]
                 core.delete_namespaced_pod(victim.metadata.name, NS, grace_period_seconds=0)
             if i == 100:
-                kubectl(cluster, "-n", NS, "rollout", "restart", f"deploy/{RELEASE}-webhook")
+                cluster.kubectl("-n", NS, "rollout", "restart", f"deploy/{RELEASE}-webhook")
             time.sleep(0.15)  # spread the burst over the restart (~35 s)
         concurrent.futures.wait(futures)
-    kubectl(cluster, "-n", NS, "rollout", "status", f"deploy/{RELEASE}-webhook", "--timeout=180s")
+    cluster.kubectl("-n", NS, "rollout", "status", f"deploy/{RELEASE}-webhook", "--timeout=180s")
     dep = apps.read_namespaced_deployment(f"{RELEASE}-webhook", NS)
     print(f"\nFIGURE burst: {total} creations, {len(failures)} failed, {len(admitted)} admitted; "
           f"webhook generation {dep.metadata.generation}")

@@ -17,10 +17,9 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.cluster import NodeCluster
+from leoflow_staging.devenv.cluster import CHART, NodeCluster
 from leoflow_staging.devenv.pods import task_pod
 from leoflow_staging.devenv.provisioner import STORAGE_CLASS
-from tests.node.conftest import CHART, gc_job, helm, install_release, kubectl
 from tests.node.test_node import wait_bound, wait_phase
 
 RELEASE = "leoflow-staging"
@@ -39,12 +38,12 @@ def tenant(core: client.CoreV1Api) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def release(cluster: NodeCluster, core: client.CoreV1Api, node_db: str, tenant: str) -> Iterator[dict[str, Any]]:
     """`helm install --wait` as the operators' doc says: namespace, database Secret, install, rollout."""
-    TIMINGS["helm_install_to_ready_s"] = install_release(
-        cluster, release=RELEASE, namespace=NS, database=node_db, values=("--set", f"test.namespace={tenant}"))
-    kubectl(cluster, "-n", NS, "rollout", "status", "deploy/leoflow-staging-webhook", "--timeout=120s")
+    TIMINGS["helm_install_to_ready_s"] = cluster.install_chart(
+        release=RELEASE, namespace=NS, database=node_db, values=("--set", f"test.namespace={tenant}"))
+    cluster.kubectl("-n", NS, "rollout", "status", "deploy/leoflow-staging-webhook", "--timeout=120s")
     print(f"\nFIGURE helm install --wait to webhook Ready: {TIMINGS['helm_install_to_ready_s']:.1f}s")
     yield {"tenant": tenant}
-    helm(cluster, "uninstall", RELEASE, "-n", NS, "--wait", check=False)
+    cluster.helm("uninstall", RELEASE, "-n", NS, "--wait", check=False)
     core.delete_namespace(NS)
 
 
@@ -100,21 +99,21 @@ def test_an_opted_in_task_pod_runs_with_staging_and_writes_bytes(
 
 
 def test_helm_test_passes(cluster: NodeCluster, release: dict[str, Any]) -> None:
-    out = helm(cluster, "test", RELEASE, "-n", NS, "--logs", timeout=180)
+    out = cluster.helm("test", RELEASE, "-n", NS, "--logs", timeout=180)
     assert "Phase:          Succeeded" in out.stdout, out.stdout
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("{") and '"check"' in ln)
     assert json.loads(line)["ok"] is True
 
 
 def test_gc_job_from_the_cronjob_logs_json_lines(cluster: NodeCluster, release: dict[str, Any]) -> None:
-    records = gc_job(cluster, NS, "gc-by-hand")
+    records = cluster.gc_job(NS, "gc-by-hand")
     assert records[-1]["event"] == "sweep_summary" and records[-1]["failed"] == 0, records
 
 
 def test_helm_upgrade_with_a_changed_value_rolls_the_webhook(cluster: NodeCluster, release: dict[str, Any]) -> None:
     apps = client.AppsV1Api(cluster.api)
     before = apps.read_namespaced_deployment("leoflow-staging-webhook", NS).metadata.generation
-    helm(cluster, "upgrade", RELEASE, CHART, "-n", NS, "--reuse-values", "--set", "config.logLevel=DEBUG",
+    cluster.helm("upgrade", RELEASE, str(CHART), "-n", NS, "--reuse-values", "--set", "config.logLevel=DEBUG",
          "--set", "gc.schedule=* * * * *", "--wait", "--timeout", "5m")
     dep = apps.read_namespaced_deployment("leoflow-staging-webhook", NS)
     assert dep.metadata.generation > before and dep.status.ready_replicas == 2
@@ -135,13 +134,13 @@ def test_the_schedule_runs_the_gc(cluster: NodeCluster, release: dict[str, Any])
         time.sleep(2)
     else:
         raise AssertionError("no schedule-driven GC Job succeeded within 150 s")
-    logs = kubectl(cluster, "-n", NS, "logs", f"job/{scheduled[0].metadata.name}").stdout
+    logs = cluster.kubectl("-n", NS, "logs", f"job/{scheduled[0].metadata.name}").stdout
     assert any(line.startswith("{") for line in logs.splitlines()), logs
 
 
 def test_uninstall_leaves_no_webhook_configuration(cluster: NodeCluster, core: client.CoreV1Api,
                                                    release: dict[str, Any]) -> None:
-    helm(cluster, "uninstall", RELEASE, "-n", NS, "--wait")
+    cluster.helm("uninstall", RELEASE, "-n", NS, "--wait")
     reg = client.AdmissionregistrationV1Api(cluster.api)
     assert [c.metadata.name for c in reg.list_mutating_webhook_configuration().items
             if c.metadata.name.startswith(RELEASE)] == []

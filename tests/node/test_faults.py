@@ -8,25 +8,24 @@ import uuid
 from kubernetes import client
 
 from leoflow_staging.devenv import provisioner
-from leoflow_staging.devenv.cluster import NodeCluster
-from tests.node.conftest import CHART, helm, image_values, kubectl
+from leoflow_staging.devenv.cluster import CHART, NodeCluster
 
 
 def test_unreachable_database_fails_the_install_clearly_and_installs_nothing(
         cluster: NodeCluster, core: client.CoreV1Api) -> None:
     ns = f"broken-{uuid.uuid4().hex[:6]}"
     release = "broken-leoflow-staging"
-    kubectl(cluster, "create", "namespace", ns)
+    cluster.kubectl("create", "namespace", ns)
     # A port nothing listens on, on this host: the connection is refused at once.
-    kubectl(cluster, "-n", ns, "create", "secret", "generic", "leoflow-db",
+    cluster.kubectl("-n", ns, "create", "secret", "generic", "leoflow-db",
             f"--from-literal=url=postgresql://leoflow@{cluster.plane.node_ip}:1/leoflow")
     try:
-        out = helm(cluster, "install", release, CHART, "-n", ns, "--set", "database.existingSecret=leoflow-db",
-                   *image_values(cluster), "--wait", "--timeout", "4m", check=False)
+        out = cluster.helm("install", release, str(CHART), "-n", ns, "--set", "database.existingSecret=leoflow-db",
+                   *cluster.image_values(), "--wait", "--timeout", "4m", check=False)
         assert out.returncode != 0
         assert "pre-install" in out.stderr and "failed" in out.stderr, out.stderr
         # The failed hook Job stays for the operator to read; its log names the cause.
-        logs = kubectl(cluster, "-n", ns, "logs", f"job/{release}-migrate").stdout
+        logs = cluster.kubectl("-n", ns, "logs", f"job/{release}-migrate").stdout
         assert "leoflow-staging migrate" in logs and f"{cluster.plane.node_ip}:1" in logs, logs
         assert "refused" in logs.lower(), logs
         # Nothing that could refuse pods was installed: no webhook configuration, no Deployment.
@@ -35,7 +34,7 @@ def test_unreachable_database_fails_the_install_clearly_and_installs_nothing(
                 if c.metadata.name.startswith(release)] == []
         assert client.AppsV1Api(cluster.api).list_namespaced_deployment(ns).items == []
     finally:
-        helm(cluster, "uninstall", release, "-n", ns, "--wait", check=False)
+        cluster.helm("uninstall", release, "-n", ns, "--wait", check=False)
         core.delete_namespace(ns)
 
 

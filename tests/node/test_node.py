@@ -10,7 +10,6 @@ from kubernetes import client
 
 from leoflow_staging.devenv import provisioner
 from leoflow_staging.devenv.cluster import NodeCluster
-from tests.node.conftest import kubectl
 
 
 def task_pod(name: str, image: str, script: str, claim: str | None = None) -> dict[str, Any]:
@@ -119,4 +118,4 @@ def test_a_missing_image_says_so(cluster: NodeCluster, core: client.CoreV1Api, n
             break
         assert time.monotonic() < deadline, f"no ErrImageNeverPull: {pod.status}"
         time.sleep(0.3)
-    assert kubectl(cluster, "-n", namespace, "get", "pod", "ghost").returncode == 0
+    assert cluster.kubectl("-n", namespace, "get", "pod", "ghost").returncode == 0
