@@ -15,6 +15,7 @@ from shared.errors import SettingsError
 
 PREFIX = "LEOFLOW_STAGING_"
 DEFAULT_DATABASE_URL = "sqlite:///leoflow-staging.db"
+IDENTITIES = ("leoflow", "airflow")  # the keys of webhook.identity.SOURCES
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
@@ -36,6 +37,7 @@ class Settings:
     """Every setting of both programs, with its default."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    identity: str = "leoflow"  # where a pod's raw ids are: leoflow (contracts 1) or airflow (stock Airflow 3)
     instance: str = "default"  # label value on our PVCs: one per installation (metadatabase) on a cluster
     kubeconfig: str | None = None  # None: in-cluster config, else ~/.kube/config
     storage_class: str | None = None  # a configured class must exist
@@ -152,6 +154,8 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     instance = values.get("instance", "default")
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", instance):
         raise SettingsError(f"{PREFIX}INSTANCE={instance!r}: expected a DNS label (lowercase, digits, '-')")
+    if values.get("identity", "leoflow") not in IDENTITIES:
+        raise SettingsError(f"{PREFIX}IDENTITY={values['identity']!r}: expected one of {', '.join(IDENTITIES)}")
     if values.get("log_level", "INFO").upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(
             f"{PREFIX}LOG_LEVEL={values['log_level']!r}: expected DEBUG, INFO, WARNING or ERROR")

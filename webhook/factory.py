@@ -12,6 +12,7 @@ from shared.quantity import QuantityError, parse_quantity
 from shared.settings import Settings
 from webhook.app import create_app
 from webhook.handler import AdmissionHandler
+from webhook.identity import SOURCES
 from webhook.intent import SizePolicy
 from webhook.provisioning import ClaimCache, StorageClassCache, VolumeProvisioner
 from webhook.storage_choice import ClassPolicy
@@ -50,7 +51,7 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
     )
     handler = AdmissionHandler(provisioner=provisioner,
                                sizes=SizePolicy(default=settings.default_size, maximum=settings.max_size),
-                               budget=settings.request_budget)
+                               budget=settings.request_budget, identity=SOURCES[settings.identity])
 
     def ready() -> list[str]:
         problems = []

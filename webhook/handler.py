@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from shared.errors import DatabaseUnavailable, DataRejected, KubeForbidden, KubeUnavailable, SchemaError
+from webhook.identity import LEOFLOW, IdentitySource
 from webhook.intent import SizePolicy, StagingIntent, read_intent
 from webhook.patching import plan_patch
 from webhook.provisioning import Deadline, Ensured, VolumeProvisioner
@@ -27,8 +28,10 @@ class Outcome:
 class AdmissionHandler:
     """Pod CREATE of an opted-in pod gets its volume; everything else passes unchanged."""
 
-    def __init__(self, *, provisioner: VolumeProvisioner, sizes: SizePolicy, budget: float) -> None:
+    def __init__(self, *, provisioner: VolumeProvisioner, sizes: SizePolicy, budget: float,
+                 identity: IdentitySource = LEOFLOW) -> None:
         self._provisioner, self._sizes, self._budget = provisioner, sizes, budget
+        self._identity = identity
 
     def handle(self, req: AdmissionRequest) -> Outcome:
         if not req.is_pod:
@@ -39,7 +42,7 @@ class AdmissionHandler:
         if pod is None:
             return Outcome(deny("malformed_pod", "leoflow-staging: a Pod CREATE request without an object",
                                 code=400))
-        intent = read_intent(pod, self._sizes)
+        intent = read_intent(pod, self._sizes, self._identity)
         if intent is None:
             return Outcome(allow("not_opted_in"))
         if isinstance(intent, Verdict):

@@ -7,8 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 from shared import labels
-from shared.naming import id_problem, pvc_name
+from shared.naming import pvc_name
 from shared.quantity import QuantityError, format_bytes, parse_quantity
+from webhook.identity import LEOFLOW, IdentitySource, meta_map, read_ids
 from webhook.verdicts import Verdict, deny
 
 
@@ -29,34 +30,13 @@ class StagingIntent:
     requested_class: str | None
 
 
-def _meta_map(pod: dict[str, Any], key: str) -> dict[str, Any]:
-    value = (pod.get("metadata") or {}).get(key) if isinstance(pod.get("metadata"), dict) else None
-    return value if isinstance(value, dict) else {}
-
-
 def opted_in(pod: dict[str, Any]) -> bool:
     """True only for ``leoflow.io/staging: "enabled"`` (contracts 1)."""
-    return _meta_map(pod, "labels").get(labels.OPT_IN) == labels.OPT_IN_VALUE
-
-
-def _identity(pod: dict[str, Any], key: str, what: str) -> str | Verdict:
-    ann, lab = _meta_map(pod, "annotations"), _meta_map(pod, "labels")
-    raw = ann.get(key, lab.get(key))
-    source = "annotation" if key in ann else "label"
-    if raw is None:
-        return deny("missing_id", f"leoflow-staging: the pod opts in to staging ({labels.OPT_IN}="
-                    f"{labels.OPT_IN_VALUE}) but has no {key} annotation or label; the dispatcher must "
-                    f"set the {what}", code=422)
-    if not isinstance(raw, str):
-        return deny("invalid_id", f"leoflow-staging: the {key} {source} must be a string", code=422)
-    problem = id_problem(raw)
-    if problem:
-        return deny("invalid_id", f"leoflow-staging: the {what} in the {key} {source} {problem}", code=422)
-    return raw
+    return meta_map(pod, "labels").get(labels.OPT_IN) == labels.OPT_IN_VALUE
 
 
 def _size(pod: dict[str, Any], policy: SizePolicy) -> str | Verdict:
-    raw = _meta_map(pod, "annotations").get(labels.SIZE, policy.default)
+    raw = meta_map(pod, "annotations").get(labels.SIZE, policy.default)
     if not isinstance(raw, str):
         return deny("invalid_size", f"leoflow-staging: the {labels.SIZE} annotation must be a string", code=422)
     raw = raw.strip()
@@ -75,20 +55,20 @@ def _size(pod: dict[str, Any], policy: SizePolicy) -> str | Verdict:
     return raw
 
 
-def read_intent(pod: dict[str, Any], policy: SizePolicy) -> StagingIntent | Verdict | None:
-    """None when the pod did not opt in; a denial when it did but is malformed; else the intent."""
+def read_intent(pod: dict[str, Any], policy: SizePolicy,
+                identity: IdentitySource = LEOFLOW) -> StagingIntent | Verdict | None:
+    """None when the pod did not opt in; a denial when it did but is malformed; else the intent.
+    ``identity`` says where the raw ids are (the ``LEOFLOW_STAGING_IDENTITY`` setting)."""
     if not opted_in(pod):
         return None
-    dag_id = _identity(pod, labels.DAG_ID, "DAG id")
-    if isinstance(dag_id, Verdict):
-        return dag_id
-    run_id = _identity(pod, labels.RUN_ID, "run id")
-    if isinstance(run_id, Verdict):
-        return run_id
+    ids = read_ids(pod, identity)
+    if isinstance(ids, Verdict):
+        return ids
+    dag_id, run_id = ids
     size = _size(pod, policy)
     if isinstance(size, Verdict):
         return size
-    requested = _meta_map(pod, "annotations").get(labels.STORAGE_CLASS)
+    requested = meta_map(pod, "annotations").get(labels.STORAGE_CLASS)
     if requested is not None and (not isinstance(requested, str) or not requested.strip()
                                   or len(requested) > 253):
         return deny("invalid_storage_class", f"leoflow-staging: the {labels.STORAGE_CLASS} annotation must "

@@ -25,6 +25,7 @@ def test_values_are_parsed() -> None:
     assert s.rwx_provisioners == ("a.example", "b.example")
     assert s.runs.table == "orch.runs" and s.runs.success_states == ("success", "skipped")
     assert s.storage_class == "nfs"
+    assert s.identity == "leoflow" and from_env({"LEOFLOW_STAGING_IDENTITY": "airflow"}).identity == "airflow"
 
 
 @pytest.mark.parametrize(("env", "fragment"), [
@@ -34,6 +35,7 @@ def test_values_are_parsed() -> None:
     ({"LEOFLOW_STAGING_RUNS_TABLE": "dag_run; drop table x"}, "SQL identifier"),
     ({"LEOFLOW_STAGING_LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     ({"LEOFLOW_STAGING_INSTANCE": "Prod_1"}, "DNS label"),
+    ({"LEOFLOW_STAGING_IDENTITY": "Airflow2"}, "expected one of leoflow, airflow"),
 ])
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(SettingsError, match=fragment):

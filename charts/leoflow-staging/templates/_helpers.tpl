@@ -64,6 +64,7 @@ app.kubernetes.io/component: webhook
 {{- if .rwxProvisioners }}
 - {name: LEOFLOW_STAGING_RWX_PROVISIONERS, value: {{ join "," .rwxProvisioners | quote }}}
 {{- end }}
+- {name: LEOFLOW_STAGING_IDENTITY, value: {{ .identity | quote }}}
 - {name: LEOFLOW_STAGING_DEFAULT_SIZE, value: {{ .defaultSize | quote }}}
 - {name: LEOFLOW_STAGING_MAX_SIZE, value: {{ .maxSize | quote }}}
 - {name: LEOFLOW_STAGING_FAILED_TTL, value: {{ .failedTtl | quote }}}
