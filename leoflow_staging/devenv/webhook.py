@@ -20,6 +20,8 @@ from certs.issuance import KeyPair, issue_ca, issue_serving
 from leoflow_staging.devenv.processes import ManagedProcess, free_port
 from shared import labels
 
+TEST_WEBHOOK_LABEL = "leoflow.io/test-webhook"  # on a namespace: which test webhook sees its pods
+
 
 def console_script() -> str:
     found = Path(sys.executable).parent / "leoflow-staging"
@@ -81,9 +83,13 @@ class WebhookProcess:
         if self.process is not None:
             self.process.stop()
 
-    def configuration(self, name: str) -> dict[str, Any]:
-        """A MutatingWebhookConfiguration pointing the apiserver at this process (URL mode)."""
+    def configuration(self, name: str, namespace_label: str | None = None) -> dict[str, Any]:
+        """A MutatingWebhookConfiguration pointing the apiserver at this process (URL mode). With
+        ``namespace_label``, only namespaces labelled ``leoflow.io/test-webhook=<it>``; without, only namespaces
+        without that label (two test webhooks, e.g. two identity modes, never both see one pod)."""
         assert self.ca is not None
+        selected = ({"key": TEST_WEBHOOK_LABEL, "operator": "In", "values": [namespace_label]} if namespace_label
+                    else {"key": TEST_WEBHOOK_LABEL, "operator": "DoesNotExist"})
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
@@ -97,7 +103,7 @@ class WebhookProcess:
                            "resources": ["pods"], "scope": "Namespaced"}],
                 "objectSelector": {"matchLabels": {labels.OPT_IN: labels.OPT_IN_VALUE}},
                 "namespaceSelector": {"matchExpressions": [{
-                    "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]},
+                    "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}, selected]},
                 "failurePolicy": "Fail",
                 "sideEffects": "NoneOnDryRun",
                 "timeoutSeconds": 10,
@@ -105,11 +111,12 @@ class WebhookProcess:
             }],
         }
 
-    def register(self, api: client.ApiClient, name: str = "leoflow-staging-test") -> None:
+    def register(self, api: client.ApiClient, name: str = "leoflow-staging-test",
+                 namespace_label: str | None = None) -> None:
         admission = client.AdmissionregistrationV1Api(api)
         try:
             admission.delete_mutating_webhook_configuration(name)
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
-        admission.create_mutating_webhook_configuration(self.configuration(name))  # type: ignore[arg-type]
+        admission.create_mutating_webhook_configuration(self.configuration(name, namespace_label))  # type: ignore[arg-type]

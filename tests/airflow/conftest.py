@@ -1,0 +1,177 @@
+"""Stock Apache Airflow 3 as a client: its own virtualenv (hack/ensure-airflow.sh), its metadatabase migrated by
+``airflow db migrate`` on the test PostgreSQL, and a webhook in ``airflow`` identity mode that only sees the
+namespaces of these tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from kubernetes import client, config
+
+from leoflow_staging.devenv.controlplane import ControlPlane
+from leoflow_staging.devenv.postgres import Postgres
+from leoflow_staging.devenv.webhook import TEST_WEBHOOK_LABEL
+from shared.db.migrate import upgrade
+from tests.conftest import unavailable
+from tests.support.webhook import WebhookProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW_SIDE = Path(__file__).with_name("airflow_side.py")
+AIRFLOW_CLASS = "leoflow-airflow-rwx"
+WEBHOOK_NAME = "leoflow-staging-airflow-test"
+
+# The DAGs these tests trigger runs of (parsed by `airflow dags reserialize`, as a dag-processor would).
+DAG_FILE = '''
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+
+for dag_id in {dag_ids!r}:
+    with DAG(dag_id, schedule=None) as dag:
+        EmptyOperator(task_id="extract") >> EmptyOperator(task_id="transform") >> EmptyOperator(task_id="load")
+    globals()[f"dag_{{len(globals())}}"] = dag
+'''
+UNICODE_DAG = ("données_élaborées_" * 12)[:200]  # 200 characters, label-unsafe: Airflow hashes its label
+DAG_IDS = ("staging_etl", "staging_clean", UNICODE_DAG)
+
+
+@dataclass
+class Airflow:
+    """One Airflow installation: the cached venv, an AIRFLOW_HOME, its metadatabase."""
+
+    venv: Path
+    home: Path
+    database_url: str  # SQLAlchemy URL of the metadatabase (psycopg2), shared with leoflow-staging's tables
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LEOFLOW_STAGING_"))}
+        env.update({
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        })
+        return env
+
+    def cli(self, *args: str, timeout: float = 300) -> str:
+        """``airflow <args>``; its output, or a failure showing it."""
+        done = subprocess.run([str(self.venv / "bin" / "airflow"), *args], env=self.env(), capture_output=True,
+                              text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
+                        f"{done.stderr[-3000:]}", pytrace=False)
+        return done.stdout + done.stderr
+
+    def side(self, command: str, request: dict[str, Any]) -> Any:
+        """Run Airflow's own code (tests/airflow/airflow_side.py) in Airflow's interpreter."""
+        done = subprocess.run([str(self.venv / "bin" / "python"), str(AIRFLOW_SIDE), command],
+                              input=json.dumps(request), env=self.env(), capture_output=True, text=True,
+                              timeout=300, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"airflow_side {command} exited {done.returncode}:\n{done.stderr[-4000:]}", pytrace=False)
+        return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="session")
+def airflow_venv() -> Path:
+    done = subprocess.run(["bash", str(ROOT / "hack" / "ensure-airflow.sh")], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        unavailable(f"Apache Airflow virtualenv (hack/ensure-airflow.sh): {done.stderr[-2000:]}")
+    return Path(done.stdout.strip())
+
+
+@pytest.fixture(scope="package")
+def airflow(airflow_venv: Path, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Airflow:
+    """Airflow's metadatabase as `airflow db migrate` makes it, with leoflow-staging's schema beside it (the
+    documented layout: one database, our own Alembic version table), and the test DAGs serialized."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    (home / "dags").mkdir()
+    (home / "dags" / "staging_dags.py").write_text(DAG_FILE.format(dag_ids=DAG_IDS), encoding="utf-8")
+    installation = Airflow(venv=airflow_venv, home=home, database_url=postgres.create_database("airflow_meta"))
+    installation.cli("db", "migrate")
+    engine = sa.create_engine(installation.database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    installation.cli("dags", "reserialize")
+    return installation
+
+
+@pytest.fixture(scope="package")
+def kube_api(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+@pytest.fixture(scope="package")
+def core_api(kube_api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube_api)
+
+
+@pytest.fixture(scope="package")
+def airflow_class(kube_api: client.ApiClient) -> Iterator[str]:
+    """An RWX class for these tests only (API level: nothing provisions it; claims stay Pending)."""
+    storage = client.StorageV1Api(kube_api)
+    storage.create_storage_class({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": AIRFLOW_CLASS, "annotations": {"leoflow.io/rwx": "true"}},
+        "provisioner": "example.com/airflow-test-rwx",
+    })
+    yield AIRFLOW_CLASS
+    storage.delete_storage_class(AIRFLOW_CLASS)
+
+
+@pytest.fixture(scope="package")
+def airflow_webhook(control_plane: ControlPlane, airflow: Airflow, kube_api: client.ApiClient, airflow_class: str,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
+    """``leoflow-staging serve`` with LEOFLOW_STAGING_IDENTITY=airflow on Airflow's metadatabase."""
+    server = WebhookProcess(workdir=tmp_path_factory.mktemp("airflow_webhook"), env={
+        "LEOFLOW_STAGING_IDENTITY": "airflow",
+        "LEOFLOW_STAGING_DATABASE_URL": airflow.database_url,
+        "LEOFLOW_STAGING_KUBECONFIG": str(control_plane.kubeconfig_path),
+        "LEOFLOW_STAGING_STORAGE_CLASS": airflow_class,
+        "LEOFLOW_STAGING_CLASS_CACHE_SECONDS": "0",
+        "LEOFLOW_STAGING_PVC_CACHE_SECONDS": "0",
+        "LEOFLOW_STAGING_DEFAULT_SIZE": "2Gi",
+        "LEOFLOW_STAGING_WORKERS": "1",
+    })
+    server.start()
+    server.register(kube_api, WEBHOOK_NAME, namespace_label="airflow")
+    try:
+        yield server
+    finally:
+        client.AdmissionregistrationV1Api(kube_api).delete_mutating_webhook_configuration(WEBHOOK_NAME)
+        server.stop()
+
+
+@pytest.fixture
+def airflow_namespace(core_api: client.CoreV1Api, airflow_webhook: WebhookProcess) -> Iterator[str]:
+    name = f"af-{uuid.uuid4().hex[:10]}"
+    core_api.create_namespace({"metadata": {"name": name, "labels": {TEST_WEBHOOK_LABEL: "airflow"}}})
+    yield name
+    core_api.delete_namespace(name)
+
+
+@pytest.fixture
+def pod_template(tmp_path: Path) -> Path:
+    """The executor's pod_template_file, as a platform team would write it (the opt-in comes per task from a
+    pod_override here; a template may carry the label for every task instead)."""
+    path = tmp_path / "pod_template.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: placeholder\nspec:\n  restartPolicy: Never\n"
+        "  containers:\n    - name: base\n      image: placeholder\n"
+        "      resources: {requests: {cpu: 100m, memory: 256Mi}}\n"
+        "    - name: log-shipper\n      image: busybox\n      args: [sh, -c, 'tail -F /dev/null']\n"
+        "  initContainers:\n    - name: wait-for-config\n      image: busybox\n      args: ['true']\n",
+        encoding="utf-8")
+    return path
