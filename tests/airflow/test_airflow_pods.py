@@ -73,7 +73,7 @@ def test_executor_pods_get_one_claim_per_run_from_the_raw_annotations(
         assert [c["name"] for c in pod["spec"]["containers"]] == ["base", "log-shipper"]
         assert pod["metadata"]["annotations"]["leoflow.io/staging-pvc"] in claims
 
-    live = [c.metadata.name for c in core_api.list_namespaced_persistent_volume_claim(airflow_namespace).items]
+    live = [str(c.metadata.name) for c in core_api.list_namespaced_persistent_volume_claim(airflow_namespace).items]
     assert sorted(live) == sorted(set(claims))
     pvc = core_api.read_namespaced_persistent_volume_claim(claims[4], airflow_namespace)
     assert pvc.spec.access_modes == ["ReadWriteMany"] and pvc.spec.storage_class_name == AIRFLOW_CLASS
