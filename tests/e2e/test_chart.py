@@ -91,12 +91,13 @@ def test_value_sets(assets: Path) -> None:
     assert by_kind(url, "CronJob")  # the GC still runs in the cluster
 
     custom = render(assets, values={"gc": {"schedule": "0 * * * *", "suspend": True},
-                                    "config": {"failedTtl": "48h", "storageClass": "nfs"}})
+                                    "config": {"failedTtl": "48h", "storageClass": "nfs", "identity": "airflow"}})
     assert isinstance(custom, list)
     assert one(custom, "CronJob")["spec"]["schedule"] == "0 * * * *"
     container = one(custom, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["LEOFLOW_STAGING_FAILED_TTL"] == "48h" and env["LEOFLOW_STAGING_STORAGE_CLASS"] == "nfs"
+    assert env["LEOFLOW_STAGING_IDENTITY"] == "airflow"
 
 
 @pytest.mark.parametrize(("values", "fragment"), [
@@ -105,6 +106,7 @@ def test_value_sets(assets: Path) -> None:
     ({"webhook": {"replica": 2}}, "replica"),
     ({"certs": {"mode": "letsencrypt"}}, "mode"),
     ({"config": {"maxSize": "lots"}}, "maxSize"),
+    ({"config": {"identity": "airflow2"}}, "identity"),
     ({"config": {"runs": {"table": "dag_run; drop"}}}, "table"),
     ({"database": {"existingSecret": ""}}, "existingSecret"),
     ({"config": {"requestBudget": 10}}, "must be below webhook.timeoutSeconds"),
