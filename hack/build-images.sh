@@ -4,6 +4,8 @@
 #   task         leoflow.local/task:busybox                        (busybox-static; also the provisioner's helper pods)
 #   pause        leoflow.local/pause:3.10                          (a static Go binary waiting for SIGTERM)
 #   provisioner  leoflow.local/local-path-provisioner:v0.0.37     (rancher's, built from its Go module)
+#   airflow      leoflow.local/airflow:<version>-<16 hex of the lock> (stock Apache Airflow 3 worker, from
+#                requirements/airflow.lock; not part of `all`: only the Airflow-on-the-node test builds it)
 #
 #   bash hack/build-images.sh [all|product|task|pause|provisioner ...]   (default: all)
 #   bash hack/build-images.sh --lock      regenerate requirements/image.lock from pyproject.toml
@@ -118,7 +120,8 @@ prune_siblings() {  # dir: a newer cached tree replaced older ones (other keys) 
 
 prune_blobs() {  # keep only the blobs a cached layer.json names; per-image layers live on in their archives
   local keep d f
-  keep=$(cat "$CACHE"/rootfs/*/layer.json "$CACHE"/python-deps/*/layer.json 2>/dev/null \
+  keep=$(cat "$CACHE"/rootfs/*/layer.json "$CACHE"/python-deps/*/layer.json "$CACHE"/airflow-layer/*/layer.json \
+    2>/dev/null \
     | sed -n 's/.*"digest": "sha256:\([0-9a-f]*\)".*/\1/p' || true)
   for f in "$BLOBS"/sha256/*; do
     [[ -f "$f" ]] || continue
@@ -475,6 +478,68 @@ JSON
   log "$ref: $(du -h "$archive" | cut -f1) archive in $(since "$t0") -> $archive"
 }
 
+# ------------------------------------------------------------------------------------------------ airflow
+# A KubernetesExecutor worker: the product's base rootfs + stock Apache Airflow 3 and the cncf-kubernetes
+# provider at the pins of requirements/airflow.lock (the same as the tests' Airflow venv), and a `python`
+# (Airflow 3's executor runs `python -m airflow.sdk.execution_time.execute_workload` in the pod).
+build_airflow() {
+  local lock="$REPO/requirements/airflow.lock" key version ref archive layer_dir t0
+  key=$({ cat "$lock"; echo "$BASE_KEY $DEPS_RECIPE $PY_SITE $(pip_platforms)"; } | sha | short)
+  version=$(sed -n 's/^apache-airflow==//p' "$lock")
+  ref="leoflow.local/airflow:$version-$key"
+  archive="$CACHE/images/airflow-$version-$key.oci.tar"
+  layer_dir="$CACHE/airflow-layer/$key"
+  if fresh airflow "airflow $RECIPE $key" "$archive"; then
+    add_result airflow "$archive" "$ref"; return 0
+  fi
+  need_root airflow "debootstrap and chroot"
+  t0=$(now)
+  build_base
+  if [[ ! -f "$layer_dir/layer.json" ]]; then
+    local tmp="$layer_dir.tmp" root merged
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    root="$tmp/root"; mkdir -p "$root/$PY_SITE" "$root/usr/local/bin"
+    log "pip install Apache Airflow $version (requirements/airflow.lock, ~300 MB of wheels) (~1-2 min, once per lock; cached in $layer_dir)"
+    # shellcheck disable=SC2046
+    "$PYTHON" -m pip install -q --no-deps --no-compile --only-binary=:all: \
+      --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none $(pip_platforms) --platform any \
+      --target "$root/$PY_SITE" -r "$lock" >&2 || die "pip install -r requirements/airflow.lock failed"
+    clean_site "$root/$PY_SITE"
+    oci launchers --site "$root/$PY_SITE" --bin "$root/usr/local/bin" >/dev/null
+    ln -s /usr/bin/python3 "$root/usr/local/bin/python"
+    log "compiling Airflow to .pyc inside the rootfs (~1-2 min)"
+    merged="$tmp/merged"
+    merge_tree "$merged" "$BASE_DIR/rootfs" "$root"
+    local pkgs=() p
+    for p in "$root/$PY_SITE"/*; do [[ -d "$p" && "$p" != *.dist-info ]] && pkgs+=("$PY_SITE/$(basename "$p")"); done
+    compile_into "$merged" "$root" "${pkgs[@]}"
+    env -i PATH="$STD_PATH" HOME=/tmp AIRFLOW_HOME=/tmp/airflow chroot "$merged" python -c \
+      'import airflow.providers.cncf.kubernetes, airflow.sdk.execution_time.execute_workload' >/dev/null \
+      || die "Airflow does not import inside the rootfs"
+    rm -rf "$merged"
+    log "packing the Airflow layer (~30 s)"
+    oci layer --root "$root" --blobs "$BLOBS" --created-by "pip install --no-deps -r requirements/airflow.lock" \
+      --out "$tmp/layer.json"
+    rm -rf "$layer_dir"; mv "$tmp" "$layer_dir"
+    prune_siblings "$layer_dir"
+  fi
+  local config
+  config=$(cat <<JSON
+{"Cmd": ["python", "-m", "airflow", "version"], "WorkingDir": "/",
+ "Env": ["PATH=$STD_PATH", "PYTHONUNBUFFERED=1", "TMPDIR=/tmp", "HOME=/tmp"],
+ "Labels": {"org.opencontainers.image.title": "apache-airflow worker", "org.opencontainers.image.version": "$version"}}
+JSON
+)
+  local old
+  for old in "$CACHE"/images/airflow-*.oci.tar; do
+    [[ "$old" == "$archive" || ! -f "$old" ]] || rm -f "$old"
+  done
+  image_from_layers "$ref" "$archive" "$config" "$BASE_DIR/layer.json" "$layer_dir/layer.json"
+  stamp airflow "airflow $RECIPE $key" "$archive"
+  add_result airflow "$archive" "$ref"
+  log "$ref: $(du -h "$archive" | cut -f1) archive in $(since "$t0")"
+}
+
 # ------------------------------------------------------------------------------------------------ lock
 write_lock() {
   local py="${PYTHON311:-python3.11}"
@@ -509,9 +574,9 @@ main() {
   for n in "${@:-all}"; do
     case "$n" in
       all) names+=(pause task provisioner product) ;;
-      pause|task|provisioner|product) names+=("$n") ;;
+      pause|task|provisioner|product|airflow) names+=("$n") ;;
       -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; return 0 ;;
-      *) die "unknown image $n (all, product, task, pause, provisioner)" ;;
+      *) die "unknown image $n (all, product, task, pause, provisioner, airflow)" ;;
     esac
   done
   mkdir -p "$CACHE/images" "$BLOBS"
