@@ -47,9 +47,9 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
-# The node's images (pause, task, provisioner, product) as OCI archives: cold ~3-5 min, warm ~1 s.
+# The node's images (pause, task, provisioner, product, the Airflow worker) as OCI archives: cold ~6-8 min, warm ~1 s.
 images: node-packages
-	bash hack/build-images.sh >/dev/null
+	bash hack/build-images.sh all airflow >/dev/null
 
 test: install binaries postgres node-packages images airflow lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
