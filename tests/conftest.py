@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,16 @@ def assets() -> Path:
     except (RuntimeError, FileNotFoundError) as exc:
         unavailable(f"control-plane binaries: {exc}")
         raise  # unreachable: unavailable() always raises
+
+
+@pytest.fixture(scope="session")
+def airflow_venv() -> Path:
+    """The cached virtualenv with stock Apache Airflow 3 (hack/ensure-airflow.sh; ~2-3 min cold)."""
+    script = Path(__file__).resolve().parents[1] / "hack" / "ensure-airflow.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        unavailable(f"Apache Airflow virtualenv (hack/ensure-airflow.sh): {done.stderr[-2000:]}")
+    return Path(done.stdout.strip())
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,9 @@ namespaces of these tests."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -21,11 +16,10 @@ from leoflow_staging.devenv.controlplane import ControlPlane
 from leoflow_staging.devenv.postgres import Postgres
 from leoflow_staging.devenv.webhook import TEST_WEBHOOK_LABEL
 from shared.db.migrate import upgrade
-from tests.conftest import unavailable
+from tests.support.airflow import Airflow
 from tests.support.webhook import WebhookProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW_SIDE = Path(__file__).with_name("airflow_side.py")
 AIRFLOW_CLASS = "leoflow-airflow-rwx"
 WEBHOOK_NAME = "leoflow-staging-airflow-test"
 
@@ -41,53 +35,6 @@ for dag_id in {dag_ids!r}:
 '''
 UNICODE_DAG = ("données_élaborées_" * 12)[:200]  # 200 characters, label-unsafe: Airflow hashes its label
 DAG_IDS = ("staging_etl", "staging_clean", UNICODE_DAG)
-
-
-@dataclass
-class Airflow:
-    """One Airflow installation: the cached venv, an AIRFLOW_HOME, its metadatabase."""
-
-    venv: Path
-    home: Path
-    database_url: str  # SQLAlchemy URL of the metadatabase (psycopg2), shared with leoflow-staging's tables
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LEOFLOW_STAGING_"))}
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        })
-        return env
-
-    def cli(self, *args: str, timeout: float = 300) -> str:
-        """``airflow <args>``; its output, or a failure showing it."""
-        done = subprocess.run([str(self.venv / "bin" / "airflow"), *args], env=self.env(), capture_output=True,
-                              text=True, timeout=timeout, check=False)
-        if done.returncode != 0:
-            pytest.fail(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
-                        f"{done.stderr[-3000:]}", pytrace=False)
-        return done.stdout + done.stderr
-
-    def side(self, command: str, request: dict[str, Any]) -> Any:
-        """Run Airflow's own code (tests/airflow/airflow_side.py) in Airflow's interpreter."""
-        done = subprocess.run([str(self.venv / "bin" / "python"), str(AIRFLOW_SIDE), command],
-                              input=json.dumps(request), env=self.env(), capture_output=True, text=True,
-                              timeout=300, check=False)
-        if done.returncode != 0:
-            pytest.fail(f"airflow_side {command} exited {done.returncode}:\n{done.stderr[-4000:]}", pytrace=False)
-        return json.loads(done.stdout)
-
-
-@pytest.fixture(scope="session")
-def airflow_venv() -> Path:
-    done = subprocess.run(["bash", str(ROOT / "hack" / "ensure-airflow.sh")], capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        unavailable(f"Apache Airflow virtualenv (hack/ensure-airflow.sh): {done.stderr[-2000:]}")
-    return Path(done.stdout.strip())
 
 
 @pytest.fixture(scope="package")

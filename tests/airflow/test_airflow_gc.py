@@ -18,7 +18,8 @@ from kubernetes import client
 
 from leoflow_staging.devenv.postgres import Postgres
 from shared.naming import pvc_name
-from tests.airflow.conftest import UNICODE_DAG, Airflow
+from tests.airflow.conftest import UNICODE_DAG
+from tests.support.airflow import Airflow
 from tests.support.webhook import WebhookProcess, console_script
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]

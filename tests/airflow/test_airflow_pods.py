@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from kubernetes import client
 
 from shared.naming import pvc_name
-from tests.airflow.conftest import AIRFLOW_CLASS, UNICODE_DAG, Airflow
+from tests.airflow.conftest import AIRFLOW_CLASS, UNICODE_DAG
+from tests.support.airflow import Airflow
 from tests.support.webhook import WebhookProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]

@@ -10,9 +10,7 @@ pins. Workers talk only HTTP to the execution API on the node's address, never t
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from leoflow_staging.devenv.images import build_images
 from leoflow_staging.devenv.node import primary_ip
 from leoflow_staging.devenv.processes import ManagedProcess, free_port, log_tail
 from shared.naming import pvc_name
-from tests.conftest import unavailable
+from tests.support.airflow import Airflow
 
 pytestmark = pytest.mark.node
 
@@ -86,15 +84,12 @@ staging_handoff()
 class AirflowOnHost:
     """Airflow's three host processes (api-server, dag-processor, scheduler) with the KubernetesExecutor."""
 
-    venv: Path
-    home: Path
-    database_url: str
+    airflow: Airflow
     kubeconfig: Path
     node_ip: str
     worker_image: str
     port: int = 0
     processes: list[ManagedProcess] = field(default_factory=list)
-    _env: dict[str, str] = field(default_factory=dict)
 
     @property
     def execution_api(self) -> str:
@@ -103,7 +98,7 @@ class AirflowOnHost:
     def pod_template(self) -> dict[str, Any]:
         """What a platform team's pod_template_file holds here: the image never pulled, the DAGs folder at the
         host's path (single node), no service links; workers get a database URL they never open."""
-        dags = str(self.home / "dags")
+        dags = str(self.airflow.home / "dags")
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "placeholder"}, "spec": {
             "restartPolicy": "Never", "enableServiceLinks": False, "terminationGracePeriodSeconds": 5,
             "containers": [{
@@ -116,14 +111,10 @@ class AirflowOnHost:
                 "volumeMounts": [{"name": "dags", "mountPath": dags, "readOnly": True}]}],
             "volumes": [{"name": "dags", "hostPath": {"path": dags, "type": "Directory"}}]}}
 
-    def env(self) -> dict[str, str]:
+    def executor_settings(self) -> dict[str, str]:
         repo, tag = self.worker_image.rsplit(":", 1)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LEOFLOW_STAGING_"))}
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        return {
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__EXECUTOR": "KubernetesExecutor",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": self.execution_api,
@@ -133,30 +124,25 @@ class AirflowOnHost:
             "AIRFLOW__KUBERNETES_EXECUTOR__IN_CLUSTER": "False",
             "AIRFLOW__KUBERNETES_EXECUTOR__CONFIG_FILE": str(self.kubeconfig),
             "AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE": TENANT,
-            "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(self.home / "pod_template.json"),
+            "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(self.airflow.home / "pod_template.json"),
             "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_REPOSITORY": repo,
             "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_TAG": tag,
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        })
-        return env
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run([str(self.venv / "bin" / "airflow"), *args], env=self._env, capture_output=True,
-                              text=True, timeout=300, check=False)
-        assert done.returncode == 0, f"airflow {' '.join(args)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
-        return done.stdout
+        }
 
     def start(self) -> None:
         self.port = free_port()
-        (self.home / "dags").mkdir(parents=True)
-        (self.home / "dags" / "staging_handoff.py").write_text(DAG, encoding="utf-8")
-        (self.home / "pod_template.json").write_text(json.dumps(self.pod_template()), encoding="utf-8")
-        self._env = self.env()
-        self.cli("db", "migrate")
-        airflow = str(self.venv / "bin" / "airflow")
+        home = self.airflow.home
+        (home / "dags").mkdir(parents=True)
+        (home / "dags" / "staging_handoff.py").write_text(DAG, encoding="utf-8")
+        (home / "pod_template.json").write_text(json.dumps(self.pod_template()), encoding="utf-8")
+        self.airflow.extra_env.update(self.executor_settings())
+        self.airflow.cli("db", "migrate")
+        program = str(self.airflow.venv / "bin" / "airflow")
         for name in ("api-server", "dag-processor", "scheduler"):
-            process = ManagedProcess(f"airflow-{name}", [airflow, name], self.home / f"{name}.log", env=self._env)
+            process = ManagedProcess(f"airflow-{name}", [program, name], home / f"{name}.log",
+                                     env=self.airflow.env())
             process.start()
             self.processes.append(process)
         self.processes[0].wait_healthy(
@@ -169,15 +155,6 @@ class AirflowOnHost:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{log_tail(p.log_path, 30)}" for p in self.processes)
-
-
-@pytest.fixture(scope="module")
-def airflow_venv() -> Path:
-    done = subprocess.run(["bash", str(ROOT / "hack" / "ensure-airflow.sh")], capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        unavailable(f"Apache Airflow virtualenv (hack/ensure-airflow.sh): {done.stderr[-2000:]}")
-    return Path(done.stdout.strip())
 
 
 @pytest.fixture(scope="module")
@@ -199,9 +176,10 @@ def airflow_db(cluster: NodeCluster) -> str:
 def airflow_host(cluster: NodeCluster, airflow_venv: Path, airflow_db: str, worker_image: str,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowOnHost]:
     assert cluster.postgres is not None and cluster.plane is not None
-    host = AirflowOnHost(venv=airflow_venv, home=tmp_path_factory.mktemp("airflow_node_home"),
-                         database_url=cluster.postgres.url(airflow_db), kubeconfig=cluster.plane.kubeconfig_path,
-                         node_ip=primary_ip(), worker_image=worker_image)
+    installation = Airflow(venv=airflow_venv, home=tmp_path_factory.mktemp("airflow_node_home"),
+                           database_url=cluster.postgres.url(airflow_db))
+    host = AirflowOnHost(airflow=installation, kubeconfig=cluster.plane.kubeconfig_path, node_ip=primary_ip(),
+                         worker_image=worker_image)
     try:
         host.start()
         yield host
@@ -246,10 +224,10 @@ def test_airflow_kubernetes_executor_hands_a_file_over_through_staging(
     try:
         # The dag-processor parses the DAG; then a person triggers a run with Airflow's CLI.
         deadline = time.monotonic() + 120
-        while DAG_ID not in airflow_host.cli("dags", "list", "-o", "plain"):
+        while DAG_ID not in airflow_host.airflow.cli("dags", "list", "-o", "plain"):
             assert time.monotonic() < deadline, f"DAG never parsed\n{airflow_host.logs()}"
             time.sleep(2)
-        airflow_host.cli("dags", "trigger", DAG_ID, "--run-id", RUN_ID)
+        airflow_host.airflow.cli("dags", "trigger", DAG_ID, "--run-id", RUN_ID)
         # While it runs: the executor's pods carry the run's claim (they are deleted when they succeed).
         claim = pvc_name(DAG_ID, RUN_ID)
         seen: dict[str, list[str]] = {}
