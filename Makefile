@@ -32,6 +32,7 @@ node-packages:
 
 postgres:
 	bash hack/ensure-postgres.sh
+	bash hack/ensure-pgbouncer.sh
 
 lint: install
 	$(BIN)/ruff check .
