@@ -202,3 +202,39 @@ def test_of_two_concurrent_sweeps_exactly_one_runs(bench: Bench, caplog: pytest.
     [summary] = _events(caplog, "sweep_summary")
     assert summary["reclaimed"] == {"run_succeeded": 1}
     assert [r.state for r in bench.rows()] == [VolumeState.DELETED]
+
+
+def test_a_sweep_that_hangs_past_the_idle_timeout_loses_its_lock_and_stops(
+        bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    _reclaimable(bench, "f")
+    errors: list[Exception] = []
+
+    def sweep() -> None:
+        try:
+            bench.sweep(lock_idle_seconds=1.0)
+        except LockLost as exc:
+            errors.append(exc)
+
+    blocker = bench.engine.connect()
+    blocker.execute(sa.text("LOCK TABLE dag_run IN ACCESS EXCLUSIVE MODE"))  # the sweep hangs on its first read
+    thread = threading.Thread(target=sweep)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not _holder_pids(bench.engine):
+            assert time.monotonic() < deadline, "the sweep never took the lock"
+            time.sleep(0.05)
+        while _holder_pids(bench.engine):  # hung past the idle timeout: the server ends the lock's session
+            assert time.monotonic() < deadline, "the hung sweep kept its lock"
+            time.sleep(0.1)
+    finally:
+        blocker.rollback()
+        blocker.close()
+        thread.join(60)
+    [lost] = errors  # when it resumes, its first touch finds the lock gone: it stops, having done nothing
+    assert "the GC lock was lost" in str(lost)
+    assert _events(caplog, "lock_lost")
+    assert [r.state for r in bench.rows()] == [VolumeState.ACTIVE]
+    assert _swept(bench, caplog)  # the next sweep takes over
+    assert [r.state for r in bench.rows()] == [VolumeState.DELETED]
