@@ -7,6 +7,7 @@ labels and annotations under its 40-bit name, and an active row under the same n
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
+from leoflow_staging.cli import main as cli_main
 from shared.db import volumes_repo
 from shared.db.migrate import upgrade
 from shared.kube import KubeApi, make_api_client
@@ -63,7 +65,7 @@ def kube(kubeconfig: Path) -> KubeApi:
 
 def test_a_run_keeps_its_legacy_claim_and_row_and_the_gc_still_reclaims_them(
         webhook: WebhookProcess, api: client.ApiClient, core: client.CoreV1Api, namespace: str, db: sa.Engine,
-        kube: KubeApi, rwx_class: str) -> None:
+        kube: KubeApi, rwx_class: str, capsys: pytest.CaptureFixture[str]) -> None:
     old = _old_claim(kube, namespace, "etl", RUN, rwx_class)
     _old_row(db, old, "etl", RUN)
     assert old.name != pvc_name("etl", RUN)
@@ -76,6 +78,13 @@ def test_a_run_keeps_its_legacy_claim_and_row_and_the_gc_still_reclaims_them(
     assert [c.metadata.uid for c in core.list_namespaced_persistent_volume_claim(namespace).items] == [old.uid]
     assert [(r["pvc_name"], r["pvc_uid"], r["state"]) for r in rows_for(db, namespace)] == \
         [(old.name, old.uid, "active")]
+
+    # The CLI finds the run's volume by its ids, whatever its name.
+    assert cli_main(["--database-url", db.url.render_as_string(hide_password=False), "volumes", "--dag", "etl",
+                     "--run", RUN, "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(v["namespace"], v["pvc"], v["state"]) for v in listed if v["namespace"] == namespace] == \
+        [(namespace, old.name, "active")]
 
     fresh = _pod(core, api, namespace, "etl", "new-run", "task-new")  # a run that starts now
     assert staging_pvc_of(fresh) == pvc_name("etl", "new-run")
