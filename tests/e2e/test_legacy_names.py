@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonpatch
 import pytest
 import sqlalchemy as sa
 from kubernetes import client
@@ -26,8 +27,11 @@ from shared.volumes import DeleteReason, NewVolume, VolumeState
 from tests.e2e.conftest import pod_dict, rows_for, staging_pvc_of, wait_until_gone
 from tests.e2e.gc_support import Bench
 from tests.support.orchestrator import create_runs_table, set_run
-from tests.support.pods import task_pod
+from tests.support.pods import admission_review, task_pod
 from tests.support.webhook import WebhookProcess
+from webhook.handler import AdmissionHandler
+from webhook.intent import SizePolicy
+from webhook.review import parse_review
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +156,16 @@ def test_the_gc_adopts_a_stray_legacy_claim_and_reclaims_it(bench: Bench, core: 
     [row] = bench.rows()
     assert (row.state, row.delete_reason) == (VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED)
     wait_until_gone(core, bench.namespace)
+
+
+def test_a_pod_reinvoked_with_its_runs_legacy_claim_is_admitted_unchanged(bench: Bench, rwx_class: str) -> None:
+    # reinvocationPolicy: IfNeeded: a pod we already patched with the run's legacy-named claim comes back.
+    old = _old_claim(bench.kube, bench.namespace, "etl", "again", rwx_class)
+    _old_row(bench.engine, old, "etl", "again")
+    handler = AdmissionHandler(provisioner=bench.provisioner(), sizes=SizePolicy("1Gi", "10Gi"), budget=30)
+    first = handler.handle(parse_review(admission_review(task_pod("etl", "again"), bench.namespace, uid="u1")))
+    assert first.verdict.allowed and first.ensured is not None and first.ensured.pvc_name == old.name
+    assert first.verdict.patch is not None
+    patched_pod = jsonpatch.apply_patch(task_pod("etl", "again"), first.verdict.patch)
+    again = handler.handle(parse_review(admission_review(patched_pod, bench.namespace, uid="u2")))
+    assert (again.verdict.allowed, again.verdict.reason, again.verdict.patch) == (True, "patched", None)
