@@ -38,8 +38,8 @@ LOCK_APPLICATION_NAME = "leoflow-staging-gc-lock"  # how the holder shows in pg_
 DEFAULT_IDLE_TIMEOUT = 300.0  # seconds without a touch before the server ends the holder's session
 
 # Server-side keepalives on the lock's backend: first probe after 30 s of silence, then every 10 s, 3 probes.
-_KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3",
-               "tcp_user_timeout": "60000"}
+_KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+_USER_TIMEOUT = {"tcp_user_timeout": "60000"}  # PostgreSQL 12 and later: unacknowledged data for 60 s ends it
 
 
 class GcLock:
@@ -71,9 +71,10 @@ class GcLock:
             self._last = time.monotonic()
 
 
-def _lock_settings(idle_timeout: float) -> dict[str, str]:
+def _lock_settings(idle_timeout: float, server_version: tuple[int, ...]) -> dict[str, str]:
     return {"idle_in_transaction_session_timeout": str(max(1, int(idle_timeout * 1000))),
-            "application_name": LOCK_APPLICATION_NAME, **_KEEPALIVES}
+            "application_name": LOCK_APPLICATION_NAME, **_KEEPALIVES,
+            **(_USER_TIMEOUT if server_version >= (12,) else {})}
 
 
 @contextlib.contextmanager
@@ -81,7 +82,8 @@ def _postgres_lock(engine: sa.Engine, idle_timeout: float) -> Iterator[GcLock]:
     conn = engine.connect()
     try:
         # All transaction-local: they end with the lock, and never stay on a pooled server connection.
-        for name, value in _lock_settings(idle_timeout).items():
+        version = tuple(v for v in engine.dialect.server_version_info or (0,) if isinstance(v, int))
+        for name, value in _lock_settings(idle_timeout, version).items():
             conn.execute(sa.text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
         got = bool(conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": GC_LOCK_KEY}).scalar())
         if not got:
