@@ -32,6 +32,7 @@ node-packages:
 
 postgres:
 	bash hack/ensure-postgres.sh
+	bash hack/ensure-pgbouncer.sh
 
 # Stock Apache Airflow 3 (pinned by requirements/airflow.lock) for tests/airflow: cold ~2-3 min, warm ~0 s.
 airflow:

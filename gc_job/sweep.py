@@ -18,7 +18,8 @@ from gc_job.plan import Action, Decision, GcPolicy, plan_adoptions, plan_batch
 from gc_job.results import Outcome, Result
 from shared.db import runs_repo, volumes_repo
 from shared.db.engine import translate_errors
-from shared.db.locks import single_flight
+from shared.db.locks import DEFAULT_IDLE_TIMEOUT, GcLock, single_flight
+from shared.errors import LockLost
 from shared.kube import KubeApi
 from shared.objects import ClaimInfo
 from shared.settings import RunsTable
@@ -42,6 +43,8 @@ class SweepConfig:
     settle_seconds: float = 10.0
     parallelism: int = 4  # reclaims in flight at once (each is its own guarded transition)
     delete_finished_pods: bool = True  # Succeeded/Failed pods holding a reclaimed claim are deleted
+    # A sweep that makes no progress (no touch of its lock) for this long loses the lock to the next one.
+    lock_idle_seconds: float = DEFAULT_IDLE_TIMEOUT
 
 
 class Sweeper:
@@ -55,6 +58,12 @@ class Sweeper:
                                   delete_finished_pods=config.delete_finished_pods, on_event=self._emit)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.parallelism,
                                                            thread_name_prefix="gc-act")
+        self._lock: GcLock | None = None
+
+    def _touch(self) -> None:
+        """Progress: keep the single-flight lock (raises ``LockLost`` when it is gone)."""
+        if self._lock is not None:
+            self._lock.touch()
 
     def _emit(self, level: int, fields: dict[str, Any]) -> None:
         log.log(level, fields.get("event", ""), extra={"fields": fields})
@@ -63,6 +72,7 @@ class Sweeper:
         claims: list[ClaimInfo] = []
         for page in self._kube.list_managed_claims():
             claims.extend(page)
+            self._touch()
         return claims
 
     def check_runs_table(self) -> None:
@@ -74,7 +84,8 @@ class Sweeper:
 
     def run(self, *, dry_run: bool = False) -> int:
         started = time.monotonic()
-        with translate_errors("taking the GC lock"), single_flight(self._engine) as acquired:
+        with translate_errors("taking the GC lock"), \
+                single_flight(self._engine, idle_timeout=self._config.lock_idle_seconds) as acquired:
             if not acquired:
                 self._emit(logging.INFO, {"event": "sweep_skipped",
                                           "detail": "another GC sweep holds the lock; nothing to do"})
@@ -86,7 +97,14 @@ class Sweeper:
                     "detail": f"this role lacks UPDATE on {self._config.runs.table}, so the run is re-checked "
                               "just before each delete without a share lock (a clear in that instant is not "
                               "blocked); GRANT UPDATE to close the window (nothing is ever written)"})
-            results, kept = self._sweep(dry_run=dry_run)
+            self._lock = acquired
+            try:
+                results, kept = self._sweep(dry_run=dry_run)
+            except LockLost as lost:  # the server ended the lock's session: another sweep may run now
+                self._emit(logging.ERROR, {"event": "lock_lost", "detail": str(lost)})
+                raise
+            finally:
+                self._lock = None
         fields = report.summary(results, kept=kept, duration=time.monotonic() - started, dry_run=dry_run)
         self._emit(logging.INFO, fields)
         return report.exit_code(results)
@@ -109,10 +127,12 @@ class Sweeper:
                                              "detail": d.why})
                 continue
             results.append(self._do(d, dry_run))
+            self._touch()
         pending: list[Result] = []
         with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
             batches = volumes_repo.iter_live(conn, batch_size=self._config.batch_size)
             for batch in batches:
+                self._touch()
                 runs = runs_repo.run_states(conn, self._config.runs, (v.run for v in batch))
                 actions = []
                 for d in plan_batch(batch, runs, index, now=now, policy=policy):
@@ -129,7 +149,9 @@ class Sweeper:
                 # Rows are independent (each transition guards itself): act on a batch in parallel.
                 for r in self._pool.map(lambda d: self._do(d, dry_run), actions):
                     (pending if r.outcome is Outcome.TERMINATING else results).append(r)
+                    self._touch()
         if pending:
+            self._touch()
             results.extend(self._report_each(self._executor.settle(pending, grace=self._config.settle_seconds)))
         return results, kept
 

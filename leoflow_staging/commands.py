@@ -36,7 +36,9 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
                       failed_states=settings.runs.failed_states, adopt_min_age=settings.adopt_min_age)
     config = SweepConfig(runs=settings.runs, policy=policy, batch_size=settings.gc_batch_size,
                          settle_seconds=settings.gc_settle_seconds, parallelism=settings.gc_parallelism,
-                         delete_finished_pods=settings.gc_delete_finished_pods)
+                         delete_finished_pods=settings.gc_delete_finished_pods,
+                         # longer than any one step between two touches of the lock (a DB wait, a settle)
+                         lock_idle_seconds=max(10 * settings.gc_db_timeout, 3 * settings.gc_settle_seconds))
     return Sweeper(engine=engine, kube=kube, config=config).run(dry_run=dry_run)
 
 

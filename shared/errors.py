@@ -4,6 +4,7 @@ codes only at the edges (the webhook's HTTP shell, the CLI).
     StagingError
     ├── SettingsError        a configuration value is missing or malformed
     ├── DatabaseUnavailable  the metadatabase cannot be reached or timed out (retriable)
+    │   └── LockLost         the GC's single-flight lock went with its session (timeout, terminated)
     ├── SchemaError          a table is missing or unreadable (schema not migrated, wrong runs table)
     ├── DataRejected         the database refused a value (too long, invalid text): not retriable
     └── KubeUnavailable      the Kubernetes API cannot be reached, timed out or failed (retriable)
@@ -23,6 +24,10 @@ class SettingsError(StagingError):
 
 class DatabaseUnavailable(StagingError):
     """The metadatabase could not be reached or did not answer in time."""
+
+
+class LockLost(DatabaseUnavailable):
+    """The GC's lock ended with its database session (idle timeout, terminated backend): the sweep stops."""
 
 
 class SchemaError(StagingError):

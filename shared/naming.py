@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import unicodedata
 
 PVC_PREFIX = "leoflow-staging-"
 MAX_NAME = 63
-HASH_LEN = 10  # hex digits of sha256 over the raw (dag_id, run_id) pair: 40 bits
+HASH_LEN = 26  # base32 digits of sha256 over the raw (dag_id, run_id) pair: 130 bits
+LEGACY_HASH_LEN = 10  # hex digits of the same sha256 in names given before issue 16.3: 40 bits
 MAX_ID_LEN = 250  # the orchestrator's id columns are VARCHAR(250)
 
 _LABEL_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -28,10 +30,19 @@ def id_problem(value: str) -> str | None:
     return None
 
 
+def _pair_digest(dag_id: str, run_id: str) -> bytes:
+    # The NUL separator keeps ("a-b","c") and ("a","b-c") apart.
+    return hashlib.sha256(f"{dag_id}\x00{run_id}".encode("utf-8", "surrogatepass")).digest()
+
+
 def pair_hash(dag_id: str, run_id: str, length: int = HASH_LEN) -> str:
-    """A stable hex digest of the raw pair; the NUL separator keeps ("a-b","c") and ("a","b-c") apart."""
-    digest = hashlib.sha256(f"{dag_id}\x00{run_id}".encode("utf-8", "surrogatepass")).hexdigest()
-    return digest[:length]
+    """A stable lowercase base32 digest of the raw pair (``a-z2-7``, 5 bits a character)."""
+    return base64.b32encode(_pair_digest(dag_id, run_id)).decode("ascii").lower()[:length]
+
+
+def legacy_pair_hash(dag_id: str, run_id: str) -> str:
+    """The 40-bit hex digest that names given before issue 16.3 end with."""
+    return _pair_digest(dag_id, run_id).hex()[:LEGACY_HASH_LEN]
 
 
 def is_label_value(value: str) -> bool:
@@ -53,10 +64,7 @@ def _dns_part(value: str) -> str:
     return _DNS_BAD_CHARS.sub("-", value.lower()).strip("-")
 
 
-def pvc_name(dag_id: str, run_id: str) -> str:
-    """``leoflow-staging-<dag part>-<run part>-<hash>``: a DNS-1123 label of <= 63 characters,
-    deterministic for the pair, readable parts from the ids, unique through the hash."""
-    digest = pair_hash(dag_id, run_id)
+def _compose(dag_id: str, run_id: str, digest: str) -> str:
     budget = MAX_NAME - len(PVC_PREFIX) - len(digest)  # room for "<dag>-<run>-"
     dag, run = _dns_part(dag_id), _dns_part(run_id)
     # Share the room fairly: each part gets half, a short part lends its leftover to the other.
@@ -67,6 +75,25 @@ def pvc_name(dag_id: str, run_id: str) -> str:
     run = run[: max(run_room, 0)].rstrip("-")
     parts = [p for p in (dag, run) if p]
     return PVC_PREFIX + "".join(f"{p}-" for p in parts) + digest
+
+
+def pvc_name(dag_id: str, run_id: str) -> str:
+    """``leoflow-staging-<dag part>-<run part>-<hash>``: a DNS-1123 label of <= 63 characters,
+    deterministic for the pair, readable parts from the ids, unique through a 130-bit hash."""
+    return _compose(dag_id, run_id, pair_hash(dag_id, run_id))
+
+
+def legacy_pvc_name(dag_id: str, run_id: str) -> str:
+    """The name given to the pair before issue 16.3 (same rule, a 40-bit hex hash); claims and rows made
+    under it are still the run's own."""
+    return _compose(dag_id, run_id, legacy_pair_hash(dag_id, run_id))
+
+
+def candidate_pvc_names(dag_id: str, run_id: str) -> tuple[str, str]:
+    """Every name the run's claim may have: the current one first, then the legacy one. The two never
+    coincide, and neither is ever a name of the other kind for another pair: a legacy name has ``-`` 11
+    characters from its end, where a current name has a hash character."""
+    return pvc_name(dag_id, run_id), legacy_pvc_name(dag_id, run_id)
 
 
 def is_staging_pvc_name(name: str) -> bool:

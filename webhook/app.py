@@ -52,7 +52,8 @@ def _log_outcome(outcome: Outcome, req: AdmissionRequest, elapsed: float) -> Non
                               "allowed": verdict.allowed, "decision": verdict.reason,
                               "ms": round(elapsed * 1000, 2)}
     if outcome.intent is not None:
-        fields.update(dag_id=outcome.intent.dag_id, run_id=outcome.intent.run_id, pvc=outcome.intent.pvc_name)
+        pvc = outcome.ensured.pvc_name if outcome.ensured else outcome.intent.pvc_name  # a legacy name stays
+        fields.update(dag_id=outcome.intent.dag_id, run_id=outcome.intent.run_id, pvc=pvc)
     if outcome.ensured is not None:
         fields.update(pvc_created=outcome.ensured.created, storage_class=outcome.ensured.storage_class)
     if not verdict.allowed:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from shared.errors import DatabaseUnavailable, DataRejected, KubeForbidden, KubeUnavailable, SchemaError
 from webhook.identity import LEOFLOW, IdentitySource
 from webhook.intent import SizePolicy, StagingIntent, read_intent
-from webhook.patching import plan_patch
+from webhook.patching import plan_patch, plan_patch_for_names
 from webhook.provisioning import Deadline, Ensured, VolumeProvisioner
 from webhook.review import AdmissionRequest
 from webhook.verdicts import Denied, Verdict, allow, deny, patched
@@ -51,7 +51,7 @@ class AdmissionHandler:
         if not namespace:
             return Outcome(deny("malformed_pod", "leoflow-staging: the request names no namespace", code=400),
                            intent)
-        ops = plan_patch(pod, intent.pvc_name)  # conflicts are found before any side effect
+        ops = plan_patch_for_names(pod, intent.pvc_names)  # conflicts are found before any side effect
         if isinstance(ops, Verdict):
             return Outcome(ops, intent)
         deadline = Deadline(self._budget)
@@ -79,5 +79,9 @@ class AdmissionHandler:
             return Outcome(deny("kubernetes_unavailable", f"leoflow-staging: the Kubernetes API cannot be "
                                 f"reached ({exc}); the pod was not admitted. Retry.", code=503,
                                 retriable=True), intent)
+        if ensured.pvc_name != intent.pvc_name:  # the run keeps its legacy-named claim
+            ops = plan_patch(pod, ensured.pvc_name)
+            if isinstance(ops, Verdict):
+                return Outcome(ops, intent, ensured)
         return Outcome(patched(ops, reason="patched_new_pvc" if ensured.created else "patched"), intent,
                        ensured)

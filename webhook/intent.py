@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from shared import labels
-from shared.naming import pvc_name
+from shared.naming import candidate_pvc_names, pvc_name
 from shared.quantity import QuantityError, format_bytes, parse_quantity
 from webhook.identity import LEOFLOW, IdentitySource, meta_map, read_ids
 from webhook.verdicts import Verdict, deny
@@ -28,6 +28,11 @@ class StagingIntent:
     pvc_name: str
     size: str
     requested_class: str | None
+
+    @property
+    def pvc_names(self) -> tuple[str, str]:
+        """Every name the run's claim may have: ``pvc_name`` (current), then the legacy one."""
+        return candidate_pvc_names(self.dag_id, self.run_id)
 
 
 def opted_in(pod: dict[str, Any]) -> bool:

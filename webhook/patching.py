@@ -8,6 +8,7 @@ again (reinvocation yields no patch), keys are escaped per RFC 6901.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from typing import Any
 
 from shared import labels
@@ -144,3 +145,17 @@ def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdic
     elif current is None:
         ops.append({"op": "add", "path": f"/metadata/annotations/{escape(labels.PVC)}", "value": claim})
     return ops
+
+
+def plan_patch_for_names(pod: dict[str, Any], names: Sequence[str]) -> list[dict[str, Any]] | Verdict:
+    """The check before any side effect, when the run's claim may have any of ``names`` (current first,
+    then legacy): the plan for the first name that raises no conflict, else the first name's denial.
+    A pod already patched with its run's legacy-named claim (reinvocation) is no conflict."""
+    first: list[dict[str, Any]] | Verdict | None = None
+    for name in names:
+        ops = plan_patch(pod, name)
+        if not isinstance(ops, Verdict):
+            return ops
+        if first is None:
+            first = ops
+    return first if first is not None else _malformed("no claim name to plan for")

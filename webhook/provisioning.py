@@ -19,10 +19,11 @@ from shared.db import volumes_repo
 from shared.db.engine import translate_errors
 from shared.kube import AlreadyExists, KubeApi
 from shared.objects import ClaimInfo, ClaimSpec, StorageClassInfo
-from shared.volumes import NewVolume, VolumeRecord, VolumeState
+from shared.volumes import NewVolume, VolumeState
 from webhook.intent import StagingIntent
 from webhook.storage_choice import ClassPolicy, choose_storage_class
 from webhook.verdicts import Denied, Verdict, deny
+from webhook.volume_choice import choose_row
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -124,13 +125,6 @@ def _not_ours(claim: ClaimInfo) -> Verdict:
                 "annotations differ); refusing to adopt it. Remove or rename that PVC.")
 
 
-def _row_of_another_run(row: VolumeRecord, dag_id: str, run_id: str) -> Verdict:
-    return deny("pvc_not_ours", f"leoflow-staging: the staging volume {row.pvc_name!r} in namespace "
-                f"{row.namespace!r} is recorded for another run (dag_id {row.dag_id!r}, run_id {row.run_id!r}), "
-                f"not for dag_id {dag_id!r}, run_id {run_id!r}: two runs whose names collide never share a "
-                "volume; refusing. Report this to the platform team.")
-
-
 class VolumeProvisioner:
     """Ensures a run's PVC and its ``staging_volumes`` row."""
 
@@ -158,29 +152,44 @@ class VolumeProvisioner:
         return chosen
 
     def ensure(self, namespace: str, intent: StagingIntent, deadline: Deadline) -> Ensured:
-        """Make sure the run's PVC exists and is recorded; raise ``Denied`` when it cannot be."""
+        """Make sure the run's PVC exists and is recorded; raise ``Denied`` when it cannot be.
+
+        The run keeps the claim it has: a live row of the run under its legacy name (made before the
+        longer hash) is used as is, and so is a legacy-named claim of the run that no row records yet.
+        Only a run with neither gets a claim under the current name. ``Ensured.pvc_name`` is the name
+        to patch into the pod.
+        """
+        current, legacy = intent.pvc_names
         deadline.check("reading staging_volumes", self._db_t + self._kube_t)
         with translate_errors("reading staging_volumes"):
-            row = volumes_repo.read_live_volume(self._reader, namespace, intent.pvc_name)
+            rows = volumes_repo.read_live_volumes_named(self._reader, namespace, (current, legacy))
+        row = choose_row(rows, dag_id=intent.dag_id, run_id=intent.run_id, current_name=current)
+        if isinstance(row, Verdict):  # a name collision: never share
+            raise Denied(row)
+        adopt_legacy = True
         if row is not None:
-            if (row.dag_id, row.run_id) != (intent.dag_id, intent.run_id):  # a name collision: never share
-                raise Denied(_row_of_another_run(row, intent.dag_id, intent.run_id))
+            name = row.pvc_name
             if row.state is VolumeState.RECLAIMING:
-                raise Denied(_reclaiming(intent.pvc_name))
-            if self._claims.fresh(namespace, intent.pvc_name, row.pvc_uid):
-                return Ensured(intent.pvc_name, created=False, storage_class=row.storage_class)
-            claim = self._kube.read_claim(namespace, intent.pvc_name)
+                raise Denied(_reclaiming(name))
+            if self._claims.fresh(namespace, name, row.pvc_uid):
+                return Ensured(name, created=False, storage_class=row.storage_class)
+            claim = self._kube.read_claim(namespace, name)
             if claim is not None and claim.terminating:
-                raise Denied(_terminating(intent.pvc_name))
+                raise Denied(_terminating(name))
             if claim is not None and claim.uid == row.pvc_uid:
                 self._claims.remember(namespace, claim.name, claim.uid)
-                return Ensured(intent.pvc_name, created=False, storage_class=row.storage_class)
+                return Ensured(name, created=False, storage_class=row.storage_class)
             # The recorded PVC is gone (deleted outside our control): close that lifetime.
             with translate_errors("closing a stale staging_volumes row"), self._engine.begin() as conn:
                 volumes_repo.close_missing(conn, row.id, now=self._clock(),
                                            detail="PVC not found at admission; a new one was created")
+            adopt_legacy = not (name == legacy and claim is None)  # that legacy claim was just found gone
+        if adopt_legacy and current != legacy:
+            found = self._adoptable_legacy_claim(namespace, intent, legacy, deadline)
+            if found is not None:
+                return found
         storage_class = self.choose_class(intent, deadline)
-        spec = ClaimSpec(namespace=namespace, name=intent.pvc_name, dag_id=intent.dag_id,
+        spec = ClaimSpec(namespace=namespace, name=current, dag_id=intent.dag_id,
                          run_id=intent.run_id, storage_class=storage_class, size=intent.size)
         deadline.check("creating the PVC", 2 * self._kube_t)
         created = True
@@ -188,19 +197,35 @@ class VolumeProvisioner:
             claim = self._kube.create_claim(spec)
         except AlreadyExists:
             created = False
-            found = self._kube.read_claim(namespace, intent.pvc_name)
-            if found is None:
-                raise Denied(deny("pvc_race", f"leoflow-staging: PVC {intent.pvc_name!r} was deleted while "
+            found_claim = self._kube.read_claim(namespace, current)
+            if found_claim is None:
+                raise Denied(deny("pvc_race", f"leoflow-staging: PVC {current!r} was deleted while "
                                   "being attached; retry", code=409, retriable=True)) from None
-            claim = found
+            claim = found_claim
         if not claim.belongs_to(intent.dag_id, intent.run_id, self._kube.instance):
             raise Denied(_not_ours(claim))
         if claim.terminating:
-            raise Denied(_terminating(intent.pvc_name))
+            raise Denied(_terminating(current))
         deadline.check("recording the volume", self._db_t)
         self._record(claim, spec)
         self._claims.remember(namespace, claim.name, claim.uid)
-        return Ensured(intent.pvc_name, created=created, storage_class=claim.storage_class or storage_class)
+        return Ensured(current, created=created, storage_class=claim.storage_class or storage_class)
+
+    def _adoptable_legacy_claim(self, namespace: str, intent: StagingIntent, legacy: str,
+                                deadline: Deadline) -> Ensured | None:
+        """A claim of this run under its legacy name that no live row records (made by an earlier version
+        that stopped before recording it, or by one still running during an upgrade): record and use it."""
+        deadline.check("reading the legacy-named PVC", self._kube_t + self._db_t)
+        claim = self._kube.read_claim(namespace, legacy)
+        if claim is None or claim.terminating or not claim.belongs_to(intent.dag_id, intent.run_id,
+                                                                      self._kube.instance):
+            return None  # absent, going, or not this run's: the run gets a claim under the current name
+        storage_class = claim.storage_class or self.choose_class(intent, deadline)
+        spec = ClaimSpec(namespace=namespace, name=legacy, dag_id=intent.dag_id, run_id=intent.run_id,
+                         storage_class=storage_class, size=claim.size or intent.size)
+        self._record(claim, spec)
+        self._claims.remember(namespace, claim.name, claim.uid)
+        return Ensured(legacy, created=False, storage_class=storage_class)
 
     def _record(self, claim: ClaimInfo, spec: ClaimSpec) -> None:
         volume = NewVolume(namespace=claim.namespace, pvc_name=claim.name, pvc_uid=claim.uid,

@@ -64,6 +64,28 @@ def read_live_volume(engine: sa.Engine, namespace: str, pvc_name: str) -> Volume
     return None  # pragma: no cover - the loop returns or raises
 
 
+_LIVE_ROWS_NAMED = sa.select(T).where(
+    T.c.namespace == sa.bindparam("ns"), T.c.pvc_name.in_(sa.bindparam("names", expanding=True)), LIVE,
+).order_by(T.c.id).with_for_update(read=True)
+
+
+def read_live_volumes_named(engine: sa.Engine, namespace: str, names: Sequence[str]) -> list[VolumeRecord]:
+    """The not-deleted rows under any of ``names`` in ``namespace``, oldest first, in one statement
+    (``FOR SHARE`` on PostgreSQL, as ``read_live_volume``); a dead pooled connection is retried once."""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(_LIVE_ROWS_NAMED, {"ns": namespace, "names": list(names)}).all()
+                if engine.dialect.name == "sqlite":
+                    conn.commit()
+            return [_record(r) for r in rows]
+        except exc.DBAPIError as err:
+            if attempt == 1 and err.connection_invalidated:
+                continue
+            raise
+    return []  # pragma: no cover - the loop returns or raises
+
+
 def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -> None:
     """Record a new active volume unless a live row for the PVC already exists (then nothing)."""
     values = {

@@ -53,13 +53,15 @@ class Bench:
         return self.provisioner().ensure(self.namespace, intent, Deadline(30)).pvc_name
 
     def sweeper(self, *, adopt_min_age: dt.timedelta = dt.timedelta(0), settle: float = 5.0,
-                delete_finished_pods: bool = True, runs: RunsTable | None = None) -> Sweeper:
+                delete_finished_pods: bool = True, runs: RunsTable | None = None,
+                lock_idle_seconds: float = 300.0) -> Sweeper:
         runs = runs or RunsTable()
         policy = GcPolicy(failed_ttl=self.ttl, success_states=runs.success_states,
                           failed_states=runs.failed_states, adopt_min_age=adopt_min_age)
         return Sweeper(engine=self.engine, kube=self.kube, clock=self.clock, out=self.out,
                        config=SweepConfig(runs=runs, policy=policy, batch_size=3, settle_seconds=settle,
-                                          delete_finished_pods=delete_finished_pods))
+                                          delete_finished_pods=delete_finished_pods,
+                                          lock_idle_seconds=lock_idle_seconds))
 
     def sweep(self, **kw: object) -> int:
         dry_run = bool(kw.pop("dry_run", False))
