@@ -63,6 +63,7 @@ class Settings:
     gc_delete_finished_pods: bool = True  # delete Succeeded/Failed pods that hold a reclaimed claim
     gc_db_timeout: float = 30.0  # seconds: the GC's connect, statement and lock waits (batch reads)
     log_level: str = "INFO"
+    metrics_cache_seconds: float = 5.0  # how long /metrics reuses one inventory read of the database
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced (flags given on the command line)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING
 
 from shared.db import migrate
 from shared.db.engine import make_engine, translate_errors
+from shared.db.inventory import load_inventory
 from shared.errors import SettingsError, StagingError
 from shared.kube import KubeApi, make_api_client
 from shared.quantity import QuantityError, parse_quantity
@@ -13,6 +15,7 @@ from shared.settings import Settings
 from webhook.app import create_app
 from webhook.handler import AdmissionHandler
 from webhook.intent import SizePolicy
+from webhook.inventory_metrics import CachedRead, InventoryCollector
 from webhook.provisioning import ClaimCache, StorageClassCache, VolumeProvisioner
 from webhook.storage_choice import ClassPolicy
 
@@ -68,4 +71,15 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
         return problems
 
     return create_app(handler=handler, ready=ready, max_body_bytes=settings.max_body_bytes,
-                      multiproc_dir=multiproc_dir)
+                      multiproc_dir=multiproc_dir, extra_metrics=inventory_collector(settings))
+
+
+def inventory_collector(settings: Settings) -> InventoryCollector:
+    """The database inventory for /metrics, on its own one-connection engine (scrapes never take the
+    admission pool's connections), read at most once per ``metrics_cache_seconds``."""
+    engine = make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=1)
+
+    def read() -> object:
+        return load_inventory(engine, settings.runs, now=dt.datetime.now(dt.UTC))
+
+    return InventoryCollector(CachedRead(read, ttl=settings.metrics_cache_seconds, what="inventory read"))
