@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from gc_job import report
+from gc_job import health, report
 from gc_job.executor import Executor
 from gc_job.plan import Action, Decision, GcPolicy, plan_adoptions, plan_batch
 from gc_job.results import Outcome, Result
@@ -73,11 +73,13 @@ class Sweeper:
             self._executor.lock_runs = runs_repo.can_lock_runs(conn, self._config.runs)
 
     def run(self, *, dry_run: bool = False) -> int:
-        started = time.monotonic()
+        started, started_at = time.monotonic(), self._clock()
         with translate_errors("taking the GC lock"), single_flight(self._engine) as acquired:
             if not acquired:
                 self._emit(logging.INFO, {"event": "sweep_skipped",
                                           "detail": "another GC sweep holds the lock; nothing to do"})
+                health.record(self._engine, health.skipped(started_at=started_at, finished_at=self._clock(),
+                                                           duration=time.monotonic() - started))
                 return 0
             self.check_runs_table()
             if not self._executor.lock_runs and self._engine.dialect.name == "postgresql":
@@ -89,6 +91,8 @@ class Sweeper:
             results, kept = self._sweep(dry_run=dry_run)
         fields = report.summary(results, kept=kept, duration=time.monotonic() - started, dry_run=dry_run)
         self._emit(logging.INFO, fields)
+        if not dry_run:
+            health.record(self._engine, health.completed(fields, started_at=started_at, finished_at=self._clock()))
         return report.exit_code(results)
 
     def _sweep(self, *, dry_run: bool) -> tuple[list[Result], int]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from shared.db import migrate
 from shared.db.engine import make_engine, translate_errors
-from shared.db.inventory import load_inventory
+from shared.db.inventory import load_snapshot
 from shared.errors import SettingsError, StagingError
 from shared.kube import KubeApi, make_api_client
 from shared.quantity import QuantityError, parse_quantity
@@ -80,6 +80,6 @@ def inventory_collector(settings: Settings) -> InventoryCollector:
     engine = make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=1)
 
     def read() -> object:
-        return load_inventory(engine, settings.runs, now=dt.datetime.now(dt.UTC))
+        return load_snapshot(engine, settings.runs, now=dt.datetime.now(dt.UTC))
 
     return InventoryCollector(CachedRead(read, ttl=settings.metrics_cache_seconds, what="inventory read"))

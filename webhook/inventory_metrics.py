@@ -10,18 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared.db.inventory import Inventory
+from shared.db.inventory import Inventory, Snapshot
 from shared.errors import StagingError
+from shared.sweeps import OUTCOMES, GcHealth
 
 log = logging.getLogger("leoflow_staging.webhook")
 
-Reader = Callable[[], Inventory]
 Metric = GaugeMetricFamily | CounterMetricFamily
 
 
@@ -82,32 +82,51 @@ def inventory_metrics(inv: Inventory) -> list[Metric]:
     return [volumes, requested, kept, oldest, reclaims]
 
 
-def _up(name: str, doc: str, ok: bool) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, value=1 if ok else 0)
+def gc_metrics(health: GcHealth) -> list[Metric]:
+    """The GC's health from its sweep records (pure)."""
+    last = health.last_success
+    success = GaugeMetricFamily(
+        "leoflow_staging_gc_last_success_timestamp_seconds",
+        "Unix time the newest completed GC sweep finished (0 when none is recorded).",
+        value=last.finished_at.timestamp() if last else 0)
+    duration = GaugeMetricFamily("leoflow_staging_gc_last_sweep_duration_seconds",
+                                 "Duration of the newest completed GC sweep.",
+                                 value=last.duration_seconds if last else 0)
+    results = GaugeMetricFamily("leoflow_staging_gc_last_sweep_results",
+                                "Items of the newest completed GC sweep, by outcome.", labels=["outcome"])
+    for outcome in OUTCOMES:
+        results.add_metric([outcome], last.counts.get(outcome, 0) if last else 0)
+    skipped = GaugeMetricFamily(
+        "leoflow_staging_gc_skipped_sweeps",
+        "GC sweeps skipped since the newest completed one (another sweep held the single-flight lock).",
+        value=health.skipped_since_success)
+    return [success, duration, results, skipped]
+
+
+def snapshot_metrics(snap: Snapshot) -> list[Metric]:
+    reclaiming = GaugeMetricFamily(
+        "leoflow_staging_oldest_reclaiming_seconds",
+        "Seconds since the oldest reclaim still in progress started (0 when none is).",
+        value=snap.inventory.oldest_reclaiming_seconds())
+    return [*inventory_metrics(snap.inventory), reclaiming, *gc_metrics(snap.gc)]
 
 
 class InventoryCollector(Collector):
-    """Exports the inventory (and, when given, the GC health) from cached database reads."""
+    """Exports the inventory and the GC's health from a cached database read."""
 
-    def __init__(self, inventory: CachedRead, *, health: CachedRead | None = None,
-                 health_metrics: Callable[[object], Sequence[Metric]] | None = None) -> None:
-        self._inventory, self._health, self._health_metrics = inventory, health, health_metrics
+    def __init__(self, snapshot: CachedRead) -> None:
+        self._snapshot = snapshot
 
     def describe(self) -> list[Metric]:
         return []  # nothing is read at registration
 
     def collect(self) -> Iterator[Metric]:
-        inv, error = self._inventory.get()
-        yield _up("leoflow_staging_inventory_up",
-                  "1 when the last inventory read from the database succeeded, 0 when it failed.", error is None)
-        if isinstance(inv, Inventory):
-            yield from inventory_metrics(inv)
-        if self._health is not None and self._health_metrics is not None:
-            health, error = self._health.get()
-            yield _up("leoflow_staging_gc_health_up",
-                      "1 when the last read of the GC's sweep records succeeded, 0 when it failed.", error is None)
-            if health is not None:
-                yield from self._health_metrics(health)
+        snap, error = self._snapshot.get()
+        yield GaugeMetricFamily("leoflow_staging_inventory_up",
+                                "1 when the last inventory read from the database succeeded, 0 when it failed.",
+                                value=1 if error is None else 0)
+        if isinstance(snap, Snapshot):
+            yield from snapshot_metrics(snap)
 
 
-__all__ = ["CachedRead", "InventoryCollector", "inventory_metrics"]
+__all__ = ["CachedRead", "InventoryCollector", "gc_metrics", "inventory_metrics", "snapshot_metrics"]

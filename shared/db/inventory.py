@@ -15,8 +15,10 @@ import sqlalchemy as sa
 
 from shared.db.engine import translate_errors
 from shared.db.schema import LIVE, runs_table, staging_volumes
+from shared.db.sweeps_repo import read_health
 from shared.quantity import QuantityError, parse_quantity
 from shared.settings import RunsTable
+from shared.sweeps import GcHealth
 from shared.volumes import VolumeState
 
 T = staging_volumes
@@ -40,8 +42,14 @@ class Inventory:
     groups: tuple[VolumeGroup, ...]
     failed_kept: int  # active volumes whose run failed (waiting out the TTL, or due for a reclaim)
     oldest_failed_end: dt.datetime | None  # the end date of the oldest such run
-    read_at: dt.datetime  # when the database was read (the age above is measured from here)
+    read_at: dt.datetime  # when the database was read (the ages here are measured from then)
     reclaims: dict[str, int] = field(default_factory=dict)  # audit rows by delete_reason
+    oldest_reclaim_started: dt.datetime | None = None  # of the rows still reclaiming
+
+    def oldest_reclaiming_seconds(self) -> float:
+        if self.oldest_reclaim_started is None:
+            return 0.0
+        return max(0.0, (self.read_at - self.oldest_reclaim_started).total_seconds())
 
     def oldest_failed_kept_seconds(self) -> float:
         if self.oldest_failed_end is None:
@@ -78,10 +86,13 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) -> Inventory:
     """The inventory in three aggregate statements (sizes are text quantities: summed here)."""
     grouped = conn.execute(
-        sa.select(T.c.state, T.c.namespace, T.c.storage_class, T.c.size, sa.func.count().label("n"))
+        sa.select(T.c.state, T.c.namespace, T.c.storage_class, T.c.size, sa.func.count().label("n"),
+                  sa.func.min(T.c.reclaim_started_at).label("reclaim_started"))
         .where(LIVE).group_by(T.c.state, T.c.namespace, T.c.storage_class, T.c.size)
     ).all()
     counts: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    reclaiming = [started for row in grouped if row.state == VolumeState.RECLAIMING.value
+                  and (started := _utc(row.reclaim_started)) is not None]
     for row in grouped:
         acc = counts[(row.state, row.namespace, row.storage_class)]
         acc[0] += row.n
@@ -99,10 +110,24 @@ def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) ->
         .where(T.c.state == VolumeState.DELETED.value, T.c.delete_reason.is_not(None))
         .group_by(T.c.delete_reason))}
     return Inventory(groups=groups, failed_kept=int(failed.n or 0), oldest_failed_end=_utc(failed.oldest),
-                     reclaims=reclaims, read_at=now)
+                     reclaims=reclaims, read_at=now, oldest_reclaim_started=min(reclaiming, default=None))
 
 
 def load_inventory(engine: sa.Engine, runs: RunsTable, *, now: dt.datetime) -> Inventory:
     """``read_inventory`` in its own read transaction; driver failures become ``DatabaseUnavailable``."""
     with translate_errors("reading the inventory"), engine.connect() as conn:
         return read_inventory(conn, runs, now=now)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The inventory and the GC's health, read together."""
+
+    inventory: Inventory
+    gc: GcHealth
+
+
+def load_snapshot(engine: sa.Engine, runs: RunsTable, *, now: dt.datetime) -> Snapshot:
+    """Inventory and GC health on one connection: five aggregate statements, whatever the row count."""
+    with translate_errors("reading the inventory"), engine.connect() as conn:
+        return Snapshot(inventory=read_inventory(conn, runs, now=now), gc=read_health(conn))

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.db import volumes_repo
 from shared.db.engine import make_engine
-from shared.db.inventory import load_inventory
+from shared.db.inventory import load_inventory, load_snapshot
 from shared.db.migrate import upgrade
 from shared.settings import RunsTable
 from shared.volumes import DeleteReason, NewVolume
@@ -79,12 +79,12 @@ def test_metrics_text_and_one_read_per_window(engine: sa.Engine, database_url: s
     statements: list[str] = []
     sa.event.listen(reader, "before_cursor_execute", lambda *a: statements.append(a[2]))
     clock = [100.0]
-    collector = InventoryCollector(CachedRead(lambda: load_inventory(reader, RunsTable(), now=T0), ttl=5,
+    collector = InventoryCollector(CachedRead(lambda: load_snapshot(reader, RunsTable(), now=T0), ttl=5,
                                               clock=lambda: clock[0], what="inventory read"))
     for _ in range(10):  # ten scrapes inside one window: one database read
         text, _ = metrics.render(None, collector)
     reads = len(statements)
-    assert reads == 3, statements  # three aggregate statements, however many series
+    assert reads == 5, statements  # five aggregate statements, however many series
     fams = _families(text.decode())
     assert fams["leoflow_staging_inventory_up"] == [({}, 1.0)]
     assert ({"state": "active", "namespace": "a", "storage_class": "nfs"}, 2.0) in fams["leoflow_staging_volumes"]
@@ -102,7 +102,7 @@ def test_metrics_text_and_one_read_per_window(engine: sa.Engine, database_url: s
 
 def test_database_down_keeps_metrics_answering(engine: sa.Engine) -> None:
     dead = make_engine("postgresql://nobody@127.0.0.1:9/none", timeout=1, pool_size=1)
-    collector = InventoryCollector(CachedRead(lambda: load_inventory(dead, RunsTable(), now=T0), ttl=60,
+    collector = InventoryCollector(CachedRead(lambda: load_snapshot(dead, RunsTable(), now=T0), ttl=60,
                                               what="inventory read"))
     started = time.monotonic()
     text, _ = metrics.render(None, collector)
