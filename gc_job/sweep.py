@@ -48,8 +48,9 @@ class Sweeper:
     """Runs sweeps against one database and one cluster."""
 
     def __init__(self, *, engine: sa.Engine, kube: KubeApi, config: SweepConfig, clock: Clock = _utcnow,
-                 out: IO[str] | None = None) -> None:
+                 out: IO[str] | None = None, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._engine, self._kube, self._config, self._clock = engine, kube, config, clock
+        self._on_event = on_event  # e.g. Kubernetes Events (shared.claim_events.from_gc)
         self._out = out or sys.stdout
         self._executor = Executor(engine=engine, kube=kube, runs=config.runs, policy=config.policy, clock=clock,
                                   delete_finished_pods=config.delete_finished_pods, on_event=self._emit)
@@ -58,6 +59,8 @@ class Sweeper:
 
     def _emit(self, level: int, fields: dict[str, Any]) -> None:
         log.log(level, fields.get("event", ""), extra={"fields": fields})
+        if self._on_event is not None:
+            self._on_event(fields)
 
     def _claims(self) -> list[ClaimInfo]:
         claims: list[ClaimInfo] = []

@@ -62,7 +62,8 @@ def lines(snap: Snapshot) -> list[str]:
     for (namespace, storage_class), value in sorted(inv.requested_bytes().items()):
         count = sum(g.count for g in inv.groups if (g.namespace, g.storage_class) == (namespace, storage_class))
         out.append(f"    {namespace} / {storage_class}: {count} volume(s), {format_bytes(_dec(value))}")
-    kept = f"  failed-run kept: {inv.failed_kept}"
+    unknown = "unknown (the runs table cannot be read)"
+    kept = f"  failed-run kept: {unknown if inv.failed_kept is None else inv.failed_kept}"
     if inv.failed_kept:
         kept += f" (oldest run ended {_age(inv.oldest_failed_kept_seconds())} ago)"
     out.append(kept)

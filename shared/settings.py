@@ -64,6 +64,8 @@ class Settings:
     gc_db_timeout: float = 30.0  # seconds: the GC's connect, statement and lock waits (batch reads)
     log_level: str = "INFO"
     metrics_cache_seconds: float = 5.0  # how long /metrics reuses one inventory read of the database
+    events: bool = True  # Kubernetes Events on staging PVCs (best effort)
+    pod_name: str | None = None  # the events' reportingInstance (the chart sets it); None: the host name
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced (flags given on the command line)."""

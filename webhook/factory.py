@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from typing import TYPE_CHECKING
 
 from shared.db import migrate
@@ -10,6 +11,7 @@ from shared.db.engine import make_engine, translate_errors
 from shared.db.inventory import load_snapshot
 from shared.errors import SettingsError, StagingError
 from shared.kube import KubeApi, make_api_client
+from shared.kube.events import EventRecorder
 from shared.quantity import QuantityError, parse_quantity
 from shared.settings import Settings
 from webhook.app import create_app
@@ -51,9 +53,10 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
         reader=make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads,
                            autocommit=True, pre_ping=False),
     )
+    recorder = event_recorder(settings)
     handler = AdmissionHandler(provisioner=provisioner,
                                sizes=SizePolicy(default=settings.default_size, maximum=settings.max_size),
-                               budget=settings.request_budget)
+                               budget=settings.request_budget, events=recorder.emit if recorder else None)
 
     def ready() -> list[str]:
         problems = []
@@ -72,6 +75,14 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
 
     return create_app(handler=handler, ready=ready, max_body_bytes=settings.max_body_bytes,
                       multiproc_dir=multiproc_dir, extra_metrics=inventory_collector(settings))
+
+
+def event_recorder(settings: Settings) -> EventRecorder | None:
+    """Events on staging PVCs from a client of their own (short timeouts, one connection)."""
+    if not settings.events:
+        return None
+    return EventRecorder(make_api_client(settings.kubeconfig, pool_size=1),
+                         instance=settings.pod_name or socket.gethostname(), timeout=min(settings.kube_timeout, 2.0))
 
 
 def inventory_collector(settings: Settings) -> InventoryCollector:

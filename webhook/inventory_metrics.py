@@ -69,17 +69,23 @@ def inventory_metrics(inv: Inventory) -> list[Metric]:
                                   labels=["namespace", "storage_class"])
     for (namespace, storage_class), value in sorted(inv.requested_bytes().items()):
         requested.add_metric([namespace, storage_class], value)
-    kept = GaugeMetricFamily("leoflow_staging_failed_kept_volumes",
-                             "Active volumes whose run failed: kept for the failed-run TTL (or due for a reclaim).",
-                             value=inv.failed_kept)
-    oldest = GaugeMetricFamily("leoflow_staging_oldest_failed_kept_seconds",
-                               "Seconds since the oldest kept failed run ended (0 when none is kept).",
-                               value=inv.oldest_failed_kept_seconds())
+    runs_up = GaugeMetricFamily("leoflow_staging_runs_table_up",
+                                "1 when the orchestrator's runs table could be read for the failed-run series.",
+                                value=0 if inv.failed_kept is None else 1)
+    kept: list[Metric] = []
+    if inv.failed_kept is not None:
+        kept.append(GaugeMetricFamily(
+            "leoflow_staging_failed_kept_volumes",
+            "Active volumes whose run failed: kept for the failed-run TTL (or due for a reclaim).",
+            value=inv.failed_kept))
+        kept.append(GaugeMetricFamily("leoflow_staging_oldest_failed_kept_seconds",
+                                      "Seconds since the oldest kept failed run ended (0 when none is kept).",
+                                      value=inv.oldest_failed_kept_seconds()))
     reclaims = CounterMetricFamily("leoflow_staging_reclaims",
                                    "Reclaimed volumes in the audit rows, by delete reason.", labels=["reason"])
     for reason, n in sorted(inv.reclaims.items()):
         reclaims.add_metric([reason], n)
-    return [volumes, requested, kept, oldest, reclaims]
+    return [volumes, requested, runs_up, *kept, reclaims]
 
 
 def gc_metrics(health: GcHealth) -> list[Metric]:

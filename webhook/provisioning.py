@@ -104,6 +104,7 @@ class Ensured:
     pvc_name: str
     created: bool  # this call created the PVC
     storage_class: str
+    pvc_uid: str = ""
 
 
 def _reclaiming(name: str) -> Verdict:
@@ -200,7 +201,8 @@ class VolumeProvisioner:
         deadline.check("recording the volume", self._db_t)
         self._record(claim, spec)
         self._claims.remember(namespace, claim.name, claim.uid)
-        return Ensured(intent.pvc_name, created=created, storage_class=claim.storage_class or storage_class)
+        return Ensured(intent.pvc_name, created=created, storage_class=claim.storage_class or storage_class,
+                       pvc_uid=claim.uid)
 
     def _record(self, claim: ClaimInfo, spec: ClaimSpec) -> None:
         volume = NewVolume(namespace=claim.namespace, pvc_name=claim.name, pvc_uid=claim.uid,

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 
 from shared.db.engine import translate_errors
 from shared.db.schema import LIVE, runs_table, staging_volumes
@@ -40,7 +41,7 @@ class Inventory:
     """What the database says now (plain data; the webhook exports it, the CLI prints it)."""
 
     groups: tuple[VolumeGroup, ...]
-    failed_kept: int  # active volumes whose run failed (waiting out the TTL, or due for a reclaim)
+    failed_kept: int | None  # active volumes whose run failed (TTL running, or due); None: runs table unreadable
     oldest_failed_end: dt.datetime | None  # the end date of the oldest such run
     read_at: dt.datetime  # when the database was read (the ages here are measured from then)
     reclaims: dict[str, int] = field(default_factory=dict)  # audit rows by delete_reason
@@ -100,16 +101,22 @@ def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) ->
     groups = tuple(VolumeGroup(state=k[0], namespace=k[1], storage_class=k[2], count=int(v[0]),
                                requested_bytes=v[1]) for k, v in sorted(counts.items()))
     run = runs_table(runs)
-    failed = conn.execute(
-        sa.select(sa.func.count().label("n"), sa.func.min(run.c.end_date).label("oldest"))
-        .select_from(T.join(run, sa.and_(run.c.dag_id == T.c.dag_id, run.c.run_id == T.c.run_id)))
-        .where(T.c.state == VolumeState.ACTIVE.value, run.c.state.in_(runs.failed_states))
-    ).one()
+    failed_kept, oldest = None, None
+    try:  # the orchestrator's table may be elsewhere or not granted: the rest still counts
+        with conn.begin_nested():
+            failed = conn.execute(
+                sa.select(sa.func.count().label("n"), sa.func.min(run.c.end_date).label("oldest"))
+                .select_from(T.join(run, sa.and_(run.c.dag_id == T.c.dag_id, run.c.run_id == T.c.run_id)))
+                .where(T.c.state == VolumeState.ACTIVE.value, run.c.state.in_(runs.failed_states))
+            ).one()
+        failed_kept, oldest = int(failed.n or 0), _utc(failed.oldest)
+    except (exc.ProgrammingError, exc.OperationalError):
+        pass
     reclaims = {row.delete_reason: int(row.n) for row in conn.execute(
         sa.select(T.c.delete_reason, sa.func.count().label("n"))
         .where(T.c.state == VolumeState.DELETED.value, T.c.delete_reason.is_not(None))
         .group_by(T.c.delete_reason))}
-    return Inventory(groups=groups, failed_kept=int(failed.n or 0), oldest_failed_end=_utc(failed.oldest),
+    return Inventory(groups=groups, failed_kept=failed_kept, oldest_failed_end=oldest,
                      reclaims=reclaims, read_at=now, oldest_reclaim_started=min(reclaiming, default=None))
 
 

@@ -84,9 +84,11 @@ def test_metrics_text_and_one_read_per_window(engine: sa.Engine, database_url: s
     for _ in range(10):  # ten scrapes inside one window: one database read
         text, _ = metrics.render(None, collector)
     reads = len(statements)
-    assert reads == 5, statements  # five aggregate statements, however many series
+    queries = [s for s in statements if s.startswith("SELECT")]
+    assert len(queries) == 5, statements  # five aggregate statements (and a savepoint), however many series
     fams = _families(text.decode())
     assert fams["leoflow_staging_inventory_up"] == [({}, 1.0)]
+    assert fams["leoflow_staging_runs_table_up"] == [({}, 1.0)]
     assert ({"state": "active", "namespace": "a", "storage_class": "nfs"}, 2.0) in fams["leoflow_staging_volumes"]
     assert ({"state": "reclaiming", "namespace": "a", "storage_class": "nfs"}, 1.0) in fams["leoflow_staging_volumes"]
     assert ({"namespace": "b", "storage_class": "cephfs"}, 2e9) in fams["leoflow_staging_requested_bytes"]
@@ -115,3 +117,18 @@ def test_database_down_keeps_metrics_answering(engine: sa.Engine) -> None:
     assert "leoflow_staging_volumes" not in fams
     assert "leoflow_staging_admissions" in fams  # the rest of /metrics is untouched
     assert first < 3 and again < 0.5
+
+
+def test_an_unreadable_runs_table_leaves_the_rest_of_the_inventory(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    upgrade(engine)  # no runs table here (the orchestrator's may live elsewhere, or not be granted)
+    with engine.begin() as conn:
+        _volume(conn, "a", "p1", "r1")
+    collector = InventoryCollector(CachedRead(lambda: load_snapshot(engine, RunsTable(), now=T0), ttl=0,
+                                              what="inventory read"))
+    fams = _families(metrics.render(None, collector)[0].decode())
+    assert fams["leoflow_staging_inventory_up"] == [({}, 1.0)]
+    assert fams["leoflow_staging_runs_table_up"] == [({}, 0.0)]
+    assert "leoflow_staging_failed_kept_volumes" not in fams
+    assert fams["leoflow_staging_volumes"] == [({"state": "active", "namespace": "a", "storage_class": "nfs"}, 1.0)]
+    engine.dispose()
