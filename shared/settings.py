@@ -116,7 +116,8 @@ def unknown_settings(environ: Mapping[str, str]) -> list[str]:
 # Variables of the build, test and benchmark tooling that share the prefix.
 TOOLING = frozenset(PREFIX + n for n in (
     "CACHE", "KUBE_VERSION", "ETCD_VERSION", "HELM_VERSION", "PG_BIN", "BENCH_QUICK", "BENCH_GC_SIZES",
-    "SOAK_SECONDS", "SOAK_REPORT", "REPLICA_PODS", "RACE_ITERATIONS", "RACE_SEED", "KILL_RUNS", "FUZZ_EXAMPLES"))
+    "SOAK_SECONDS", "SOAK_REPORT", "REPLICA_PODS", "RACE_ITERATIONS", "RACE_SEED", "KILL_RUNS", "FUZZ_EXAMPLES",
+    "PROMETHEUS_VERSION", "PROMETHEUS_OPERATOR_VERSION", "CONTROLLER_TOOLS_VERSION"))
 
 
 def from_env(environ: Mapping[str, str]) -> Settings:
