@@ -79,3 +79,17 @@ def test_dashboard_queries_exported_series(assets: Path) -> None:
                               (Path(__file__).resolve().parents[2] / "docs" / "operators.md").read_text()))
     base = {re.sub(r"_(bucket|total)$", "", n) for n in names}
     assert base <= {re.sub(r"_(total)$", "", n) for n in exported}, base - exported
+
+
+def test_webhook_and_gc_may_create_events_and_know_their_pod(assets: Path) -> None:
+    objs = render(assets)
+    assert isinstance(objs, list)
+    for part in ("webhook", "gc"):
+        role = [o for o in objs if o["kind"] == "ClusterRole" and o["metadata"]["name"].endswith(f"-{part}")]
+        [rule] = [r for r in role[0]["rules"] if "events" in r["resources"]]
+        assert rule == {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}
+    pods = [one(objs, "Deployment")["spec"]["template"]["spec"],
+            one(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
+    for spec in pods:
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        assert env["LEOFLOW_STAGING_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
