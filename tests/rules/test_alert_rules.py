@@ -4,6 +4,7 @@ helm renders them, so what is tested is what is shipped."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -80,3 +81,17 @@ def test_the_unit_tests_can_fail(assets: Path, promtool: Path, tmp_path: Path) -
     assert tested.returncode != 0
     assert "LeoflowStagingGcNotSucceeding" in tested.stdout + tested.stderr
     assert "LeoflowStagingGcSweepsSkipped" in tested.stdout + tested.stderr
+
+
+def test_dashboard_queries_are_valid_promql(assets: Path, promtool: Path, tmp_path: Path) -> None:
+    """Every query of the Grafana dashboard parses (checked by promtool as recording rules)."""
+    objs = render(assets, values=MONITORING)
+    assert isinstance(objs, list)
+    [board] = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
+    panels = json.loads(board["data"]["leoflow-staging.json"])["panels"]
+    rules = [{"record": f"dashboard:panel_{p['id']}_{t['refId']}", "expr": t["expr"]}
+             for p in panels for t in p["targets"]]
+    (tmp_path / "dashboard.yaml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    checked = _promtool(promtool, tmp_path, "check", "rules", "dashboard.yaml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in checked.stdout
