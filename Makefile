@@ -26,6 +26,7 @@ install: $(VENV)/.installed
 
 binaries:
 	bash hack/build-control-plane.sh --node >/dev/null
+	bash hack/build-prometheus.sh >/dev/null
 
 node-packages:
 	bash hack/ensure-node-packages.sh

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from gc_job import report
+from gc_job import health, report
 from gc_job.executor import Executor
 from gc_job.plan import Action, Decision, GcPolicy, plan_adoptions, plan_batch
 from gc_job.results import Outcome, Result
@@ -51,8 +51,9 @@ class Sweeper:
     """Runs sweeps against one database and one cluster."""
 
     def __init__(self, *, engine: sa.Engine, kube: KubeApi, config: SweepConfig, clock: Clock = _utcnow,
-                 out: IO[str] | None = None) -> None:
+                 out: IO[str] | None = None, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._engine, self._kube, self._config, self._clock = engine, kube, config, clock
+        self._on_event = on_event  # e.g. Kubernetes Events (shared.claim_events.from_gc)
         self._out = out or sys.stdout
         self._executor = Executor(engine=engine, kube=kube, runs=config.runs, policy=config.policy, clock=clock,
                                   delete_finished_pods=config.delete_finished_pods, on_event=self._emit)
@@ -67,6 +68,8 @@ class Sweeper:
 
     def _emit(self, level: int, fields: dict[str, Any]) -> None:
         log.log(level, fields.get("event", ""), extra={"fields": fields})
+        if self._on_event is not None:
+            self._on_event(fields)
 
     def _claims(self) -> list[ClaimInfo]:
         claims: list[ClaimInfo] = []
@@ -83,12 +86,14 @@ class Sweeper:
             self._executor.lock_runs = runs_repo.can_lock_runs(conn, self._config.runs)
 
     def run(self, *, dry_run: bool = False) -> int:
-        started = time.monotonic()
+        started, started_at = time.monotonic(), self._clock()
         with translate_errors("taking the GC lock"), \
                 single_flight(self._engine, idle_timeout=self._config.lock_idle_seconds) as acquired:
             if not acquired:
                 self._emit(logging.INFO, {"event": "sweep_skipped",
                                           "detail": "another GC sweep holds the lock; nothing to do"})
+                health.record(self._engine, health.skipped(started_at=started_at, finished_at=self._clock(),
+                                                           duration=time.monotonic() - started))
                 return 0
             self.check_runs_table()
             if not self._executor.lock_runs and self._engine.dialect.name == "postgresql":
@@ -107,6 +112,8 @@ class Sweeper:
                 self._lock = None
         fields = report.summary(results, kept=kept, duration=time.monotonic() - started, dry_run=dry_run)
         self._emit(logging.INFO, fields)
+        if not dry_run:
+            health.record(self._engine, health.completed(fields, started_at=started_at, finished_at=self._clock()))
         return report.exit_code(results)
 
     def _sweep(self, *, dry_run: bool) -> tuple[list[Result], int]:

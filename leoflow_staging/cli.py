@@ -41,6 +41,10 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
 def _volumes(settings: Settings, args: argparse.Namespace) -> int:
     from leoflow_staging.commands import volumes  # noqa: PLC0415
 
+    if args.summary:
+        from leoflow_staging.summary import summary  # noqa: PLC0415
+
+        return summary(settings, as_json=args.json)
     return volumes(settings, state=args.state, dag=args.dag, run=args.run, as_json=args.json,
                    limit=args.limit)
 
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     volumes.add_argument("--run", help="only this run id")
     volumes.add_argument("--limit", type=int, default=None, help="at most this many rows (newest first)")
     volumes.add_argument("--json", action="store_true", help="one JSON object per line")
+    volumes.add_argument("--summary", action="store_true",
+                         help="counts, requested storage, kept failed runs and the GC's health (what /metrics exports)")
     volumes.set_defaults(func=_volumes)
 
     certs = sub.add_parser("certs", help="CA and serving certificate generation, Secret and caBundle wiring")

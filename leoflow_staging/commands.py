@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 
 from shared.db import migrate as migrations
@@ -26,7 +27,9 @@ def migrate(settings: Settings) -> int:
 def gc(settings: Settings, *, dry_run: bool) -> int:
     from gc_job.plan import GcPolicy  # noqa: PLC0415
     from gc_job.sweep import SweepConfig, Sweeper  # noqa: PLC0415
+    from shared.claim_events import gc_events  # noqa: PLC0415
     from shared.kube import KubeApi, make_api_client  # noqa: PLC0415
+    from shared.kube.events import EventRecorder  # noqa: PLC0415
 
     configure_logging(settings.log_level)
     engine = make_engine(settings.database_url, timeout=settings.gc_db_timeout, pool_size=settings.gc_parallelism + 2)
@@ -39,7 +42,15 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
                          delete_finished_pods=settings.gc_delete_finished_pods,
                          # longer than any one step between two touches of the lock (a DB wait, a settle)
                          lock_idle_seconds=max(10 * settings.gc_db_timeout, 3 * settings.gc_settle_seconds))
-    return Sweeper(engine=engine, kube=kube, config=config).run(dry_run=dry_run)
+    recorder = None if dry_run or not settings.events else EventRecorder(
+        make_api_client(settings.kubeconfig, pool_size=1), instance=settings.pod_name or socket.gethostname(),
+        timeout=min(settings.kube_timeout, 2.0))
+    try:
+        return Sweeper(engine=engine, kube=kube, config=config,
+                       on_event=gc_events(recorder.emit) if recorder else None).run(dry_run=dry_run)
+    finally:
+        if recorder is not None:
+            recorder.flush(timeout=5.0)  # best effort: a slow apiserver delays the exit at most this long
 
 
 def _row(v: VolumeRecord) -> dict[str, object]:

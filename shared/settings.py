@@ -65,6 +65,9 @@ class Settings:
     gc_delete_finished_pods: bool = True  # delete Succeeded/Failed pods that hold a reclaimed claim
     gc_db_timeout: float = 30.0  # seconds: the GC's connect, statement and lock waits (batch reads)
     log_level: str = "INFO"
+    metrics_cache_seconds: float = 5.0  # how long /metrics reuses one inventory read of the database
+    events: bool = True  # Kubernetes Events on staging PVCs (best effort)
+    pod_name: str | None = None  # the events' reportingInstance (the chart sets it); None: the host name
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced (flags given on the command line)."""
@@ -115,7 +118,8 @@ def unknown_settings(environ: Mapping[str, str]) -> list[str]:
 # Variables of the build, test and benchmark tooling that share the prefix.
 TOOLING = frozenset(PREFIX + n for n in (
     "CACHE", "KUBE_VERSION", "ETCD_VERSION", "HELM_VERSION", "PG_BIN", "BENCH_QUICK", "BENCH_GC_SIZES",
-    "SOAK_SECONDS", "SOAK_REPORT", "REPLICA_PODS", "RACE_ITERATIONS", "RACE_SEED", "KILL_RUNS", "FUZZ_EXAMPLES"))
+    "SOAK_SECONDS", "SOAK_REPORT", "REPLICA_PODS", "RACE_ITERATIONS", "RACE_SEED", "KILL_RUNS", "FUZZ_EXAMPLES",
+    "PROMETHEUS_VERSION", "PROMETHEUS_OPERATOR_VERSION", "CONTROLLER_TOOLS_VERSION"))
 
 
 def from_env(environ: Mapping[str, str]) -> Settings:

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -20,6 +20,9 @@ from webhook import metrics
 from webhook.handler import AdmissionHandler, Outcome
 from webhook.review import AdmissionRequest, ReviewError, encode_response, parse_review
 from webhook.verdicts import deny
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
 
 log = logging.getLogger("leoflow_staging.webhook")
 
@@ -64,7 +67,7 @@ def _log_outcome(outcome: Outcome, req: AdmissionRequest, elapsed: float) -> Non
 
 
 def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: int,
-               multiproc_dir: str | None = None) -> Flask:
+               multiproc_dir: str | None = None, extra_metrics: Collector | None = None) -> Flask:
     """The webhook's WSGI app; all collaborators are passed in (nothing happens at import)."""
     app = Flask("leoflow_staging_webhook")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -114,7 +117,7 @@ def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: 
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
-        data, content_type = metrics.render(multiproc_dir)
+        data, content_type = metrics.render(multiproc_dir, extra_metrics)
         return Response(data, mimetype=None, content_type=content_type)
 
     @app.errorhandler(HTTPException)

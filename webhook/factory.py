@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import socket
 from typing import TYPE_CHECKING
 
 from shared.db import migrate
 from shared.db.engine import make_engine, translate_errors
+from shared.db.inventory import load_snapshot
 from shared.errors import SettingsError, StagingError
 from shared.kube import KubeApi, make_api_client
+from shared.kube.events import EventRecorder
 from shared.quantity import QuantityError, parse_quantity
 from shared.settings import Settings
 from webhook.app import create_app
 from webhook.handler import AdmissionHandler
 from webhook.identity import SOURCES
 from webhook.intent import SizePolicy
+from webhook.inventory_metrics import CachedRead, InventoryCollector
 from webhook.provisioning import ClaimCache, StorageClassCache, VolumeProvisioner
 from webhook.storage_choice import ClassPolicy
 
@@ -49,9 +54,11 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
         reader=make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads,
                            autocommit=True, pre_ping=False),
     )
+    recorder = event_recorder(settings)
     handler = AdmissionHandler(provisioner=provisioner,
                                sizes=SizePolicy(default=settings.default_size, maximum=settings.max_size),
-                               budget=settings.request_budget, identity=SOURCES[settings.identity])
+                               budget=settings.request_budget, identity=SOURCES[settings.identity],
+                               events=recorder.emit if recorder else None)
 
     def ready() -> list[str]:
         problems = []
@@ -69,4 +76,23 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
         return problems
 
     return create_app(handler=handler, ready=ready, max_body_bytes=settings.max_body_bytes,
-                      multiproc_dir=multiproc_dir)
+                      multiproc_dir=multiproc_dir, extra_metrics=inventory_collector(settings))
+
+
+def event_recorder(settings: Settings) -> EventRecorder | None:
+    """Events on staging PVCs from a client of their own (short timeouts, one connection)."""
+    if not settings.events:
+        return None
+    return EventRecorder(make_api_client(settings.kubeconfig, pool_size=1),
+                         instance=settings.pod_name or socket.gethostname(), timeout=min(settings.kube_timeout, 2.0))
+
+
+def inventory_collector(settings: Settings) -> InventoryCollector:
+    """The database inventory for /metrics, on its own one-connection engine (scrapes never take the
+    admission pool's connections), read at most once per ``metrics_cache_seconds``."""
+    engine = make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=1)
+
+    def read() -> object:
+        return load_snapshot(engine, settings.runs, now=dt.datetime.now(dt.UTC))
+
+    return InventoryCollector(CachedRead(read, ttl=settings.metrics_cache_seconds, what="inventory read"))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared import claim_events
 from shared.errors import DatabaseUnavailable, DataRejected, KubeForbidden, KubeUnavailable, SchemaError
 from webhook.identity import LEOFLOW, IdentitySource
 from webhook.intent import SizePolicy, StagingIntent, read_intent
@@ -29,9 +31,11 @@ class AdmissionHandler:
     """Pod CREATE of an opted-in pod gets its volume; everything else passes unchanged."""
 
     def __init__(self, *, provisioner: VolumeProvisioner, sizes: SizePolicy, budget: float,
-                 identity: IdentitySource = LEOFLOW) -> None:
+                 identity: IdentitySource = LEOFLOW,
+                 events: Callable[[claim_events.ClaimEvent], None] | None = None) -> None:
         self._provisioner, self._sizes, self._budget = provisioner, sizes, budget
         self._identity = identity
+        self._events = events  # best effort and non-blocking (shared.kube.events)
 
     def handle(self, req: AdmissionRequest) -> Outcome:
         if not req.is_pod:
@@ -83,5 +87,11 @@ class AdmissionHandler:
             ops = plan_patch(pod, ensured.pvc_name)
             if isinstance(ops, Verdict):
                 return Outcome(ops, intent, ensured)
+        if ensured.created and self._events is not None:  # the cold path only
+            meta = pod.get("metadata") or {}
+            self._events(claim_events.created(
+                namespace=namespace, pvc_name=ensured.pvc_name, pvc_uid=ensured.pvc_uid, dag_id=intent.dag_id,
+                run_id=intent.run_id, pod=str(meta.get("name") or f"{meta.get('generateName') or ''}*")[:253],
+                storage_class=ensured.storage_class, size=intent.size))
         return Outcome(patched(ops, reason="patched_new_pvc" if ensured.created else "patched"), intent,
                        ensured)

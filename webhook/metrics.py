@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.registry import Collector
 
 ADMISSIONS = Counter(
     "leoflow_staging_admissions_total",
@@ -22,10 +23,17 @@ LATENCY = Histogram(
 BAD_REQUESTS = Counter("leoflow_staging_bad_requests_total", "Bodies rejected with HTTP 4xx.", ["status"])
 
 
-def render(multiproc_dir: str | None) -> tuple[bytes, str]:
-    """The exposition text, aggregated over all workers when in multiprocess mode."""
+def render(multiproc_dir: str | None, extra: Collector | None = None) -> tuple[bytes, str]:
+    """The exposition text, aggregated over all workers when in multiprocess mode; ``extra`` (the
+    database inventory, the same in every worker) is appended once."""
     if multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8"
-    return generate_latest(DEFAULT_REGISTRY), "text/plain; version=0.0.4; charset=utf-8"
+        data = generate_latest(registry)
+    else:
+        data = generate_latest(DEFAULT_REGISTRY)
+    if extra is not None:
+        own = CollectorRegistry()
+        own.register(extra)
+        data += generate_latest(own)
+    return data, "text/plain; version=0.0.4; charset=utf-8"

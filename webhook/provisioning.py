@@ -105,6 +105,7 @@ class Ensured:
     pvc_name: str
     created: bool  # this call created the PVC
     storage_class: str
+    pvc_uid: str = ""
 
 
 def _reclaiming(name: str) -> Verdict:
@@ -209,7 +210,8 @@ class VolumeProvisioner:
         deadline.check("recording the volume", self._db_t)
         self._record(claim, spec)
         self._claims.remember(namespace, claim.name, claim.uid)
-        return Ensured(current, created=created, storage_class=claim.storage_class or storage_class)
+        return Ensured(current, created=created, storage_class=claim.storage_class or storage_class,
+                       pvc_uid=claim.uid)
 
     def _adoptable_legacy_claim(self, namespace: str, intent: StagingIntent, legacy: str,
                                 deadline: Deadline) -> Ensured | None:
@@ -225,7 +227,7 @@ class VolumeProvisioner:
                          storage_class=storage_class, size=claim.size or intent.size)
         self._record(claim, spec)
         self._claims.remember(namespace, claim.name, claim.uid)
-        return Ensured(legacy, created=False, storage_class=storage_class)
+        return Ensured(legacy, created=False, storage_class=storage_class, pvc_uid=claim.uid)
 
     def _record(self, claim: ClaimInfo, spec: ClaimSpec) -> None:
         volume = NewVolume(namespace=claim.namespace, pvc_name=claim.name, pvc_uid=claim.uid,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shared.settings import RunsTable
+from shared.sweeps import OUTCOMES
 from shared.volumes import DeleteReason, VolumeState
 
 metadata = sa.MetaData()
@@ -66,3 +67,18 @@ def runs_table(config: RunsTable) -> sa.Table:
         sa.Column(config.end_date_column, sa.DateTime(timezone=True), key="end_date"),
         schema=schema or None,
     )
+
+
+# One row per GC sweep (migration 0002); only the newest rows are kept (sweeps_repo.RETAIN).
+gc_sweeps = sa.Table(
+    "gc_sweeps",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("duration_seconds", sa.Float, nullable=False),
+    *(sa.Column(name, sa.Integer, nullable=False, server_default="0") for name in OUTCOMES),
+    sa.CheckConstraint("status IN ('completed', 'skipped')", name="ck_gc_sweeps_status"),
+)
+sa.Index("ix_gc_sweeps_status_id", gc_sweeps.c.status, gc_sweeps.c.id)

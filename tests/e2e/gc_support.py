@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -54,11 +56,12 @@ class Bench:
 
     def sweeper(self, *, adopt_min_age: dt.timedelta = dt.timedelta(0), settle: float = 5.0,
                 delete_finished_pods: bool = True, runs: RunsTable | None = None,
-                lock_idle_seconds: float = 300.0) -> Sweeper:
+                lock_idle_seconds: float = 300.0,
+                on_event: Callable[[dict[str, Any]], None] | None = None) -> Sweeper:
         runs = runs or RunsTable()
         policy = GcPolicy(failed_ttl=self.ttl, success_states=runs.success_states,
                           failed_states=runs.failed_states, adopt_min_age=adopt_min_age)
-        return Sweeper(engine=self.engine, kube=self.kube, clock=self.clock, out=self.out,
+        return Sweeper(engine=self.engine, kube=self.kube, clock=self.clock, out=self.out, on_event=on_event,
                        config=SweepConfig(runs=runs, policy=policy, batch_size=3, settle_seconds=settle,
                                           delete_finished_pods=delete_finished_pods,
                                           lock_idle_seconds=lock_idle_seconds))
