@@ -54,6 +54,8 @@ def _gc_database_url(postgres: Postgres, airflow: Airflow) -> str:
             if not exists:
                 conn.execute(sa.text(f"CREATE ROLE {GC_ROLE} LOGIN"))
             conn.execute(sa.text(f"GRANT SELECT, INSERT, UPDATE ON staging_volumes TO {GC_ROLE}"))
+            conn.execute(sa.text(f"GRANT SELECT, INSERT, DELETE ON gc_sweeps TO {GC_ROLE}"))
+            conn.execute(sa.text(f"GRANT USAGE ON SEQUENCE staging_volumes_id_seq, gc_sweeps_id_seq TO {GC_ROLE}"))
             conn.execute(sa.text(f"GRANT SELECT ON leoflow_staging_alembic_version TO {GC_ROLE}"))
             conn.execute(sa.text(f"GRANT SELECT ON dag_run TO {GC_ROLE}"))
     finally:
@@ -132,6 +134,7 @@ def test_gc_follows_airflows_own_run_states(
     code, lines = _gc(gc_url, kubeconfig, failed_ttl="1h")
     events = _events(lines, ns)
     assert code == 0, lines
+    assert not [x for x in lines if x.get("event") == "sweep_not_recorded"], lines  # the grants suffice
     rows = _rows(airflow, ns)
     reasons = {name: (rows[(d, r)]["state"], rows[(d, r)]["delete_reason"]) for name, (d, r, _) in RUNS.items()}
     assert reasons == {
