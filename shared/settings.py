@@ -63,6 +63,9 @@ class Settings:
     gc_delete_finished_pods: bool = True  # delete Succeeded/Failed pods that hold a reclaimed claim
     gc_db_timeout: float = 30.0  # seconds: the GC's connect, statement and lock waits (batch reads)
     log_level: str = "INFO"
+    # Watch-fed caches of the installation's PVCs and the StorageClasses (per worker; replace the TTLs above).
+    watch_caches: bool = True
+    watch_stale_seconds: float = 1.0  # a cache whose watch is broken longer than this is not used
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced (flags given on the command line)."""
