@@ -60,7 +60,8 @@ class WatchedCaches:
         return [p for p in (self.claims.problem(), self.classes.problem()) if p]
 
     def status(self) -> dict[str, Any]:
-        return {name: {"fresh": inf.fresh(), "objects": inf.size(), "lists": inf.relists}
+        return {name: {"fresh": inf.fresh(), "objects": inf.size(), "lists": inf.relists,
+                       "version": inf.version()}
                 for name, inf in (("pvcs", self.claims), ("storageclasses", self.classes))}
 
 

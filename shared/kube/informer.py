@@ -137,6 +137,11 @@ class Informer(Generic[T]):
         with self._lock:
             return list(self._store.items.values()) if self._fresh_locked() else None
 
+    def version(self) -> str:
+        """The last resourceVersion the cache has folded in (a LIST's, an event's or a bookmark's)."""
+        with self._lock:
+            return self._store.resource_version
+
     def size(self) -> int:
         with self._lock:
             return len(self._store.items)
