@@ -57,11 +57,13 @@ class WatchedCaches:
         return self.kube.read_claim(namespace, name)
 
     def problems(self) -> list[str]:
-        return [p for p in (self.claims.problem(), self.classes.problem()) if p]
+        """For /readyz: a cache never listed (a broken watch later is shown in ``status``, not a problem:
+        admissions then read the API directly, so the webhook still works)."""
+        return [str(inf.problem()) for inf in (self.claims, self.classes) if not inf.synced()]
 
     def status(self) -> dict[str, Any]:
         return {name: {"fresh": inf.fresh(), "objects": inf.size(), "lists": inf.relists,
-                       "version": inf.version()}
+                       "version": inf.version(), "problem": inf.problem()}
                 for name, inf in (("pvcs", self.claims), ("storageclasses", self.classes))}
 
 

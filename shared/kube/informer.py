@@ -147,12 +147,16 @@ class Informer(Generic[T]):
             return len(self._store.items)
 
     def problem(self) -> str | None:
-        """Why the cache is not usable now (for /readyz), or None."""
+        """Why the cache is not usable now, or None."""
         with self._lock:
             if self._fresh_locked():
                 return None
             state = "not synced yet" if not self._synced else "watch broken"
         return f"{self.name} cache {state}" + (f" ({self.last_error})" if self.last_error else "")
+
+    def synced(self) -> bool:
+        with self._lock:
+            return self._synced
 
     # -- the loop ------------------------------------------------------------------------------------
     def start(self) -> None:

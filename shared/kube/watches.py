@@ -16,7 +16,10 @@ from shared.kube.api import api_message
 from shared.kube.informer import Gone, Page, iter_json_lines
 from shared.labels import INSTANCE, MANAGED_BY, MANAGED_BY_VALUE
 
-WATCH_SECONDS = 240  # the server ends each watch after about this long (jittered); it is reopened at once
+# The server ends each watch after about this long (jittered); it is reopened at once from the version seen.
+# A connection that died silently (no reset) is noticed when a read waits longer than this plus READ_SLACK.
+WATCH_SECONDS = 60
+READ_SLACK = 5
 
 
 def managed_claims_selector(instance: str) -> str:
@@ -67,7 +70,7 @@ class KindSource:
         kw: dict[str, Any] = {"watch": True, "resource_version": resource_version, "allow_watch_bookmarks": True,
                               "timeout_seconds": seconds,
                               # A silent dead connection is noticed when the read times out.
-                              "_request_timeout": (min(self._timeout, 2.0), seconds + 15)}
+                              "_request_timeout": (min(self._timeout, 2.0), seconds + READ_SLACK)}
         if self._selector:
             kw["label_selector"] = self._selector
         resp = _call(f"watching {self._what}", self._fn, **kw)
