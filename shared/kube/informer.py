@@ -190,6 +190,7 @@ class Informer(Generic[T]):
                 events = self._watch(self._store.resource_version)
                 with self._lock:
                     self._broken_since = None  # the watch is open again: nothing is missed from here
+                delays = backoff_delays()
                 for event in events:
                     with self._lock:
                         self._store.apply(event)
