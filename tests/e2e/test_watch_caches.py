@@ -202,3 +202,19 @@ def test_apiserver_restart_no_admission_on_a_stale_cache_then_resync(
     assert cache["fresh"] and cache["lists"] >= lists_before  # resumed from its version, or relisted
     core.delete_namespaced_pod("holder", namespace, grace_period_seconds=0)
     wait_until_gone(core, namespace)
+
+
+def test_through_the_apiserver_a_class_created_then_a_pod_at_once(webhook: WebhookProcess, api: client.ApiClient,
+                                                                  core: client.CoreV1Api, namespace: str) -> None:
+    """The session's registered webhook (watch caches on, 2 workers): a real pod CREATE right after the class."""
+    storage = client.StorageV1Api(api)
+    name = f"fresh-{uuid.uuid4().hex[:8]}"
+    storage.create_storage_class({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                                  "metadata": {"name": name}, "provisioner": "nfs.csi.k8s.io"})
+    try:
+        body = task_pod("etl", "via-api", annotations={labels.STORAGE_CLASS: name})
+        pod = core.create_namespaced_pod(namespace, body)
+        claim = pod.metadata.annotations[labels.PVC]
+        assert core.read_namespaced_persistent_volume_claim(claim, namespace).spec.storage_class_name == name
+    finally:
+        storage.delete_storage_class(name)
