@@ -10,6 +10,7 @@ StorageClasses come from the cache when fresh; the class choice re-lists directl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from shared.kube import KubeApi
 from shared.kube.informer import Informer
 from shared.kube.watches import claims_source, classes_source
 from shared.objects import ClaimInfo, StorageClassInfo, claim_info, storage_class_info
+from webhook import metrics
 from webhook.provisioning import StorageClassCache
 
 
@@ -70,12 +72,19 @@ class WatchedCaches:
 def watched_caches(api_client: Any, kube: KubeApi, *, timeout: float,
                    stale_after: float) -> WatchedCaches:
     """The two informers over ``api_client`` (a kubernetes ApiClient of their own: watches hold connections)."""
+    def gauge(cache: str) -> Callable[[int, bool], None]:
+        def update(size: int, listed: bool) -> None:
+            metrics.CACHE_OBJECTS.labels(cache).set(size)
+            if listed:
+                metrics.CACHE_LISTS.labels(cache).inc()
+        return update
+
     claims = claims_source(api_client, instance=kube.instance, timeout=timeout)
     classes = classes_source(api_client, timeout=timeout)
     return WatchedCaches(
         claims=Informer("PVC", list_fn=claims.list_pages, watch_fn=claims.watch, convert=claim_info,
-                        stale_after=stale_after),
+                        stale_after=stale_after, on_change=gauge("pvcs")),
         classes=Informer("StorageClass", list_fn=classes.list_pages, watch_fn=classes.watch,
-                         convert=storage_class_info, stale_after=stale_after),
+                         convert=storage_class_info, stale_after=stale_after, on_change=gauge("storageclasses")),
         kube=kube,
     )

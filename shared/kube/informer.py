@@ -103,7 +103,8 @@ class Informer(Generic[T]):
     """A background thread keeping a ``Store`` current; ``snapshot()`` for the readers."""
 
     def __init__(self, name: str, *, list_fn: ListFn, watch_fn: WatchFn, convert: Callable[[dict[str, Any]], T],
-                 stale_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+                 stale_after: float, clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[int, bool], None] | None = None) -> None:
         self.name = name
         self._list, self._watch = list_fn, watch_fn
         self._store: Store[T] = Store(convert)
@@ -115,6 +116,7 @@ class Informer(Generic[T]):
         self._thread: threading.Thread | None = None
         self.relists = 0
         self.last_error = ""
+        self._on_change = on_change or (lambda size, listed: None)  # (objects now, after a full LIST)
 
     # -- readers -------------------------------------------------------------------------------------
     def fresh(self) -> bool:
@@ -184,6 +186,7 @@ class Informer(Generic[T]):
                         self._store.replace(items, version)
                         self._synced, self._broken_since = True, None
                     self.relists += 1
+                    self._on_change(len(items), True)
                     need_list = False
                     self.last_error = ""
                     delays = backoff_delays()
@@ -195,6 +198,9 @@ class Informer(Generic[T]):
                     with self._lock:
                         self._store.apply(event)
                         self._broken_since = None  # the stream delivers: fresh as of now
+                        size = len(self._store.items)
+                    if event.get("type") != "BOOKMARK":
+                        self._on_change(size, False)
                     if self._stop.is_set():
                         return
                 # The server ended the watch (its timeoutSeconds): resume from the version seen, at once.

@@ -167,6 +167,10 @@ def test_the_cache_holds_only_live_claims(server: WebhookProcess, http: requests
     core.delete_collection_namespaced_persistent_volume_claim(namespace)
     wait_until_gone(core, namespace)
     _eventually("deleted claims removed", lambda: _pvc_cache(http, server)["objects"] == before)
+    metrics = http.get(server.url + "/metrics", timeout=30).text
+    gauge = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+             if line.startswith('leoflow_staging_cache_objects{cache="pvcs"')]
+    assert gauge == [before]  # one worker, one series: what /metrics shows operators
 
 
 def test_apiserver_restart_no_admission_on_a_stale_cache_then_resync(
