@@ -111,6 +111,7 @@ class Informer(Generic[T]):
         self._stale_after, self._clock = stale_after, clock
         self._lock = threading.Lock()
         self._synced = False
+        self._missed = False  # a 410 Gone: events were missed, not fresh until the relist is in
         self._broken_since: float | None = None  # None: the watch is open (or being reopened at once)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,7 +125,7 @@ class Informer(Generic[T]):
             return self._fresh_locked()
 
     def _fresh_locked(self) -> bool:
-        return self._synced and (self._broken_since is None
+        return self._synced and not self._missed and (self._broken_since is None
                                  or self._clock() - self._broken_since <= self._stale_after)
 
     def get(self, namespace: str, name: str) -> tuple[bool, T | None]:
@@ -153,7 +154,8 @@ class Informer(Generic[T]):
         with self._lock:
             if self._fresh_locked():
                 return None
-            state = "not synced yet" if not self._synced else "watch broken"
+            state = ("not synced yet" if not self._synced else
+                     "relisting after 410 Gone" if self._missed else "watch broken")
         return f"{self.name} cache {state}" + (f" ({self.last_error})" if self.last_error else "")
 
     def synced(self) -> bool:
@@ -184,7 +186,7 @@ class Informer(Generic[T]):
                     items, version = self._store.build(self._list())
                     with self._lock:
                         self._store.replace(items, version)
-                        self._synced, self._broken_since = True, None
+                        self._synced, self._missed, self._broken_since = True, False, None
                     self.relists += 1
                     self._on_change(len(items), True)
                     need_list = False
@@ -206,6 +208,8 @@ class Informer(Generic[T]):
                 # The server ended the watch (its timeoutSeconds): resume from the version seen, at once.
             except Gone as exc:
                 log.info("%s watch: %s; relisting", self.name, exc)
+                with self._lock:
+                    self._missed = True
                 need_list = True
             except Exception as exc:
                 self._broken(exc)

@@ -118,3 +118,12 @@ def test_freshness_bound_without_the_thread() -> None:
     now[0] = 12.5
     assert not inf.fresh() and inf.snapshot() is None and inf.get("ns", "a") == (False, None)
     assert "watch broken" in str(inf.problem()) and "reset" in str(inf.problem())
+
+
+def test_after_a_gone_the_cache_is_not_fresh_until_relisted() -> None:
+    inf: Informer[str] = Informer("t", list_fn=lambda: iter(()), watch_fn=lambda rv: iter(()), convert=_uid,
+                                  stale_after=60)
+    inf._synced, inf._missed = True, True
+    assert not inf.fresh() and inf.problem() == "t cache relisting after 410 Gone"
+    inf._missed = False
+    assert inf.fresh()
