@@ -1,9 +1,10 @@
 """The warm path's one database read (the run's live row, ``FOR SHARE``), three ways, same PostgreSQL:
 
-(a) SQLAlchemy Core, as the webhook does it: ``read_live_volume`` on the autocommit engine (pool checkout,
-    a prebuilt statement, compiled-statement cache, row -> ``VolumeRecord``);
+(a) SQLAlchemy Core, as the webhook did it before ``live_read``: ``live_volume`` on a connection of the
+    autocommit engine (pool checkout, a prebuilt statement, compiled-statement cache, row -> ``VolumeRecord``);
 (b) the raw psycopg2 connection of the same pool, the same SQL text with ``%s`` parameters;
-(c) (b) with a server-side prepared statement (``PREPARE`` once per connection, then ``EXECUTE``).
+(c) (b) with a server-side prepared statement (``PREPARE`` once per connection, then ``EXECUTE``): what
+    ``read_live_volume`` does now on PostgreSQL (``shared/db/live_read.py``).
 
 ``python -m bench.db_read_bench`` prints per-read microseconds (median and p99 over 5 rounds of 3,000 reads).
 """
@@ -52,7 +53,8 @@ def main() -> int:
         reader = make_engine(url, timeout=2, autocommit=True, pre_ping=False)
 
         def core() -> Any:
-            return volumes_repo.read_live_volume(reader, "ns", "stg-x")
+            with reader.connect() as conn:
+                return volumes_repo.live_volume(conn, "ns", "stg-x", lock=True)
 
         def raw() -> Any:
             conn = reader.raw_connection()
