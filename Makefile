@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install binaries node-packages postgres airflow lint typecheck test unit demo bench dev-up dev-down clean image images
+.PHONY: help install binaries node-packages wrk postgres airflow lint typecheck test unit demo bench dev-up dev-down clean image images
 
 help:
 	@echo "make test     - install everything, build/find the control plane, ruff + mypy + import contracts + pytest"
@@ -30,6 +30,9 @@ binaries:
 
 node-packages:
 	bash hack/ensure-node-packages.sh
+
+wrk:
+	bash hack/ensure-wrk.sh
 
 postgres:
 	bash hack/ensure-postgres.sh
@@ -66,7 +69,7 @@ dev-down:
 demo: install binaries postgres
 	$(PY) -m leoflow_staging.devenv.demo
 
-bench: install binaries postgres
+bench: install binaries postgres wrk
 	$(PY) -m bench
 
 image: install

@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bench import wrk_bench
+
 OUT = Path(__file__).resolve().parent
 
 
@@ -53,6 +55,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(_row(f"server-side warm time, {level}: p50 / p99", f"{ss['p50']} / {ss['p99']} ms",
                           "p99 <= 5 ms", ss["p99"] <= 5))
         lines.append(_row(f"warm throughput, {level}", f"{mut['rps']} req/s", ">= 500/s", mut["rps"] >= 500))
+    lines += wrk_bench.markdown(results.get("wrk") or {})
     api = results.get("apiserver", {})
     if api:
         pc = api["pod_create"]

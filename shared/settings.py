@@ -68,6 +68,9 @@ class Settings:
     metrics_cache_seconds: float = 5.0  # how long /metrics reuses one inventory read of the database
     events: bool = True  # Kubernetes Events on staging PVCs (best effort)
     pod_name: str | None = None  # the events' reportingInstance (the chart sets it); None: the host name
+    # Watch-fed caches of the installation's PVCs and the StorageClasses (per worker; replace the TTLs above).
+    watch_caches: bool = True
+    watch_stale_seconds: float = 1.0  # a cache whose watch is broken longer than this is not used
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced (flags given on the command line)."""

@@ -67,7 +67,8 @@ def _log_outcome(outcome: Outcome, req: AdmissionRequest, elapsed: float) -> Non
 
 
 def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: int,
-               multiproc_dir: str | None = None, extra_metrics: Collector | None = None) -> Flask:
+               multiproc_dir: str | None = None, extra_metrics: Collector | None = None,
+               status: Callable[[], dict[str, Any]] | None = None) -> Flask:
     """The webhook's WSGI app; all collaborators are passed in (nothing happens at import)."""
     app = Flask("leoflow_staging_webhook")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -113,7 +114,10 @@ def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: 
     @app.get("/readyz")
     def readyz() -> Response:
         problems = ready()
-        return _json({"status": "not ready", "problems": problems}, 503) if problems else _json({"status": "ok"})
+        caches = {"caches": status()} if status else {}  # this worker's watch-fed caches
+        if problems:
+            return _json({"status": "not ready", "problems": problems, **caches}, 503)
+        return _json({"status": "ok", **caches})
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:

@@ -21,6 +21,7 @@ from webhook.intent import SizePolicy
 from webhook.inventory_metrics import CachedRead, InventoryCollector
 from webhook.provisioning import ClaimCache, StorageClassCache, VolumeProvisioner
 from webhook.storage_choice import ClassPolicy
+from webhook.watched import WatchedClassCache, watched_caches
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -45,12 +46,19 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
     kube = KubeApi(make_api_client(settings.kubeconfig, pool_size=settings.threads),
                    timeout=settings.kube_timeout, instance=settings.instance)
     classes = StorageClassCache(kube, ttl=settings.class_cache_seconds)
+    claims = ClaimCache(ttl=settings.pvc_cache_seconds)
+    caches = None
+    if settings.watch_caches:  # started here, in the worker (after gunicorn's fork)
+        caches = watched_caches(make_api_client(settings.kubeconfig, pool_size=2), kube,
+                                timeout=settings.kube_timeout, stale_after=settings.watch_stale_seconds)
+        caches.start()
+        classes, claims = WatchedClassCache(kube, caches.classes), ClaimCache(ttl=0)
     provisioner = VolumeProvisioner(
         engine=engine, kube=kube, classes=classes,
         class_policy=ClassPolicy(configured=settings.storage_class,
                                  extra_rwx_provisioners=settings.rwx_provisioners),
         db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout,
-        claims=ClaimCache(ttl=settings.pvc_cache_seconds),
+        claims=claims, read_claim=caches.read_claim if caches else None,
         reader=make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads,
                            autocommit=True, pre_ping=False),
     )
@@ -73,10 +81,11 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
             classes.get(fresh=True)
         except StagingError as exc:
             problems.append(str(exc))
-        return problems
+        return problems + (caches.problems() if caches else [])
 
     return create_app(handler=handler, ready=ready, max_body_bytes=settings.max_body_bytes,
-                      multiproc_dir=multiproc_dir, extra_metrics=inventory_collector(settings))
+                      multiproc_dir=multiproc_dir, extra_metrics=inventory_collector(settings),
+                      status=caches.status if caches else None)
 
 
 def event_recorder(settings: Settings) -> EventRecorder | None:

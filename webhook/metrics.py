@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.registry import Collector
 
 ADMISSIONS = Counter(
@@ -21,6 +21,11 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 BAD_REQUESTS = Counter("leoflow_staging_bad_requests_total", "Bodies rejected with HTTP 4xx.", ["status"])
+CACHE_OBJECTS = Gauge("leoflow_staging_cache_objects",
+                      "Objects in a worker's watch-fed cache (pvcs, storageclasses), per worker process.",
+                      ["cache"], multiprocess_mode="liveall")
+CACHE_LISTS = Counter("leoflow_staging_cache_lists_total",
+                      "Full LISTs of a watch-fed cache: the first, and one per 410 Gone.", ["cache"])
 
 
 def render(multiproc_dir: str | None, extra: Collector | None = None) -> tuple[bytes, str]:

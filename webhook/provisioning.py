@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 Clock = Callable[[], dt.datetime]
+ClaimLookup = Callable[[str, str, "str | None"], "ClaimInfo | None"]  # (namespace, name, expected uid)
 
 
 def _utcnow() -> dt.datetime:
@@ -132,8 +133,10 @@ class VolumeProvisioner:
     def __init__(self, *, engine: sa.Engine, kube: KubeApi, classes: StorageClassCache,
                  class_policy: ClassPolicy, db_timeout: float, kube_timeout: float,
                  clock: Clock = _utcnow, claims: ClaimCache | None = None,
-                 reader: sa.Engine | None = None) -> None:
+                 reader: sa.Engine | None = None, read_claim: ClaimLookup | None = None) -> None:
         self._engine, self._kube, self._classes = engine, kube, classes
+        # The warm path's PVC read (namespace, name, the row's uid): a watch-fed cache when injected.
+        self._read_claim: ClaimLookup = read_claim or (lambda ns, name, _uid: kube.read_claim(ns, name))
         self._reader = reader or engine  # an autocommit engine for the warm path's single read
         self._claims = claims or ClaimCache(ttl=0)
         self._policy = class_policy
@@ -174,7 +177,7 @@ class VolumeProvisioner:
                 raise Denied(_reclaiming(name))
             if self._claims.fresh(namespace, name, row.pvc_uid):
                 return Ensured(name, created=False, storage_class=row.storage_class)
-            claim = self._kube.read_claim(namespace, name)
+            claim = self._read_claim(namespace, name, row.pvc_uid)
             if claim is not None and claim.terminating:
                 raise Denied(_terminating(name))
             if claim is not None and claim.uid == row.pvc_uid:

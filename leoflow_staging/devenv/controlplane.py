@@ -254,5 +254,15 @@ class ControlPlane:
         for proc in reversed(self.processes):
             proc.stop()
 
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver only (its clients see their connections and watches end)."""
+        next(p for p in self.processes if p.name == "kube-apiserver").stop()
+
+    def start_apiserver(self, *, timeout: float = 90.0) -> None:
+        """Start the stopped kube-apiserver again, same flags, same port, same etcd; wait until ready."""
+        apiserver = next(p for p in self.processes if p.name == "kube-apiserver")
+        apiserver.start()
+        apiserver.wait_healthy(lambda: self.get("/readyz", timeout=2)[0] == 200, timeout=timeout)
+
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes if p.popen is not None]
