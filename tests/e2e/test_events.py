@@ -9,23 +9,20 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import sqlalchemy as sa
 from kubernetes import client, config
 
 from shared.claim_events import ClaimEvent, gc_events
-from shared.db.migrate import upgrade
-from shared.kube import KubeApi, make_api_client
+from shared.kube import make_api_client
 from shared.kube.events import EventRecorder
 from shared.volumes import VolumeState
 from tests.e2e.conftest import staging_pvc_of
 from tests.e2e.gc_support import T0, Bench
-from tests.support.orchestrator import create_runs_table, set_run
+from tests.support.orchestrator import set_run
 from tests.support.pods import task_pod
 from tests.support.webhook import WebhookProcess
 
@@ -66,15 +63,6 @@ def _events(kubeconfig: Path, namespace: str, pvc: str, *, want: set[str], timeo
         if want <= {e["reason"] for e in items} or time.monotonic() > deadline:
             return list(items)
         time.sleep(0.2)
-
-
-@pytest.fixture
-def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
-    engine = sa.create_engine(database_url)
-    upgrade(engine)
-    create_runs_table(engine)
-    yield Bench(engine=engine, kube=KubeApi(make_api_client(str(kubeconfig)), timeout=10), namespace=namespace)
-    engine.dispose()
 
 
 def test_admission_creates_an_event_and_the_inventory_shows_the_volume(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from kubernetes import client
 from shared.db import volumes_repo
 from shared.db.engine import make_engine
 from shared.db.locks import single_flight
-from shared.db.migrate import upgrade
 from shared.kube import KubeApi, make_api_client
 from shared.naming import pvc_name
 from shared.objects import ClaimSpec, claim_manifest
@@ -24,20 +22,10 @@ from shared.settings import RunsTable
 from shared.volumes import DeleteReason, VolumeState
 from tests.e2e.conftest import wait_until_gone
 from tests.e2e.gc_support import T0, Bench
-from tests.support.orchestrator import create_runs_table, delete_run, set_run
+from tests.support.orchestrator import delete_run, set_run
 
 pytestmark = pytest.mark.e2e
 H = dt.timedelta(hours=1)
-
-
-@pytest.fixture
-def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
-    engine = sa.create_engine(database_url)
-    upgrade(engine)
-    create_runs_table(engine)
-    kube = KubeApi(make_api_client(str(kubeconfig)), timeout=10)
-    yield Bench(engine=engine, kube=kube, namespace=namespace)
-    engine.dispose()
 
 
 def _events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:

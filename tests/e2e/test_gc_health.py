@@ -7,8 +7,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,27 +15,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.db import sweeps_repo
 from shared.db.inventory import load_snapshot
 from shared.db.locks import single_flight
-from shared.db.migrate import upgrade
-from shared.kube import KubeApi, make_api_client
 from shared.settings import RunsTable
 from shared.sweeps import SweepRecord, SweepStatus
 from tests.e2e.gc_support import T0, Bench
-from tests.support.orchestrator import create_runs_table, set_run
+from tests.support.orchestrator import set_run
 from tests.support.webhook import console_script
 from webhook import metrics
 from webhook.inventory_metrics import CachedRead, InventoryCollector
 
 pytestmark = pytest.mark.e2e
 H = dt.timedelta(hours=1)
-
-
-@pytest.fixture
-def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
-    engine = sa.create_engine(database_url)
-    upgrade(engine)
-    create_runs_table(engine)
-    yield Bench(engine=engine, kube=KubeApi(make_api_client(str(kubeconfig)), timeout=10), namespace=namespace)
-    engine.dispose()
 
 
 def _rows(engine: sa.Engine) -> list[dict[str, object]]:

@@ -14,7 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,13 @@ import pytest
 import sqlalchemy as sa
 
 from shared.db.locks import GC_LOCK_KEY, LOCK_APPLICATION_NAME, single_flight
-from shared.db.migrate import upgrade
 from shared.errors import LockLost
-from shared.kube import KubeApi, make_api_client
 from shared.volumes import VolumeState
 from tests.e2e.gc_support import T0, Bench
-from tests.support.orchestrator import create_runs_table, set_run
+from tests.support.orchestrator import set_run
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
-    engine = sa.create_engine(database_url)
-    upgrade(engine)
-    create_runs_table(engine)
-    yield Bench(engine=engine, kube=KubeApi(make_api_client(str(kubeconfig)), timeout=10), namespace=namespace)
-    engine.dispose()
 
 
 def _events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from shared.db import volumes_repo
-from shared.db.migrate import upgrade
-from shared.kube import KubeApi, make_api_client
 from shared.naming import pvc_name
 from shared.objects import ClaimSpec
 from shared.volumes import NewVolume
 from tests.e2e.gc_support import Bench
-from tests.support.orchestrator import create_runs_table
 from webhook.verdicts import Denied
-
-
-@pytest.fixture
-def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
-    engine = sa.create_engine(database_url)
-    upgrade(engine)
-    create_runs_table(engine)
-    yield Bench(engine=engine, kube=KubeApi(make_api_client(str(kubeconfig)), timeout=10), namespace=namespace)
-    engine.dispose()
 
 
 def test_a_live_row_of_another_run_under_the_pods_pvc_name_is_refused(bench: Bench) -> None:
