@@ -55,9 +55,10 @@ class AdmissionHandler:
         if not namespace:
             return Outcome(deny("malformed_pod", "leoflow-staging: the request names no namespace", code=400),
                            intent)
-        ops = plan_patch_for_names(pod, intent.pvc_names)  # conflicts are found before any side effect
-        if isinstance(ops, Verdict):
-            return Outcome(ops, intent)
+        planned = plan_patch_for_names(pod, intent.pvc_names)  # conflicts are found before any side effect
+        if isinstance(planned, Verdict):
+            return Outcome(planned, intent)
+        planned_name, ops = planned
         deadline = Deadline(self._budget)
         try:
             if req.dry_run:  # sideEffects: NoneOnDryRun: validate, create nothing, record nothing
@@ -83,10 +84,11 @@ class AdmissionHandler:
             return Outcome(deny("kubernetes_unavailable", f"leoflow-staging: the Kubernetes API cannot be "
                                 f"reached ({exc}); the pod was not admitted. Retry.", code=503,
                                 retriable=True), intent)
-        if ensured.pvc_name != intent.pvc_name:  # the run keeps its legacy-named claim
-            ops = plan_patch(pod, ensured.pvc_name)
-            if isinstance(ops, Verdict):
-                return Outcome(ops, intent, ensured)
+        if ensured.pvc_name != planned_name:  # e.g. the run keeps its legacy-named claim, or the pod names a
+            replanned = plan_patch(pod, ensured.pvc_name)  # legacy claim that is gone: never admit onto it
+            if isinstance(replanned, Verdict):
+                return Outcome(replanned, intent, ensured)
+            ops = replanned
         if ensured.created and self._events is not None:  # the cold path only
             meta = pod.get("metadata") or {}
             self._events(claim_events.created(

@@ -147,15 +147,15 @@ def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdic
     return ops
 
 
-def plan_patch_for_names(pod: dict[str, Any], names: Sequence[str]) -> list[dict[str, Any]] | Verdict:
+def plan_patch_for_names(pod: dict[str, Any], names: Sequence[str]) -> tuple[str, list[dict[str, Any]]] | Verdict:
     """The check before any side effect, when the run's claim may have any of ``names`` (current first,
-    then legacy): the plan for the first name that raises no conflict, else the first name's denial.
+    then legacy): the first name that raises no conflict and its plan, else the first name's denial.
     A pod already patched with its run's legacy-named claim (reinvocation) is no conflict."""
-    first: list[dict[str, Any]] | Verdict | None = None
+    first: Verdict | None = None
     for name in names:
         ops = plan_patch(pod, name)
         if not isinstance(ops, Verdict):
-            return ops
+            return name, ops
         if first is None:
             first = ops
     return first if first is not None else _malformed("no claim name to plan for")

@@ -31,7 +31,9 @@ from tests.support.pods import admission_review, task_pod
 from tests.support.webhook import WebhookProcess
 from webhook.handler import AdmissionHandler
 from webhook.intent import SizePolicy
+from webhook.patching import plan_patch
 from webhook.review import parse_review
+from webhook.verdicts import Verdict
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +171,21 @@ def test_a_pod_reinvoked_with_its_runs_legacy_claim_is_admitted_unchanged(bench:
     patched_pod = jsonpatch.apply_patch(task_pod("etl", "again"), first.verdict.patch)
     again = handler.handle(parse_review(admission_review(patched_pod, bench.namespace, uid="u2")))
     assert (again.verdict.allowed, again.verdict.reason, again.verdict.patch) == (True, "patched", None)
+
+
+def test_a_pod_naming_its_runs_legacy_claim_that_is_gone_is_never_admitted_onto_it(
+        bench: Bench, core: client.CoreV1Api, rwx_class: str) -> None:
+    # A pod spec copied from an earlier admitted pod still names the run's legacy claim, which the GC has
+    # since reclaimed (no claim, no live row): the run gets a claim under the current name, and this pod is
+    # refused rather than admitted onto a claim that no longer exists.
+    handler = AdmissionHandler(provisioner=bench.provisioner(), sizes=SizePolicy("1Gi", "10Gi"), budget=30)
+    legacy = legacy_pvc_name("etl", "copied")
+    plan = plan_patch(task_pod("etl", "copied"), legacy)
+    assert not isinstance(plan, Verdict)
+    stale = jsonpatch.apply_patch(task_pod("etl", "copied"), plan)
+    outcome = handler.handle(parse_review(admission_review(stale, bench.namespace, uid="u3")))
+    assert not outcome.verdict.allowed and outcome.verdict.patch is None, outcome.verdict
+    live = {c.metadata.name for c in core.list_namespaced_persistent_volume_claim(bench.namespace).items}
+    assert legacy not in live and pvc_name("etl", "copied") in live  # the run's volume is the current one
+    fresh = handler.handle(parse_review(admission_review(task_pod("etl", "copied"), bench.namespace, uid="u4")))
+    assert fresh.verdict.allowed and fresh.ensured is not None and fresh.ensured.pvc_name == pvc_name("etl", "copied")

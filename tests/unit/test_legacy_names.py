@@ -73,7 +73,7 @@ def test_a_pod_already_patched_with_its_legacy_claim_is_no_conflict() -> None:
     names = candidate_pvc_names("etl", "r")
     pod = jsonpatch.apply_patch(task_pod("etl", "r"), plan_patch(task_pod("etl", "r"), names[1]))
     assert isinstance(plan_patch(pod, names[0]), Verdict)  # the current name alone would call it another run's
-    assert plan_patch_for_names(pod, names) == []  # reinvocation: nothing to add
+    assert plan_patch_for_names(pod, names) == (names[1], [])  # reinvocation: nothing to add
 
 
 def test_a_pod_referencing_another_runs_claim_is_still_refused() -> None:
