@@ -131,7 +131,10 @@ def check_admission(settings: Settings, *, namespace: str) -> int:
     pod = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"generateName": "leoflow-staging-check-", "labels": {
-            labels.OPT_IN: labels.OPT_IN_VALUE, labels.DAG_ID: "leoflow-staging-check", labels.RUN_ID: "helm-test"}},
+            labels.OPT_IN: labels.OPT_IN_VALUE, labels.DAG_ID: "leoflow-staging-check", labels.RUN_ID: "helm-test"},
+            # the raw ids where either identity mode reads them (contracts 1; Airflow's annotations)
+            "annotations": {labels.DAG_ID: "leoflow-staging-check", labels.RUN_ID: "helm-test",
+                            "dag_id": "leoflow-staging-check", "run_id": "helm-test"}},
         "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
                  "containers": [{"name": "check", "image": "busybox"}]},
     }

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from kubernetes import client
 from shared.naming import pvc_name
 from tests.airflow.conftest import AIRFLOW_CLASS, UNICODE_DAG
 from tests.support.airflow import Airflow
-from tests.support.webhook import WebhookProcess
+from tests.support.webhook import WebhookProcess, console_script
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -122,3 +124,14 @@ def test_kubernetes_pod_operator_needs_templated_annotations(
     created = _create(core_api, kube_api, airflow_namespace, templated)
     assert _claim_of(created) == pvc_name("staging_etl", RUN_B)
     assert [(r["dag_id"], r["run_id"]) for r in _rows(airflow, airflow_namespace)] == [("staging_etl", RUN_B)]
+
+
+def test_helm_test_check_passes_in_airflow_mode(airflow_webhook: WebhookProcess, core_api: client.CoreV1Api,
+                                                airflow_namespace: str, kubeconfig: Path) -> None:
+    """`helm test` runs `leoflow-staging check-admission`: its dry-run pod must pass in either identity mode."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEOFLOW_STAGING_")}
+    done = subprocess.run([console_script(), "--kubeconfig", str(kubeconfig), "check-admission", "--namespace",
+                           airflow_namespace], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"ok": true' in done.stdout
+    assert core_api.list_namespaced_persistent_volume_claim(airflow_namespace).items == []  # dry run
