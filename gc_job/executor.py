@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 log = logging.getLogger("leoflow_staging.gc")
+
+
+def _nothing() -> None:
+    """The default ``touch``: nothing to keep alive."""
 Clock = Callable[[], dt.datetime]
 
 
@@ -131,11 +135,14 @@ class Executor:
         """(namespace, name, uid) of every PVC of ours: one paginated LIST, not a GET per row."""
         return {(c.namespace, c.name, c.uid) for page in self._kube.list_managed_claims() for c in page}
 
-    def _wait_gone(self, waiting: list[Result], *, grace: float) -> tuple[list[Result], list[Result]]:
-        """Finish the rows whose PVC disappears within ``grace`` seconds; return (done, still held)."""
+    def _wait_gone(self, waiting: list[Result], *, grace: float,
+                   touch: Callable[[], None] = _nothing) -> tuple[list[Result], list[Result]]:
+        """Finish the rows whose PVC disappears within ``grace`` seconds; return (done, still held).
+        ``touch`` is called between steps (the sweep keeps its single-flight lock alive with it)."""
         deadline = time.monotonic() + grace
         done: list[Result] = []
         while waiting:
+            touch()
             try:
                 present = self._present()
             except StagingError as exc:
@@ -179,14 +186,15 @@ class Executor:
                         "detail": f"{pod.phase} pod held the reclaimed claim; it can never run again"})
         return deleted
 
-    def settle(self, pending: list[Result], *, grace: float) -> list[Result]:
+    def settle(self, pending: list[Result], *, grace: float, touch: Callable[[], None] = _nothing) -> list[Result]:
         """Wait up to ``grace`` seconds for deleted PVCs to disappear and finish those rows. For the
         others: delete the finished pods that hold them (when enabled), wait again, and name the pods
         that still hold them (the pvc-protection finalizer is never stripped)."""
-        done, waiting = self._wait_gone(list(pending), grace=grace)
+        done, waiting = self._wait_gone(list(pending), grace=grace, touch=touch)
         released: list[Result] = []
         held: list[tuple[Result, list[PodUse]]] = []
         for r in waiting:
+            touch()
             v = r.decision.volume
             assert v is not None
             try:
@@ -201,7 +209,7 @@ class Executor:
                 log.exception("unexpected error settling %s/%s", v.namespace, v.pvc_name)
                 done.append(Result(r.decision, Outcome.FAILED, f"unexpected {type(exc).__name__}: {exc}"))
         if released:
-            finished, still = self._wait_gone(released, grace=grace)
+            finished, still = self._wait_gone(released, grace=grace, touch=touch)
             done += finished
             for r in still:
                 v = r.decision.volume

@@ -92,8 +92,9 @@ class Sweeper:
             if not acquired:
                 self._emit(logging.INFO, {"event": "sweep_skipped",
                                           "detail": "another GC sweep holds the lock; nothing to do"})
-                health.record(self._engine, health.skipped(started_at=started_at, finished_at=self._clock(),
-                                                           duration=time.monotonic() - started))
+                if not dry_run:  # an operator's --dry-run during a sweep is no skipped sweep to alert on
+                    health.record(self._engine, health.skipped(started_at=started_at, finished_at=self._clock(),
+                                                               duration=time.monotonic() - started))
                 return 0
             self.check_runs_table()
             if not self._executor.lock_runs and self._engine.dialect.name == "postgresql":
@@ -159,7 +160,8 @@ class Sweeper:
                     self._touch()
         if pending:
             self._touch()
-            results.extend(self._report_each(self._executor.settle(pending, grace=self._config.settle_seconds)))
+            results.extend(self._report_each(self._executor.settle(pending, grace=self._config.settle_seconds,
+                                                                   touch=self._touch)))
         return results, kept
 
     def _do(self, d: Decision, dry_run: bool) -> Result:
