@@ -75,6 +75,8 @@ app.kubernetes.io/component: webhook
 - {name: LEOFLOW_STAGING_PVC_CACHE_SECONDS, value: {{ .pvcCacheSeconds | quote }}}
 - {name: LEOFLOW_STAGING_WATCH_CACHES, value: {{ .watchCaches | quote }}}
 - {name: LEOFLOW_STAGING_WATCH_STALE_SECONDS, value: {{ .watchStaleSeconds | quote }}}
+- {name: LEOFLOW_STAGING_METRICS_CACHE_SECONDS, value: {{ .metricsCacheSeconds | quote }}}
+- {name: LEOFLOW_STAGING_EVENTS, value: {{ .events | quote }}}
 - {name: LEOFLOW_STAGING_LOG_LEVEL, value: {{ .logLevel | quote }}}
 - {name: LEOFLOW_STAGING_RUNS_TABLE, value: {{ .runs.table | quote }}}
 - {name: LEOFLOW_STAGING_RUNS_DAG_ID_COLUMN, value: {{ .runs.dagIdColumn | quote }}}
