@@ -39,6 +39,7 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     "marked_success": ("staging_etl", _run(4), ["running", "create_task_instances", "mark_success"]),
     "marked_failed": ("staging_etl", _run(5), ["running", "create_task_instances", "mark_failed"]),
     "flipped": ("staging_etl", _run(6), ["running", "create_task_instances", "mark_failed", "mark_success"]),
+    "unflipped": ("staging_etl", _run(10), ["running", "create_task_instances", "success", "mark_failed"]),
     "unicode": (UNICODE_DAG, _run(7), ["running", "success"]),
     "cleaned": ("staging_clean", _run(8), ["running", "failed"]),
     "latest": ("staging_clean", _run(9), []),  # queued, never started: `db clean` keeps it
@@ -119,8 +120,12 @@ def test_gc_follows_airflows_own_run_states(
     states = {name: final[(d, r)]["state"] for name, (d, r, _) in RUNS.items()}
     assert states == {"succeeded": "success", "failed": "failed", "cleared": "queued",
                       "marked_success": "success", "marked_failed": "failed", "flipped": "success",
+                      "unflipped": "failed",
                       "unicode": "success", "cleaned": "failed", "latest": "queued"}
     assert final[RUNS["cleared"][:2]]["end_date"] is None and final[RUNS["cleared"][:2]]["clear_number"] == 1
+    # Marking a succeeded run failed keeps its end_date: the TTL counts from the first end.
+    unflipped = [a for a in answers if (a["dag_id"], a["run_id"]) == RUNS["unflipped"][:2]]
+    assert unflipped[-1]["end_date"] == unflipped[-2]["end_date"] is not None
     # `airflow db clean` removes the started runs of staging_clean before the timestamp (by start_date).
     output = airflow.cli("db", "clean", "--clean-before-timestamp", (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1))
                 .isoformat(timespec="seconds"), "--tables", "dag_run", "--dag-ids", "staging_clean",
@@ -141,7 +146,7 @@ def test_gc_follows_airflows_own_run_states(
         "succeeded": ("deleted", "run_succeeded"), "marked_success": ("deleted", "run_succeeded"),
         "flipped": ("deleted", "run_succeeded"), "unicode": ("deleted", "run_succeeded"),
         "cleaned": ("deleted", "orphaned"),
-        "failed": ("active", None), "marked_failed": ("active", None),
+        "failed": ("active", None), "marked_failed": ("active", None), "unflipped": ("active", None),
         "cleared": ("active", None), "latest": ("active", None)}
     failed_claim = pvc_name(*RUNS["failed"][:2])
     assert events[failed_claim]["event"] == "kept_failed_run", events.get(failed_claim)
@@ -150,13 +155,16 @@ def test_gc_follows_airflows_own_run_states(
     assert live == {pvc_name(d, r) for name, (d, r, _) in RUNS.items() if reasons[name][0] == "active"}
 
     # Past the TTL (Airflow's own end_date), the failed runs' volumes go; the cleared and running ones stay.
-    ended = max(runs[RUNS[n][:2]][1] or dt.datetime.min.replace(tzinfo=dt.UTC) for n in ("failed", "marked_failed"))
+    ended = max(runs[RUNS[n][:2]][1] or dt.datetime.min.replace(tzinfo=dt.UTC)
+                for n in ("failed", "marked_failed", "unflipped"))
     time.sleep(max(0.0, (ended + dt.timedelta(seconds=2) - dt.datetime.now(dt.UTC)).total_seconds()))
     code, lines = _gc(gc_url, kubeconfig, failed_ttl="1s")
     assert code == 0, lines
     rows = _rows(airflow, ns)
-    assert {n: rows[RUNS[n][:2]]["delete_reason"] for n in ("failed", "marked_failed", "cleared", "latest")} == {
-        "failed": "ttl_expired", "marked_failed": "ttl_expired", "cleared": None, "latest": None}
+    assert {n: rows[RUNS[n][:2]]["delete_reason"]
+            for n in ("failed", "marked_failed", "unflipped", "cleared", "latest")} == {
+        "failed": "ttl_expired", "marked_failed": "ttl_expired", "unflipped": "ttl_expired", "cleared": None,
+        "latest": None}
     live = {p.metadata.name for p in core_api.list_namespaced_persistent_volume_claim(ns).items}
     assert live == {pvc_name(*RUNS["cleared"][:2]), pvc_name(*RUNS["latest"][:2])}
     assert _dag_runs(airflow) == runs  # nothing in Airflow's tables was written
