@@ -16,8 +16,7 @@ from leoflow_staging.devenv.controlplane import ControlPlane
 from leoflow_staging.devenv.postgres import Postgres
 from shared import labels
 from shared.db.migrate import upgrade
-from shared.kube import KubeApi, make_api_client
-from tests.e2e.gc_support import Bench
+from tests.e2e.gc_support import Bench, own_kube
 from tests.support.orchestrator import create_runs_table
 from tests.support.webhook import WebhookProcess
 
@@ -89,14 +88,12 @@ def webhook(control_plane: ControlPlane, webhook_db: str, api: client.ApiClient,
 
 @pytest.fixture
 def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
-    """A GC test bench on a fresh migrated database with the orchestrator's runs table. Its installation
-    (instance label) is its own, so claims other tests leave behind in namespaces still being deleted are
-    never this bench's strays."""
+    """A GC test bench on a fresh migrated database with the orchestrator's runs table, on an installation
+    of its own (``own_kube``)."""
     engine = sa.create_engine(database_url)
     upgrade(engine)
     create_runs_table(engine)
-    kube = KubeApi(make_api_client(str(kubeconfig)), timeout=10, instance=f"b-{namespace}")
-    yield Bench(engine=engine, kube=kube, namespace=namespace)
+    yield Bench(engine=engine, kube=own_kube(str(kubeconfig), namespace), namespace=namespace)
     engine.dispose()
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from gc_job.plan import GcPolicy
 from gc_job.sweep import SweepConfig, Sweeper
 from shared.db import volumes_repo
-from shared.kube import KubeApi
+from shared.kube import KubeApi, make_api_client
 from shared.settings import RunsTable
 from shared.volumes import VolumeRecord
 from tests.support.pods import task_pod
@@ -22,6 +22,12 @@ from webhook.provisioning import ClaimCache, Deadline, StorageClassCache, Volume
 from webhook.storage_choice import ClassPolicy
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+def own_kube(kubeconfig: str, namespace: str) -> KubeApi:
+    """A GC bench's own installation (instance label): claims that other tests leave behind in namespaces
+    still being deleted are never its strays, so its sweeps and counts are its own."""
+    return KubeApi(make_api_client(kubeconfig), timeout=10, instance=f"b-{namespace}")
 
 
 @dataclass

@@ -20,10 +20,9 @@ from leoflow_staging.devenv.postgres import Postgres
 from shared.db.locks import single_flight
 from shared.db.migrate import upgrade
 from shared.errors import LockLost
-from shared.kube import KubeApi, make_api_client
 from shared.volumes import VolumeState
 from tests.conftest import unavailable
-from tests.e2e.gc_support import T0, Bench
+from tests.e2e.gc_support import T0, Bench, own_kube
 from tests.support.orchestrator import create_runs_table, set_run
 from tests.support.pgbouncer import PgBouncer
 
@@ -51,7 +50,7 @@ def bench(database_url: str, pgbouncer: PgBouncer, kubeconfig: Path, namespace: 
     create_runs_table(direct)
     direct.dispose()
     engine = sa.create_engine(pgbouncer.url(sa.make_url(database_url).database or ""))  # everything via PgBouncer
-    yield Bench(engine=engine, kube=KubeApi(make_api_client(str(kubeconfig)), timeout=10), namespace=namespace)
+    yield Bench(engine=engine, kube=own_kube(str(kubeconfig), namespace), namespace=namespace)
     engine.dispose()
 
 

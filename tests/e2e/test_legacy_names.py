@@ -25,7 +25,7 @@ from shared.naming import legacy_pvc_name, pvc_name
 from shared.objects import ClaimInfo, ClaimSpec
 from shared.volumes import DeleteReason, NewVolume, VolumeState
 from tests.e2e.conftest import pod_dict, rows_for, staging_pvc_of, wait_until_gone
-from tests.e2e.gc_support import Bench
+from tests.e2e.gc_support import Bench, own_kube
 from tests.support.orchestrator import create_runs_table, set_run
 from tests.support.pods import admission_review, task_pod
 from tests.support.webhook import WebhookProcess
@@ -137,11 +137,11 @@ def test_a_legacy_claim_of_another_run_is_never_taken(
 
 
 @pytest.fixture
-def bench(database_url: str, kube: KubeApi, namespace: str, rwx_class: str) -> Iterator[Bench]:
+def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
     engine = sa.create_engine(database_url)
     upgrade(engine)
     create_runs_table(engine)
-    yield Bench(engine=engine, kube=kube, namespace=namespace, now=_now())
+    yield Bench(engine=engine, kube=own_kube(str(kubeconfig), namespace), namespace=namespace, now=_now())
     engine.dispose()
 
 

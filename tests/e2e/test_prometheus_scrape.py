@@ -22,9 +22,8 @@ from leoflow_staging.devenv.processes import ManagedProcess, free_port
 from leoflow_staging.devenv.prometheus_assets import ensure_prometheus
 from shared.db.locks import single_flight
 from shared.db.migrate import upgrade
-from shared.kube import KubeApi, make_api_client
 from tests.conftest import unavailable
-from tests.e2e.gc_support import Bench
+from tests.e2e.gc_support import Bench, own_kube
 from tests.rules.test_alert_rules import rule_groups
 from tests.support.orchestrator import create_runs_table, set_run
 from tests.support.webhook import WebhookProcess
@@ -84,7 +83,7 @@ def test_prometheus_scrapes_the_webhook_over_tls_and_evaluates_the_rules(
         prometheus_bin: Path, own_webhook: WebhookProcess, assets: Path, database_url: str, kubeconfig: Path,
         namespace: str, rwx_class: str, tmp_path: Path) -> None:
     engine = sa.create_engine(database_url)
-    bench = Bench(engine=engine, kube=KubeApi(make_api_client(str(kubeconfig)), timeout=10), namespace=namespace)
+    bench = Bench(engine=engine, kube=own_kube(str(kubeconfig), namespace), namespace=namespace)
     bench.now = dt.datetime.now(dt.UTC)
     bench.admit("etl", "ok")
     bench.admit("etl", "bad")
