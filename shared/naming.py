@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import unicodedata
@@ -25,6 +26,8 @@ def id_problem(value: str) -> str | None:
         return "is empty"
     if len(value) > MAX_ID_LEN:
         return f"is longer than {MAX_ID_LEN} characters"
+    if value.isascii() and value.isprintable():  # the common case, without a look-up per character
+        return None
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
         return "contains control characters"
     return None
@@ -89,11 +92,14 @@ def legacy_pvc_name(dag_id: str, run_id: str) -> str:
     return _compose(dag_id, run_id, legacy_pair_hash(dag_id, run_id))
 
 
+@functools.lru_cache(maxsize=4096)
 def candidate_pvc_names(dag_id: str, run_id: str) -> tuple[str, str]:
     """Every name the run's claim may have: the current one first, then the legacy one. The two never
     coincide, and neither is ever a name of the other kind for another pair: a legacy name has ``-`` 11
-    characters from its end, where a current name has a hash character."""
-    return pvc_name(dag_id, run_id), legacy_pvc_name(dag_id, run_id)
+    characters from its end, where a current name has a hash character. Cached: every pod of a run asks."""
+    digest = _pair_digest(dag_id, run_id)
+    return (_compose(dag_id, run_id, base64.b32encode(digest).decode("ascii").lower()[:HASH_LEN]),
+            _compose(dag_id, run_id, digest.hex()[:LEGACY_HASH_LEN]))
 
 
 def is_staging_pvc_name(name: str) -> bool:

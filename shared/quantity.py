@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -17,6 +18,7 @@ class QuantityError(ValueError):
     """The text is not a Kubernetes quantity."""
 
 
+@functools.lru_cache(maxsize=1024)  # a few sizes recur on every admission; errors are not cached
 def parse_quantity(text: str) -> Decimal:
     """The value of ``text`` (e.g. bytes for a storage size). Negative quantities are rejected."""
     if len(text) > 64:

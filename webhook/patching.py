@@ -16,6 +16,7 @@ from shared.naming import is_staging_pvc_name
 from webhook.verdicts import Verdict, deny
 
 CONTAINER_LISTS = ("initContainers", "containers")
+_MOUNT_LEAF = posixpath.basename(labels.MOUNT_PATH)
 
 
 def escape(key: str) -> str:
@@ -69,7 +70,8 @@ def _volume_ops(spec: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verd
 
 
 def _same_path(path: Any) -> bool:
-    return isinstance(path, str) and posixpath.normpath(path) == labels.MOUNT_PATH
+    # normpath cannot turn a path without the mount's last segment into the mount path: skip it then
+    return isinstance(path, str) and _MOUNT_LEAF in path and posixpath.normpath(path) == labels.MOUNT_PATH
 
 
 def _container_ops(base: str, container: dict[str, Any], what: str) -> list[dict[str, Any]] | Verdict:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.db.live_read import PreparedRead
+from shared.db.live_read import RawRead
 from shared.db.schema import LIVE, staging_volumes
 from shared.volumes import DeleteReason, NewVolume, VolumeRecord, VolumeState
 
@@ -51,48 +51,34 @@ def live_volume(conn: sa.Connection, namespace: str, pvc_name: str, *, lock: boo
     return _record(row) if row else None
 
 
-_PREPARED_READS: weakref.WeakKeyDictionary[sa.Engine, PreparedRead] = weakref.WeakKeyDictionary()
-
-
-def read_live_volume(engine: sa.Engine, namespace: str, pvc_name: str) -> VolumeRecord | None:
-    """The not-deleted row in one statement, ``FOR SHARE`` on PostgreSQL: a GC transition in flight
-    is waited for and then seen. ``engine`` should be autocommit (one round trip). A pooled
-    connection found dead (the database restarted) is replaced and the read retried once.
-    On PostgreSQL the statement is prepared once per pooled connection (``live_read``: the cheaper read)."""
-    if engine.dialect.name == "postgresql":
-        reader = _PREPARED_READS.get(engine)
-        if reader is None:
-            reader = _PREPARED_READS.setdefault(engine, PreparedRead(engine, _LIVE_ROW_SHARED, _from_columns))
-        record: VolumeRecord | None = reader.read(namespace, pvc_name)
-        return record
-    for attempt in (1, 2):
-        try:
-            with engine.connect() as conn:
-                record = live_volume(conn, namespace, pvc_name, lock=True)
-                if engine.dialect.name == "sqlite":
-                    conn.commit()
-            return record
-        except exc.DBAPIError as err:
-            if attempt == 1 and err.connection_invalidated:
-                continue
-            raise
-    return None  # pragma: no cover - the loop returns or raises
-
-
 _LIVE_ROWS_NAMED = sa.select(T).where(
     T.c.namespace == sa.bindparam("ns"), T.c.pvc_name.in_(sa.bindparam("names", expanding=True)), LIVE,
 ).order_by(T.c.id).with_for_update(read=True)
+# The same read for PostgreSQL's raw driver connection (``live_read``): the names as one array parameter.
+_LIVE_ROWS_ANY = sa.select(T).where(
+    T.c.namespace == sa.bindparam("ns"),
+    T.c.pvc_name == sa.any_(sa.bindparam("names", type_=postgresql.ARRAY(sa.String))), LIVE,
+).order_by(T.c.id).with_for_update(read=True)
+
+_RAW_READS: weakref.WeakKeyDictionary[sa.Engine, RawRead[VolumeRecord]] = weakref.WeakKeyDictionary()
 
 
 def read_live_volumes_named(engine: sa.Engine, namespace: str, names: Sequence[str]) -> list[VolumeRecord]:
-    """The not-deleted rows under any of ``names`` in ``namespace``, oldest first, in one statement
-    (``FOR SHARE`` on PostgreSQL, as ``read_live_volume``); a dead pooled connection is retried once."""
+    """The not-deleted rows under any of ``names`` in ``namespace``, oldest first, in one statement:
+    ``FOR SHARE`` on PostgreSQL, so a GC transition in flight is waited for and then seen. ``engine``
+    should be autocommit (one round trip). On PostgreSQL the read goes through the pool's raw driver
+    connection (``live_read``: the cheaper read, without a WAL flush for the row lock); a pooled
+    connection found dead (the database restarted) is replaced and the read retried once."""
+    if engine.dialect.name == "postgresql":
+        reader = _RAW_READS.get(engine)
+        if reader is None:
+            reader = _RAW_READS.setdefault(engine, RawRead(engine, _LIVE_ROWS_ANY, _from_columns))
+        return reader.read(ns=namespace, names=list(names))
     for attempt in (1, 2):
         try:
             with engine.connect() as conn:
                 rows = conn.execute(_LIVE_ROWS_NAMED, {"ns": namespace, "names": list(names)}).all()
-                if engine.dialect.name == "sqlite":
-                    conn.commit()
+                conn.commit()
             return [_record(r) for r in rows]
         except exc.DBAPIError as err:
             if attempt == 1 and err.connection_invalidated:
