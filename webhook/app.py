@@ -7,7 +7,6 @@ traceback in the response; an unexpected error in the handler becomes a denial.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from webhook import metrics
+from webhook import codec, metrics
 from webhook.handler import AdmissionHandler, Outcome
 from webhook.review import AdmissionRequest, ReviewError, encode_response, parse_review
 from webhook.verdicts import deny
@@ -30,7 +29,7 @@ ReadyCheck = Callable[[], list[str]]  # returns problems; empty means ready
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), status=status, mimetype="application/json")
+    return Response(codec.encode(payload), status=status, mimetype="application/json")
 
 
 def _bad_request(message: str, status: int = 400) -> Response:
@@ -84,7 +83,7 @@ def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: 
         if not raw:
             return _bad_request("empty body; expected an AdmissionReview")
         try:
-            body = json.loads(raw)
+            body = codec.decode(raw)
         except (ValueError, RecursionError) as exc:
             return _bad_request(f"body is not valid JSON: {str(exc)[:200]}")
         try:

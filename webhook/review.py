@@ -7,10 +7,10 @@ denial inside a well-formed response. The two channels stay apart.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from webhook.codec import encode
 from webhook.verdicts import Verdict
 
 API_VERSION = "admission.k8s.io/v1"
@@ -143,8 +143,7 @@ def encode_response(uid: str, verdict: Verdict) -> ReviewDict:
         response["status"] = {"code": verdict.code, "message": verdict.message,
                               "reason": _status_reason(verdict.code)}
     elif verdict.patch:
-        response["patch"] = base64.b64encode(
-            json.dumps(verdict.patch, separators=(",", ":")).encode()).decode()
+        response["patch"] = base64.b64encode(encode(verdict.patch)).decode("ascii")
         response["patchType"] = "JSONPatch"
     if verdict.warnings:
         response["warnings"] = [_warning(w) for w in verdict.warnings]

@@ -30,8 +30,9 @@ def make_engine(url: str, *, timeout: float, pool_size: int = 5, autocommit: boo
                 pre_ping: bool = True) -> sa.Engine:
     """An engine whose connect, statement and lock waits are all bounded by ``timeout`` seconds.
 
-    ``autocommit``: every statement commits by itself (the warm path's single read); with
-    ``pre_ping=False`` the caller retries once on a connection found dead (``read_live_volume``).
+    ``autocommit``: every statement commits by itself (the warm path's single read), so a connection going
+    back to the pool has no transaction to roll back (no reset); with ``pre_ping=False`` the caller retries
+    once on a connection found dead (``live_read``).
     """
     parsed = parse_url(url)
     if parsed.get_backend_name() == "postgresql":
@@ -44,6 +45,7 @@ def make_engine(url: str, *, timeout: float, pool_size: int = 5, autocommit: boo
             max_overflow=pool_size * 2,
             pool_timeout=timeout,
             pool_recycle=300,
+            pool_reset_on_return=None if autocommit else "rollback",
             connect_args={
                 "connect_timeout": max(1, math.ceil(timeout)),
                 # TimeZone=UTC: a naive end_date in the runs table means UTC in SQL exactly as in Python
