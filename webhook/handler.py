@@ -85,7 +85,8 @@ class AdmissionHandler:
                                 f"reached ({exc}); the pod was not admitted. Retry.", code=503,
                                 retriable=True), intent)
         if ensured.pvc_name != planned_name:  # e.g. the run keeps its legacy-named claim, or the pod names a
-            replanned = plan_patch(pod, ensured.pvc_name)  # legacy claim that is gone: never admit onto it
+            # legacy claim that is gone: never admit onto it (the denial says the reference is stale)
+            replanned = plan_patch(pod, ensured.pvc_name, intent.pvc_names)
             if isinstance(replanned, Verdict):
                 return Outcome(replanned, intent, ensured)
             ops = replanned

@@ -8,7 +8,7 @@ again (reinvocation yields no patch), keys are escaped per RFC 6901.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from shared import labels
@@ -37,6 +37,16 @@ def _isolation(claim: str, where: str) -> Verdict:
                 f"{claim!r} ({where}); a task pod may only mount its own run's volume")
 
 
+def _stale_own(claim: str, where: str, current: str) -> Verdict:
+    return deny("stale_pvc", f"leoflow-staging: the pod references {claim!r} ({where}), an earlier staging PVC "
+                f"of its own run that is no longer the run's volume (reclaimed or replaced; the run's volume is "
+                f"now {current!r}); remove that reference, the webhook adds the run's volume itself", code=409)
+
+
+def _foreign(claim: str, where: str, current: str, own: Collection[str]) -> Verdict:
+    return _stale_own(claim, where, current) if claim in own else _isolation(claim, where)
+
+
 def _list(obj: dict[str, Any], key: str, what: str) -> list[Any] | Verdict | None:
     value = obj.get(key)
     if value is None:
@@ -46,7 +56,7 @@ def _list(obj: dict[str, Any], key: str, what: str) -> list[Any] | Verdict | Non
     return value
 
 
-def _volume_ops(spec: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdict:
+def _volume_ops(spec: dict[str, Any], claim: str, own: Collection[str]) -> list[dict[str, Any]] | Verdict:
     volumes = _list(spec, "volumes", "spec.volumes")
     if isinstance(volumes, Verdict):
         return volumes
@@ -56,7 +66,7 @@ def _volume_ops(spec: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verd
         pvc = vol.get("persistentVolumeClaim")
         claim_name = pvc.get("claimName") if isinstance(pvc, dict) else None
         if isinstance(claim_name, str) and is_staging_pvc_name(claim_name) and claim_name != claim:
-            return _isolation(claim_name, f"volume {vol.get('name')!r}")
+            return _foreign(claim_name, f"volume {vol.get('name')!r}", claim, own)
         if vol.get("name") == labels.VOLUME_NAME:
             if claim_name != claim:
                 return _conflict(f"the pod already has a volume named {labels.VOLUME_NAME!r} that is not "
@@ -110,8 +120,11 @@ def _container_ops(base: str, container: dict[str, Any], what: str) -> list[dict
     return ops
 
 
-def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdict:
+def plan_patch(pod: dict[str, Any], claim: str, own: Collection[str] = ()) -> list[dict[str, Any]] | Verdict:
     """The ops that mount ``claim`` at /staging everywhere, or a denial naming the conflict.
+
+    ``own``: every name the run's claim may have (``candidate_pvc_names``); a pod naming one of them that is
+    not ``claim`` is told that the reference is stale, not that the claim is another run's.
 
     Every container and initContainer (native sidecars included) gets the mount and the
     env var; ephemeral containers cannot be set at CREATE and are left alone.
@@ -122,7 +135,7 @@ def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdic
     meta = pod.get("metadata")
     if not isinstance(meta, dict):
         return _malformed("metadata must be an object")
-    ops = _volume_ops(spec, claim)
+    ops = _volume_ops(spec, claim, own)
     if isinstance(ops, Verdict):
         return ops
     for list_name in CONTAINER_LISTS:
@@ -141,7 +154,7 @@ def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdic
         return _malformed("metadata.annotations must be an object")
     current = (annotations or {}).get(labels.PVC)
     if current is not None and current != claim:
-        return _isolation(str(current)[:63], f"annotation {labels.PVC}")
+        return _foreign(str(current)[:63], f"annotation {labels.PVC}", claim, own)
     if annotations is None:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": {labels.PVC: claim}})
     elif current is None:
@@ -155,7 +168,7 @@ def plan_patch_for_names(pod: dict[str, Any], names: Sequence[str]) -> tuple[str
     A pod already patched with its run's legacy-named claim (reinvocation) is no conflict."""
     first: Verdict | None = None
     for name in names:
-        ops = plan_patch(pod, name)
+        ops = plan_patch(pod, name, names)
         if not isinstance(ops, Verdict):
             return name, ops
         if first is None:

@@ -76,6 +76,17 @@ def test_a_pod_already_patched_with_its_legacy_claim_is_no_conflict() -> None:
     assert plan_patch_for_names(pod, names) == (names[1], [])  # reinvocation: nothing to add
 
 
+def test_a_pod_naming_its_runs_legacy_claim_when_the_current_one_is_used_is_told_it_is_stale() -> None:
+    current, legacy = candidate_pvc_names("etl", "r")
+    for pod in (task_pod("etl", "r", volumes=[{"name": "x", "persistentVolumeClaim": {"claimName": legacy}}]),
+                task_pod("etl", "r", annotations={"leoflow.io/staging-pvc": legacy})):
+        verdict = plan_patch(pod, current, (current, legacy))
+        assert isinstance(verdict, Verdict) and verdict.reason == "stale_pvc", verdict
+        assert legacy in verdict.message and current in verdict.message and "another run" not in verdict.message
+        alone = plan_patch(pod, current)  # without the run's names it cannot tell
+        assert isinstance(alone, Verdict) and alone.reason == "other_runs_pvc"
+
+
 def test_a_pod_referencing_another_runs_claim_is_still_refused() -> None:
     other = legacy_pvc_name("etl", "other")
     pod = task_pod("etl", "r", volumes=[{"name": "x", "persistentVolumeClaim": {"claimName": other}}])
