@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from kubernetes import client, config
 
 from leoflow_staging.devenv.assets import ensure_assets
 from leoflow_staging.devenv.controlplane import ControlPlane
@@ -62,6 +63,17 @@ def control_plane(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="session")
 def kubeconfig(control_plane: ControlPlane) -> Path:
     return control_plane.kubeconfig_path
+
+
+@pytest.fixture(scope="session")
+def api(kubeconfig: Path) -> client.ApiClient:
+    """A client of the tests' control plane (the real node's tests have their own, tests/node/conftest.py)."""
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def core(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
 
 
 @pytest.fixture(scope="session")

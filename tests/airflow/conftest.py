@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from kubernetes import client, config
+from kubernetes import client
 
 from leoflow_staging.devenv.controlplane import ControlPlane
 from leoflow_staging.devenv.postgres import Postgres
@@ -56,19 +56,9 @@ def airflow(airflow_venv: Path, postgres: Postgres, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture(scope="package")
-def kube_api(kubeconfig: Path) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(kubeconfig))
-
-
-@pytest.fixture(scope="package")
-def core_api(kube_api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(kube_api)
-
-
-@pytest.fixture(scope="package")
-def airflow_class(kube_api: client.ApiClient) -> Iterator[str]:
+def airflow_class(api: client.ApiClient) -> Iterator[str]:
     """An RWX class for these tests only (API level: nothing provisions it; claims stay Pending)."""
-    storage = client.StorageV1Api(kube_api)
+    storage = client.StorageV1Api(api)
     storage.create_storage_class({
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": AIRFLOW_CLASS, "annotations": {"leoflow.io/rwx": "true"}},
@@ -79,7 +69,7 @@ def airflow_class(kube_api: client.ApiClient) -> Iterator[str]:
 
 
 @pytest.fixture(scope="package")
-def airflow_webhook(control_plane: ControlPlane, airflow: Airflow, kube_api: client.ApiClient, airflow_class: str,
+def airflow_webhook(control_plane: ControlPlane, airflow: Airflow, api: client.ApiClient, airflow_class: str,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
     """``leoflow-staging serve`` with LEOFLOW_STAGING_IDENTITY=airflow on Airflow's metadatabase."""
     server = WebhookProcess(workdir=tmp_path_factory.mktemp("airflow_webhook"), env={
@@ -93,20 +83,20 @@ def airflow_webhook(control_plane: ControlPlane, airflow: Airflow, kube_api: cli
         "LEOFLOW_STAGING_WORKERS": "1",
     })
     server.start()
-    server.register(kube_api, WEBHOOK_NAME, namespace_label="airflow")
+    server.register(api, WEBHOOK_NAME, namespace_label="airflow")
     try:
         yield server
     finally:
-        client.AdmissionregistrationV1Api(kube_api).delete_mutating_webhook_configuration(WEBHOOK_NAME)
+        client.AdmissionregistrationV1Api(api).delete_mutating_webhook_configuration(WEBHOOK_NAME)
         server.stop()
 
 
 @pytest.fixture
-def airflow_namespace(core_api: client.CoreV1Api, airflow_webhook: WebhookProcess) -> Iterator[str]:
+def airflow_namespace(core: client.CoreV1Api, airflow_webhook: WebhookProcess) -> Iterator[str]:
     name = f"af-{uuid.uuid4().hex[:10]}"
-    core_api.create_namespace({"metadata": {"name": name, "labels": {TEST_WEBHOOK_LABEL: "airflow"}}})
+    core.create_namespace({"metadata": {"name": name, "labels": {TEST_WEBHOOK_LABEL: "airflow"}}})
     yield name
-    core_api.delete_namespace(name)
+    core.delete_namespace(name)
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ def _events(lines: list[dict[str, Any]], namespace: str) -> dict[str, dict[str, 
 
 def test_gc_follows_airflows_own_run_states(
         airflow: Airflow, airflow_webhook: WebhookProcess, postgres: Postgres, kubeconfig: Path,
-        core_api: client.CoreV1Api, airflow_namespace: str, pod_template: Path) -> None:
+        core: client.CoreV1Api, airflow_namespace: str, pod_template: Path) -> None:
     ns = airflow_namespace
     # Airflow triggers the runs and dispatches a task of each: the webhook makes their claims.
     triggered = airflow.side("run-states", {"steps": [{"dag_id": d, "run_id": r, "action": "trigger"}
@@ -110,7 +110,7 @@ def test_gc_follows_airflows_own_run_states(
         "template_file": str(pod_template), "namespace": ns, "image": "apache/airflow:3.3.2",
         "tasks": [{"dag_id": d, "run_id": r, "task_id": "extract"} for d, r, _ in RUNS.values()]})
     for body in pods:
-        core_api.create_namespaced_pod(ns, body)
+        core.create_namespaced_pod(ns, body)
     assert set(_rows(airflow, ns)) == {(d, r) for d, r, _ in RUNS.values()}
 
     # The runs move on, by Airflow's own code.
@@ -134,7 +134,7 @@ def test_gc_follows_airflows_own_run_states(
     assert RUNS["cleaned"][:2] not in runs and RUNS["latest"][:2] in runs, output
 
     # Airflow deletes finished worker pods; the claims are then free to go.
-    core_api.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
+    core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
     gc_url = _gc_database_url(postgres, airflow)
     code, lines = _gc(gc_url, kubeconfig, failed_ttl="1h")
     events = _events(lines, ns)
@@ -151,7 +151,7 @@ def test_gc_follows_airflows_own_run_states(
     failed_claim = pvc_name(*RUNS["failed"][:2])
     assert events[failed_claim]["event"] == "kept_failed_run", events.get(failed_claim)
     assert events[pvc_name(*RUNS["cleaned"][:2])]["reason"] == "orphaned"
-    live = {p.metadata.name for p in core_api.list_namespaced_persistent_volume_claim(ns).items}
+    live = {p.metadata.name for p in core.list_namespaced_persistent_volume_claim(ns).items}
     assert live == {pvc_name(d, r) for name, (d, r, _) in RUNS.items() if reasons[name][0] == "active"}
 
     # Past the TTL (Airflow's own end_date), the failed runs' volumes go; the cleared and running ones stay.
@@ -165,6 +165,6 @@ def test_gc_follows_airflows_own_run_states(
             for n in ("failed", "marked_failed", "unflipped", "cleared", "latest")} == {
         "failed": "ttl_expired", "marked_failed": "ttl_expired", "unflipped": "ttl_expired", "cleared": None,
         "latest": None}
-    live = {p.metadata.name for p in core_api.list_namespaced_persistent_volume_claim(ns).items}
+    live = {p.metadata.name for p in core.list_namespaced_persistent_volume_claim(ns).items}
     assert live == {pvc_name(*RUNS["cleared"][:2]), pvc_name(*RUNS["latest"][:2])}
     assert _dag_runs(airflow) == runs  # nothing in Airflow's tables was written

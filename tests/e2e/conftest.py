@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from kubernetes import client, config
+from kubernetes import client
 
 from leoflow_staging.devenv.controlplane import ControlPlane
 from leoflow_staging.devenv.postgres import Postgres
@@ -21,16 +21,6 @@ from tests.support.orchestrator import create_runs_table
 from tests.support.webhook import WebhookProcess
 
 RWX_CLASS = "leoflow-test-nfs"
-
-
-@pytest.fixture(scope="session")
-def api(kubeconfig: Path) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(kubeconfig))
-
-
-@pytest.fixture(scope="session")
-def core(api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
 
 
 @pytest.fixture(scope="session")

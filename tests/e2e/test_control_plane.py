@@ -10,16 +10,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from leoflow_staging.devenv.controlplane import ControlPlane
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def api(kubeconfig: Path) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(kubeconfig))
 
 
 def test_version_reports_the_built_release(control_plane: ControlPlane, assets: Path) -> None:
