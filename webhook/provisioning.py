@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 
 from shared.db import volumes_repo
 from shared.db.engine import translate_errors
+from shared.errors import DatabaseUnavailable
 from shared.kube import AlreadyExists, KubeApi
 from shared.objects import ClaimInfo, ClaimSpec, StorageClassInfo
-from shared.volumes import NewVolume, VolumeState
+from shared.volumes import NewVolume, VolumeRecord, VolumeState
+from webhook.coalescing import CoalescedRead, CoalescingTimeout
 from webhook.intent import StagingIntent
 from webhook.storage_choice import ClassPolicy, choose_storage_class
 from webhook.verdicts import Denied, Verdict, deny
@@ -138,6 +140,9 @@ class VolumeProvisioner:
         # The warm path's PVC read (namespace, name, the row's uid): a watch-fed cache when injected.
         self._read_claim: ClaimLookup = read_claim or (lambda ns, name, _uid: kube.read_claim(ns, name))
         self._reader = reader or engine  # an autocommit engine for the warm path's single read
+        # Pods of one run admitted at the same moment share that read (never one that began before them).
+        self._live_rows: CoalescedRead[tuple[str, str, str], list[VolumeRecord]] = CoalescedRead(
+            self._read_live_rows, wait_timeout=2 * db_timeout + 0.5)
         self._claims = claims or ClaimCache(ttl=0)
         self._policy = class_policy
         self._db_t, self._kube_t = db_timeout, kube_timeout
@@ -164,9 +169,12 @@ class VolumeProvisioner:
         to patch into the pod.
         """
         current, legacy = intent.pvc_names
-        deadline.check("reading staging_volumes", self._db_t + self._kube_t)
-        with translate_errors("reading staging_volumes"):
-            rows = volumes_repo.read_live_volumes_named(self._reader, namespace, (current, legacy))
+        deadline.check("reading staging_volumes", 2 * self._db_t + self._kube_t)
+        try:
+            with translate_errors("reading staging_volumes"):
+                rows = self._live_rows.read((namespace, current, legacy))
+        except CoalescingTimeout as exc:
+            raise DatabaseUnavailable(f"reading staging_volumes: {exc}") from exc
         row = choose_row(rows, dag_id=intent.dag_id, run_id=intent.run_id, current_name=current)
         if isinstance(row, Verdict):  # a name collision: never share
             raise Denied(row)
@@ -215,6 +223,10 @@ class VolumeProvisioner:
         self._claims.remember(namespace, claim.name, claim.uid)
         return Ensured(current, created=created, storage_class=claim.storage_class or storage_class,
                        pvc_uid=claim.uid)
+
+    def _read_live_rows(self, key: tuple[str, str, str]) -> list[VolumeRecord]:
+        namespace, *names = key
+        return volumes_repo.read_live_volumes_named(self._reader, namespace, names)
 
     def _adoptable_legacy_claim(self, namespace: str, intent: StagingIntent, legacy: str,
                                 deadline: Deadline) -> Ensured | None:

@@ -1,0 +1,105 @@
+"""Concurrent reads of one key share one statement, and that statement always starts after they all arrived.
+
+A fan-out of one run sends many pods at once, and each admission reads the run's row (the GC race guard:
+it must see every reclaim that committed before the pod reached the webhook). While one read of a key is
+in flight, later callers of the same key cannot use it: it may have started before they arrived. They
+wait together instead, and when it ends one of them runs a single read for all of them. No caller ever
+gets a result from a read that started before it called, and a key that is read by one caller at a time
+(the common case) goes straight to the database: no wait, no extra work.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class CoalescingTimeout(TimeoutError):
+    """A waiting caller gave up: the reads before it did not finish in time."""
+
+
+@dataclass
+class _Batch(Generic[V]):
+    members: int = 1
+    go: threading.Event = field(default_factory=threading.Event)  # the batch may start (its first member runs it)
+    done: threading.Event = field(default_factory=threading.Event)
+    value: V | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Key(Generic[V]):
+    """A key with a read in flight (a key without one has no entry)."""
+
+    waiting: _Batch[V] | None = None  # the next batch: callers that arrived while a read was running
+
+
+class CoalescedRead(Generic[K, V]):
+    """``read(key)``: ``fetch(key)``, shared by the callers of ``key`` that wait at the same time."""
+
+    def __init__(self, fetch: Callable[[K], V], *, wait_timeout: float) -> None:
+        self._fetch, self._timeout = fetch, wait_timeout
+        self._lock = threading.Lock()
+        self._keys: dict[K, _Key[V]] = {}
+        self.fetches = 0  # statements run (for tests and figures)
+
+    def read(self, key: K) -> V:
+        with self._lock:
+            state = self._keys.get(key)
+            if state is None:  # nothing in flight: read now
+                self._keys[key] = _Key()
+                batch: _Batch[V] = _Batch()
+                batch.go.set()
+                first = True
+            elif state.waiting is None:  # a read is in flight: start the next batch, run it when that ends
+                batch = state.waiting = _Batch()
+                first = True
+            else:  # join the next batch
+                batch = state.waiting
+                batch.members += 1
+                first = False
+        if first:
+            if not batch.go.wait(self._timeout) and self._abandoned(key, batch):
+                raise batch.error  # type: ignore[misc]
+            self._run(key, batch)
+        elif not batch.done.wait(self._timeout):
+            raise CoalescingTimeout(f"waited {self._timeout:.1f}s for a shared read of the same run")
+        if batch.error is not None:
+            raise batch.error
+        return batch.value  # type: ignore[return-value]
+
+    def _run(self, key: K, batch: _Batch[V]) -> None:
+        with self._lock:
+            self.fetches += 1
+        try:
+            batch.value = self._fetch(key)
+        except BaseException as exc:  # every member gets the same error
+            batch.error = exc
+        finally:
+            with self._lock:
+                following = None
+                state = self._keys.get(key)
+                if state is not None:
+                    following, state.waiting = state.waiting, None
+                    if following is None:
+                        del self._keys[key]
+            batch.done.set()
+            if following is not None:
+                following.go.set()  # its first member runs it; the key stays in flight for it
+
+    def _abandoned(self, key: K, batch: _Batch[V]) -> bool:
+        """The first member of a waiting batch timed out before its turn: fail the batch (True), unless the
+        read before it has just handed it over (False: it is this batch's turn after all, run it)."""
+        with self._lock:
+            state = self._keys.get(key)
+            if state is None or state.waiting is not batch:
+                return False
+            state.waiting = None  # later callers form a new batch behind the running read
+        batch.error = CoalescingTimeout(f"waited {self._timeout:.1f}s for a read of the same run to finish")
+        batch.done.set()
+        return True
