@@ -1,18 +1,24 @@
-"""The warm path's one database read (the run's live row, ``FOR SHARE``), three ways, same PostgreSQL:
+"""The warm path's one database read (the run's live rows under both candidate names, ``FOR SHARE``), four
+ways, same PostgreSQL, interleaved round by round:
 
-(a) SQLAlchemy Core, as the webhook did it before ``live_read``: ``live_volume`` on a connection of the
-    autocommit engine (pool checkout, a prebuilt statement, compiled-statement cache, row -> ``VolumeRecord``);
-(b) the raw psycopg2 connection of the same pool, the same SQL text with ``%s`` parameters;
-(c) (b) with a server-side prepared statement (``PREPARE`` once per connection, then ``EXECUTE``): what
-    ``read_live_volume`` does now on PostgreSQL (``shared/db/live_read.py``).
+(a) ``core``: SQLAlchemy Core on a connection of the autocommit engine (what the webhook did before);
+(b) ``raw``: ``live_read.RawRead`` with the same statement compiled once, on the pool's raw driver connection,
+    sent as ``SET LOCAL synchronous_commit = off; SELECT ...`` (what the webhook does now);
+(c) ``raw_no_set_local``: (b) without the ``SET LOCAL``: on the tests' server (``fsync`` and
+    ``synchronous_commit`` off) this shows what the ``SET LOCAL`` costs; on a durable server (PostgreSQL's
+    defaults, the second run) what it saves: a WAL flush per read;
+(d) ``prepared``: (c) as a server-side prepared statement (not used: a named PREPARE does not survive a
+    transaction-pooling PgBouncer).
 
-``python -m bench.db_read_bench`` prints per-read microseconds (median and p99 over 5 rounds of 3,000 reads).
+Figures per read: wall median and p99 over 5 rounds of 3,000 reads, and the CPU of the client thread and of
+the PostgreSQL backend. ``python -m bench.db_read_bench``; ``make bench`` runs it too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 import time
@@ -22,25 +28,33 @@ from typing import Any
 from leoflow_staging.devenv.postgres import Postgres
 from shared.db import volumes_repo
 from shared.db.engine import make_engine
+from shared.db.live_read import RawRead, compile_read
 from shared.db.migrate import upgrade
 from shared.volumes import NewVolume
 
-SQL = ("SELECT id, namespace, pvc_name, pvc_uid, dag_id, run_id, storage_class, size, state, created_at, "
-       "reclaim_started_at, deleted_at, delete_reason, detail FROM staging_volumes "
-       "WHERE namespace = %s AND pvc_name = %s AND state <> 'deleted' FOR SHARE")
+NAMES = ["stg-x", "stg-x-legacy"]
 
 
-def _time(fn: Callable[[], Any], n: int) -> list[float]:
-    out = []
+def _backend_cpu(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115 - one read
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(fn: Callable[[], Any], n: int, backend_pids: list[int]) -> tuple[list[float], float, float]:
+    wall = []
+    cpu0, back0 = time.thread_time(), sum(_backend_cpu(p) for p in backend_pids)
     for _ in range(n):
         t = time.perf_counter()
         fn()
-        out.append((time.perf_counter() - t) * 1e6)
-    return out
+        wall.append((time.perf_counter() - t) * 1e6)
+    cpu = (time.thread_time() - cpu0) * 1e6 / n
+    backend = (sum(_backend_cpu(p) for p in backend_pids) - back0) * 1e6 / n
+    return wall, cpu, backend
 
 
-def main() -> int:
-    pg = Postgres(die_with_parent=True)
+def run(rounds: int = 5, reads: int = 3000, *, durable: bool = False) -> dict[str, dict[str, float]]:
+    """``durable``: a server with PostgreSQL's default fsync and synchronous_commit (what the SET LOCAL saves)."""
+    pg = Postgres(die_with_parent=True, durable=durable)
     pg.start()
     try:
         url = pg.create_database("dbread")
@@ -50,52 +64,78 @@ def main() -> int:
             volumes_repo.insert_active(conn, NewVolume(namespace="ns", pvc_name="stg-x", pvc_uid="u", dag_id="d",
                                                        run_id="r", storage_class="c", size="1Gi"),
                                        now=dt.datetime.now(dt.UTC))
-        reader = make_engine(url, timeout=2, autocommit=True, pre_ping=False)
+        reader = make_engine(url, timeout=2, autocommit=True, pre_ping=False, pool_size=1)
 
         def core() -> Any:
             with reader.connect() as conn:
-                return volumes_repo.live_volume(conn, "ns", "stg-x", lock=True)
+                return [volumes_repo._record(r) for r in conn.execute(
+                    volumes_repo._LIVE_ROWS_NAMED, {"ns": "ns", "names": NAMES}).all()]
 
-        def raw() -> Any:
-            conn = reader.raw_connection()
-            try:
-                cur = conn.cursor()
-                cur.execute(SQL, ("ns", "stg-x"))
-                return cur.fetchone()
-            finally:
-                conn.close()  # back to the pool
+        raw_read = RawRead(reader, volumes_repo._LIVE_ROWS_ANY, volumes_repo._from_columns)
+        no_set = RawRead(reader, volumes_repo._LIVE_ROWS_ANY, volumes_repo._from_columns, prefix="")
+        text, constants, _ = compile_read(volumes_repo._LIVE_ROWS_ANY)
+        params = {**constants, "ns": "ns", "names": NAMES}
 
         def prepared() -> Any:
             conn = reader.raw_connection()
             try:
-                if not conn.info.get("prepared"):  # the pool's per-connection dict
-                    conn.cursor().execute("PREPARE live_row(text, text) AS " + SQL.replace("%s", "$1", 1)
-                                          .replace("%s", "$2", 1))
-                    conn.info["prepared"] = True
                 cur = conn.cursor()
-                cur.execute("EXECUTE live_row(%s, %s)", ("ns", "stg-x"))
-                return cur.fetchone()
+                if not conn.info.get("prepared"):  # the pool's per-connection dict
+                    cur.execute("PREPARE live_rows(varchar, varchar[], varchar) AS "
+                                + text.replace("%(ns)s", "$1").replace("%(names)s", "$2").replace("%(state_1)s", "$3"))
+                    conn.info["prepared"] = True
+                cur.execute("EXECUTE live_rows(%(ns)s, %(names)s, %(state_1)s)", params)
+                return cur.fetchall()
             finally:
                 conn.close()
 
-        assert core() is not None and raw() is not None and prepared() is not None
-        figures: dict[str, dict[str, float]] = {}
-        for _name, fn in (("sqlalchemy_core", core), ("raw_psycopg2", raw), ("raw_prepared", prepared)):
-            _time(fn, 500)  # warm caches
-        rounds: dict[str, list[float]] = {"sqlalchemy_core": [], "raw_psycopg2": [], "raw_prepared": []}
-        for _ in range(5):  # interleaved rounds: the same background load for the three
-            for name, fn in (("sqlalchemy_core", core), ("raw_psycopg2", raw), ("raw_prepared", prepared)):
-                rounds[name] += _time(fn, 3000)
-        for name, samples in rounds.items():
-            samples.sort()
-            figures[name] = {"median_us": round(statistics.median(samples), 1),
-                             "p99_us": round(samples[int(len(samples) * 0.99)], 1)}
-        print(json.dumps(figures, indent=2))
+        ways: dict[str, Callable[[], Any]] = {
+            "core": core, "raw": lambda: raw_read.read(ns="ns", names=NAMES),
+            "raw_no_set_local": lambda: no_set.read(ns="ns", names=NAMES), "prepared": prepared}
+        for fn in ways.values():
+            assert len(fn()) == 1
+        conn = reader.raw_connection()
+        cur = conn.cursor()
+        cur.execute("SELECT pg_backend_pid()")
+        backend = [cur.fetchone()[0]]  # pool_size=1: every way uses this one connection
+        conn.close()
+        for fn in ways.values():
+            _measure(fn, 300, backend)  # warm caches
+        samples: dict[str, list[float]] = {name: [] for name in ways}
+        cpu: dict[str, list[float]] = {name: [] for name in ways}
+        back: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(rounds):  # interleaved rounds: the same background load for all
+            for name, fn in ways.items():
+                wall, c, b = _measure(fn, reads, backend)
+                samples[name] += wall
+                cpu[name].append(c)
+                back[name].append(b)
+        figures = {}
+        for name, values in samples.items():
+            values.sort()
+            figures[name] = {"median_us": round(statistics.median(values), 1),
+                             "p99_us": round(values[int(len(values) * 0.99)], 1),
+                             "client_cpu_us": round(statistics.median(cpu[name]), 1),
+                             "backend_cpu_us": round(statistics.median(back[name]), 1)}
         reader.dispose()
         setup.dispose()
+        return figures
     finally:
         pg.stop()
         pg.cleanup()
+
+
+def markdown(figures: dict[str, dict[str, float]], server: str = "test settings") -> list[str]:
+    return [f"| row read ({server}), {name}: wall median / p99, client CPU, PostgreSQL backend CPU | "
+            f"{f['median_us']} / {f['p99_us']} us, {f['client_cpu_us']} us, {f['backend_cpu_us']} us | |"
+            for name, f in figures.items()]
+
+
+def main() -> int:
+    figures = run()
+    durable = run(rounds=3, reads=1000, durable=True)
+    print(json.dumps({"fast": figures, "durable": durable}, indent=2))
+    print("\n".join(markdown(figures) + markdown(durable, "fsync and synchronous_commit on")))
     return 0
 
 

@@ -68,6 +68,9 @@ class Postgres:
     port: int = 0
     # Also listen on this address and trust clients from this CIDR (pods of the dev node); loopback always.
     pod_access: tuple[str, str] | None = None
+    # PostgreSQL's own defaults for durability (fsync, synchronous_commit, full_page_writes on) instead of the
+    # tests' fast settings: for benchmarks of what a commit costs on a real server.
+    durable: bool = False
     process: ManagedProcess | None = field(default=None, repr=False)
 
     def url(self, database: str = "postgres") -> str:
@@ -121,7 +124,8 @@ class Postgres:
         self.process = ManagedProcess("postgres", [
             *prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
             "-k", str(sockets), "-h", ",".join(["127.0.0.1", *(self.pod_access[:1] if self.pod_access else ())]),
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            *(() if self.durable else ("-c", "fsync=off", "-c", "synchronous_commit=off",
+                                       "-c", "full_page_writes=off")),
             "-c", "max_connections=300", "-c", "shared_buffers=128MB",
         ], logs / "postgres.log", self.die_with_parent)
         self.process.start()
