@@ -94,11 +94,11 @@ def run(rounds: int = 5, reads: int = 3000, *, durable: bool = False) -> dict[st
             "raw_no_set_local": lambda: no_set.read(ns="ns", names=NAMES), "prepared": prepared}
         for fn in ways.values():
             assert len(fn()) == 1
-        conn = reader.raw_connection()
-        cur = conn.cursor()
+        pooled = reader.raw_connection()
+        cur = pooled.cursor()
         cur.execute("SELECT pg_backend_pid()")
         backend = [cur.fetchone()[0]]  # pool_size=1: every way uses this one connection
-        conn.close()
+        pooled.close()
         for fn in ways.values():
             _measure(fn, 300, backend)  # warm caches
         samples: dict[str, list[float]] = {name: [] for name in ways}
