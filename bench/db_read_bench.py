@@ -1,14 +1,16 @@
-"""The warm path's one database read (the run's live rows under both candidate names, ``FOR SHARE``), four
+"""The warm path's one database read (the run's live rows under both candidate names, ``FOR SHARE``), five
 ways, same PostgreSQL, interleaved round by round:
 
 (a) ``core``: SQLAlchemy Core on a connection of the autocommit engine (what the webhook did before);
-(b) ``raw``: ``live_read.RawRead`` with the same statement compiled once, on the pool's raw driver connection,
-    sent as ``SET LOCAL synchronous_commit = off; SELECT ...`` (what the webhook does now);
-(c) ``raw_no_set_local``: (b) without the ``SET LOCAL``: on the tests' server (``fsync`` and
+(b) ``raw_text``: the Core statement compiled once, sent by ``live_read.RawRead`` on the pool's raw driver
+    connection as ``SET LOCAL synchronous_commit = off; SELECT ...`` (parsed and planned every time);
+(c) ``function``: (b) calling ``leoflow_staging_live_rows`` (migration 0003, PL/pgSQL keeps the plan): what
+    the webhook does now;
+(d) ``function_no_set_local``: (c) without the ``SET LOCAL``: on the tests' server (``fsync`` and
     ``synchronous_commit`` off) this shows what the ``SET LOCAL`` costs; on a durable server (PostgreSQL's
     defaults, the second run) what it saves: a WAL flush per read;
-(d) ``prepared``: (c) as a server-side prepared statement (not used: a named PREPARE does not survive a
-    transaction-pooling PgBouncer).
+(e) ``prepared``: (b) as a server-side prepared statement, for reference (not used: a named PREPARE does not
+    survive a transaction-pooling PgBouncer).
 
 Figures per read: wall median and p99 over 5 rounds of 3,000 reads, and the CPU of the client thread and of
 the PostgreSQL backend. ``python -m bench.db_read_bench``; ``make bench`` runs it too.
@@ -25,14 +27,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
 from leoflow_staging.devenv.postgres import Postgres
 from shared.db import volumes_repo
 from shared.db.engine import make_engine
-from shared.db.live_read import RawRead, compile_read
+from shared.db.live_read import RawRead
 from shared.db.migrate import upgrade
+from shared.db.schema import LIVE, staging_volumes
 from shared.volumes import NewVolume
 
 NAMES = ["stg-x", "stg-x-legacy"]
+T = staging_volumes
+# The read as one Core statement with the names as an array parameter, as step (b) compiles it.
+LIVE_ROWS_ANY = sa.select(T).where(
+    T.c.namespace == sa.bindparam("ns"),
+    T.c.pvc_name == sa.any_(sa.bindparam("names", type_=postgresql.ARRAY(sa.String))), LIVE,
+).order_by(T.c.id).with_for_update(read=True)
 
 
 def _backend_cpu(pid: int) -> float:
@@ -71,10 +83,12 @@ def run(rounds: int = 5, reads: int = 3000, *, durable: bool = False) -> dict[st
                 return [volumes_repo._record(r) for r in conn.execute(
                     volumes_repo._LIVE_ROWS_NAMED, {"ns": "ns", "names": NAMES}).all()]
 
-        raw_read = RawRead(reader, volumes_repo._LIVE_ROWS_ANY, volumes_repo._from_columns)
-        no_set = RawRead(reader, volumes_repo._LIVE_ROWS_ANY, volumes_repo._from_columns, prefix="")
-        text, constants, _ = compile_read(volumes_repo._LIVE_ROWS_ANY)
+        compiled = LIVE_ROWS_ANY.compile(dialect=postgresql.dialect())
+        text, constants = str(compiled), dict(compiled.params)
         params = {**constants, "ns": "ns", "names": NAMES}
+        raw_text = RawRead(reader, text, volumes_repo._from_columns, constants=constants)
+        function = RawRead(reader, volumes_repo.LIVE_ROWS_CALL, volumes_repo._from_columns)
+        no_set = RawRead(reader, volumes_repo.LIVE_ROWS_CALL, volumes_repo._from_columns, prefix="")
 
         def prepared() -> Any:
             conn = reader.raw_connection()
@@ -90,8 +104,9 @@ def run(rounds: int = 5, reads: int = 3000, *, durable: bool = False) -> dict[st
                 conn.close()
 
         ways: dict[str, Callable[[], Any]] = {
-            "core": core, "raw": lambda: raw_read.read(ns="ns", names=NAMES),
-            "raw_no_set_local": lambda: no_set.read(ns="ns", names=NAMES), "prepared": prepared}
+            "core": core, "raw_text": lambda: raw_text.read(ns="ns", names=NAMES),
+            "function": lambda: function.read(ns="ns", names=NAMES),
+            "function_no_set_local": lambda: no_set.read(ns="ns", names=NAMES), "prepared": prepared}
         for fn in ways.values():
             assert len(fn()) == 1
         pooled = reader.raw_connection()

@@ -1,9 +1,9 @@
 """The warm path's one read on PostgreSQL, sent on the pool's raw driver connection.
 
-The statement is the Core statement of ``volumes_repo`` (compiled from it once, so the two cannot drift),
-executed without SQLAlchemy's per-execution machinery: measured at about a third less than the same read
-through Core (bench/db_read_bench.py, docs/performance.md). Nothing is prepared on the server, so it works
-unchanged behind a transaction-pooling PgBouncer.
+The read is a call of the function ``leoflow_staging_live_rows`` (migration 0003: PL/pgSQL keeps its plan
+for the session), executed without SQLAlchemy's per-execution machinery: together, about half the time of
+the same read through Core (bench/db_read_bench.py, docs/performance.md). Nothing is prepared on the
+connection, so it works unchanged behind a transaction-pooling PgBouncer.
 
 ``FOR SHARE`` takes a row lock, and a row lock gives the statement's transaction an id and a WAL record:
 with ``synchronous_commit = on`` (PostgreSQL's default) every admission would wait for a WAL flush. The
@@ -22,28 +22,21 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.dialects import postgresql
 
 R = TypeVar("R")
 
 NO_FLUSH = "SET LOCAL synchronous_commit = off; "
 
 
-def compile_read(statement: sa.Select[Any]) -> tuple[str, dict[str, Any], list[str]]:
-    """The driver text of ``statement`` (psycopg2 ``%(name)s`` parameters), its constant parameters, and
-    its column names."""
-    compiled = statement.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
-    return str(compiled), dict(compiled.params), [c.name for c in statement.selected_columns]
-
-
 class RawRead(Generic[R]):
-    """``read(**params)``: every row of ``statement`` as ``convert(columns)`` (PostgreSQL engines only)."""
+    """``read(**params)``: every row of the query ``text`` (psycopg2 ``%(name)s`` parameters, ``constants``
+    bound always) as ``convert(columns by name)`` (PostgreSQL engines only)."""
 
-    def __init__(self, engine: sa.Engine, statement: sa.Select[Any],
-                 convert: Callable[[Mapping[str, Any]], R], *, prefix: str = NO_FLUSH) -> None:
+    def __init__(self, engine: sa.Engine, text: str, convert: Callable[[Mapping[str, Any]], R], *,
+                 constants: Mapping[str, Any] | None = None, prefix: str = NO_FLUSH) -> None:
         self._engine = engine
-        text, self._constants, self._columns = compile_read(statement)
         self._text = prefix + text
+        self._constants = dict(constants or {})
         self._convert = convert
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
 
@@ -62,8 +55,8 @@ class RawRead(Generic[R]):
                 cur = conn.cursor()
                 cur.execute(self._text, values)
                 rows: Sequence[Sequence[Any]] = cur.fetchall()
+                columns = [c[0] for c in cur.description]
                 cur.close()
-                columns = self._columns
                 return [self._convert(dict(zip(columns, row, strict=True))) for row in rows]
             except self._dbapi_error as err:
                 dead = bool(getattr(conn.dbapi_connection, "closed", 0))

@@ -54,11 +54,8 @@ def live_volume(conn: sa.Connection, namespace: str, pvc_name: str, *, lock: boo
 _LIVE_ROWS_NAMED = sa.select(T).where(
     T.c.namespace == sa.bindparam("ns"), T.c.pvc_name.in_(sa.bindparam("names", expanding=True)), LIVE,
 ).order_by(T.c.id).with_for_update(read=True)
-# The same read for PostgreSQL's raw driver connection (``live_read``): the names as one array parameter.
-_LIVE_ROWS_ANY = sa.select(T).where(
-    T.c.namespace == sa.bindparam("ns"),
-    T.c.pvc_name == sa.any_(sa.bindparam("names", type_=postgresql.ARRAY(sa.String))), LIVE,
-).order_by(T.c.id).with_for_update(read=True)
+# The same read on PostgreSQL: the function of migration 0003 (its plan is kept per session).
+LIVE_ROWS_CALL = "SELECT * FROM leoflow_staging_live_rows(%(ns)s, %(names)s)"
 
 _RAW_READS: weakref.WeakKeyDictionary[sa.Engine, RawRead[VolumeRecord]] = weakref.WeakKeyDictionary()
 
@@ -66,13 +63,14 @@ _RAW_READS: weakref.WeakKeyDictionary[sa.Engine, RawRead[VolumeRecord]] = weakre
 def read_live_volumes_named(engine: sa.Engine, namespace: str, names: Sequence[str]) -> list[VolumeRecord]:
     """The not-deleted rows under any of ``names`` in ``namespace``, oldest first, in one statement:
     ``FOR SHARE`` on PostgreSQL, so a GC transition in flight is waited for and then seen. ``engine``
-    should be autocommit (one round trip). On PostgreSQL the read goes through the pool's raw driver
-    connection (``live_read``: the cheaper read, without a WAL flush for the row lock); a pooled
+    should be autocommit (one round trip). On PostgreSQL the read is the function of migration 0003, called
+    on the pool's raw driver connection (``live_read``: the cheaper read, without a WAL flush for the row
+    lock); a pooled
     connection found dead (the database restarted) is replaced and the read retried once."""
     if engine.dialect.name == "postgresql":
         reader = _RAW_READS.get(engine)
         if reader is None:
-            reader = _RAW_READS.setdefault(engine, RawRead(engine, _LIVE_ROWS_ANY, _from_columns))
+            reader = _RAW_READS.setdefault(engine, RawRead(engine, LIVE_ROWS_CALL, _from_columns))
         return reader.read(ns=namespace, names=list(names))
     for attempt in (1, 2):
         try:

@@ -7,6 +7,7 @@ connection "holds" it too (the lock splits), and an unlock may land elsewhere (t
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Iterator
@@ -17,10 +18,12 @@ import pytest
 import sqlalchemy as sa
 
 from leoflow_staging.devenv.postgres import Postgres
+from shared.db import volumes_repo
+from shared.db.engine import make_engine
 from shared.db.locks import single_flight
 from shared.db.migrate import upgrade
 from shared.errors import LockLost
-from shared.volumes import VolumeState
+from shared.volumes import NewVolume, VolumeState
 from tests.conftest import unavailable
 from tests.e2e.gc_support import T0, Bench, own_kube
 from tests.support.orchestrator import create_runs_table, set_run
@@ -91,3 +94,27 @@ def test_a_silent_holder_loses_the_lock_behind_pgbouncer(bench: Bench, caplog: p
         with pytest.raises(LockLost):
             held.touch(force=True)
     assert [r.state for r in bench.rows()] == [VolumeState.DELETED]
+
+
+def test_the_webhooks_row_read_works_behind_pgbouncer(database_url: str, pgbouncer: PgBouncer) -> None:
+    """The per-admission read (migration 0003's function, SET LOCAL, nothing prepared) keeps no state on a
+    connection, so PgBouncer may lend any of its server connections for each read (here 2 for 6 clients)."""
+    direct = sa.create_engine(database_url)
+    upgrade(direct)
+    with direct.begin() as conn:
+        for name in ("a", "b"):
+            volumes_repo.insert_active(conn, NewVolume(namespace="ns", pvc_name=name, pvc_uid=f"u-{name}",
+                                                       dag_id="d", run_id=name, storage_class="c", size="1Gi"),
+                                       now=T0)
+    direct.dispose()
+    reader = make_engine(pgbouncer.url(sa.make_url(database_url).database or ""), timeout=5, pool_size=6,
+                         autocommit=True, pre_ping=False)
+    try:
+        def read(i: int) -> list[str]:
+            return [r.pvc_name for r in volumes_repo.read_live_volumes_named(reader, "ns", ["a", "b", "x"][i % 2:])]
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+            results = list(pool.map(read, range(300)))
+        assert results == [["a", "b"] if i % 2 == 0 else ["b"] for i in range(300)]
+    finally:
+        reader.dispose()

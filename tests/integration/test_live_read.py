@@ -52,6 +52,26 @@ def test_rows_under_either_name_oldest_first_live_only(engines: Any) -> None:
     assert volumes_repo.read_live_volumes_named(reader, "ns", ("nothing",)) == []
 
 
+def test_the_function_returns_what_the_core_statement_returns(engines: Any) -> None:
+    """Migration 0003's function and ``_LIVE_ROWS_NAMED`` (SQLite's read) are one statement written twice."""
+    engine, reader = engines
+    with engine.begin() as conn:
+        for ns in ("ns", "ns2"):
+            for name in ("a", "b", "c", "d"):
+                volumes_repo.insert_active(conn, _volume(name, ns, run=f"{ns}-{name}"), now=NOW)
+        conn.execute(sa.text("UPDATE staging_volumes SET state = 'deleted' WHERE pvc_name = 'b' AND namespace = 'ns'"))
+        volumes_repo.insert_active(conn, _volume("b", "ns", run="again"), now=NOW)  # a new lifetime of b
+        conn.execute(sa.text("UPDATE staging_volumes SET state = 'reclaiming' WHERE pvc_name = 'c'"))
+    for ns, names in [("ns", ["a"]), ("ns", ["b", "a"]), ("ns", ["c", "d", "x"]), ("ns2", ["a", "b", "c"]),
+                      ("nope", ["a"]), ("ns", [])]:
+        via_function = volumes_repo.read_live_volumes_named(reader, ns, names)
+        with engine.connect() as conn:
+            via_core = [volumes_repo._record(r) for r in conn.execute(
+                volumes_repo._LIVE_ROWS_NAMED, {"ns": ns, "names": names}).all()]
+        assert via_function == via_core, (ns, names)
+    assert [r.run_id for r in volumes_repo.read_live_volumes_named(reader, "ns", ["b"])] == ["again"]
+
+
 def test_a_transition_in_flight_is_waited_for_then_seen(engines: Any) -> None:
     engine, reader = engines
     with engine.begin() as conn:
@@ -66,7 +86,7 @@ def test_a_transition_in_flight_is_waited_for_then_seen(engines: Any) -> None:
             for _ in range(500):
                 waiting = probe.execute(sa.text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE '%FOR SHARE%'")).scalar_one()
+                    "AND query LIKE '%leoflow_staging_live_rows%'")).scalar_one()
                 probe.rollback()  # pg_stat_activity is read once per transaction
                 if waiting:
                     break
@@ -93,7 +113,7 @@ def test_the_row_lock_does_not_wait_for_a_wal_flush(database_url: str, engines: 
         volumes_repo.insert_active(conn, _volume("hot"), now=NOW)
     reader = make_engine(database_url, timeout=5, autocommit=True, pre_ping=False, pool_size=1)
     sa.event.listen(reader, "connect", lambda dbapi, _rec: dbapi.cursor().execute("SET synchronous_commit = on"))
-    read = RawRead(reader, volumes_repo._LIVE_ROWS_ANY, volumes_repo._from_columns,
+    read = RawRead(reader, volumes_repo.LIVE_ROWS_CALL, volumes_repo._from_columns,
                    **({} if prefix is None else {"prefix": prefix}))
     read.read(ns="ns", names=["hot"])
     before = _wal_writes(engine)
