@@ -59,6 +59,15 @@ def _start(read: CoalescedRead[str, Any], key: str, out: list[Any]) -> threading
     return thread
 
 
+def _held(read: CoalescedRead[str, Any], source: Source, key: str,
+          out: list[Any]) -> threading.Thread:
+    """A read of ``key`` that has started and is held by ``source`` until released."""
+    source.hold.clear()
+    thread = _start(read, key, out)
+    assert source.entered.wait(5)
+    return thread
+
+
 def test_a_lone_caller_reads_at_once() -> None:
     source = Source()
     read = CoalescedRead(source, wait_timeout=5)
@@ -69,10 +78,8 @@ def test_a_lone_caller_reads_at_once() -> None:
 def test_callers_arriving_during_a_read_share_the_next_one_which_sees_what_they_saw() -> None:
     source = Source()
     read = CoalescedRead(source, wait_timeout=5)
-    source.hold.clear()
     first: list[Any] = []
-    t1 = _start(read, "run", first)
-    assert source.entered.wait(5)
+    t1 = _held(read, source, "run", first)
     source.version = 1  # a reclaim commits after the first read started, before the others arrive
     later: list[Any] = []
     others = [_start(read, "run", later) for _ in range(5)]
@@ -92,10 +99,8 @@ def test_callers_arriving_during_a_read_share_the_next_one_which_sees_what_they_
 def test_an_error_reaches_every_member_and_the_key_recovers() -> None:
     source = Source()
     read = CoalescedRead(source, wait_timeout=5)
-    source.hold.clear()
     out: list[Any] = []
-    t1 = _start(read, "k", out)
-    assert source.entered.wait(5)
+    t1 = _held(read, source, "k", out)
     waiting = [_start(read, "k", out) for _ in range(3)]
     _until(lambda: _waiting(read, "k") == 3)
     source.fail = RuntimeError("database down")
@@ -111,10 +116,8 @@ def test_an_error_reaches_every_member_and_the_key_recovers() -> None:
 def test_waiting_is_bounded() -> None:
     source = Source()
     read = CoalescedRead(source, wait_timeout=0.2)
-    source.hold.clear()
     out: list[Any] = []
-    t1 = _start(read, "k", out)
-    assert source.entered.wait(5)
+    t1 = _held(read, source, "k", out)
     waiting = [_start(read, "k", out) for _ in range(2)]
     for t in waiting:
         t.join(10)
