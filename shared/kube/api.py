@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client, config
@@ -23,6 +23,7 @@ from shared.objects import (
     storage_class_info,
 )
 
+T = TypeVar("T")
 # Statuses that mean "not now" rather than "no": the apiserver's priority and fairness throttling (429)
 # and request timeouts (408). Like 5xx, they are retriable denials, never refusals.
 _TRANSIENT = {408: "Request Timeout", 429: "Too Many Requests"}
@@ -135,7 +136,12 @@ class KubeApi:
 
     def list_managed_claims(self, *, page_size: int = 500) -> Iterator[list[ClaimInfo]]:
         """Every PVC labelled as ours, across namespaces, a page at a time (one consistent list)."""
-        pages: list[list[ClaimInfo]] = []
+        return self.list_managed(claim_info, page_size=page_size)
+
+    def list_managed(self, project: Callable[[dict[str, Any]], T], *, page_size: int = 500) -> Iterator[list[T]]:
+        """``list_managed_claims`` with each PVC (as JSON) turned into what ``project`` keeps of it: a caller
+        that needs only names and uids holds only those for the whole (consistent) list."""
+        pages: list[list[T]] = []
         for _attempt in range(3):
             pages, token = [], None
             try:
@@ -146,8 +152,9 @@ class KubeApi:
                             limit=page_size,
                             _continue=token, _preload_content=False, _request_timeout=self._timeout)
                         data = self._json(resp)
-                    pages.append([claim_info(item) for item in data.get("items", [])])
                     token = (data.get("metadata") or {}).get("continue")
+                    pages.append([project(item) for item in data.get("items", [])])
+                    del data  # the page's JSON goes now, not after the next page's arrives
                     if not token:
                         yield from pages
                         return
@@ -164,19 +171,26 @@ class KubeApi:
 
     def pods_using_claim(self, namespace: str, name: str) -> list[PodUse]:
         """The pods in ``namespace`` whose volumes reference the claim, by name."""
+        return self.pods_using_claims(namespace, [name]).get(name, [])
+
+    def pods_using_claims(self, namespace: str, names: Iterable[str]) -> dict[str, list[PodUse]]:
+        """For each of the claims ``names`` in ``namespace``, the pods whose volumes reference it (sorted by
+        name; claims no pod uses are absent): one LIST of the namespace's pods for all of them."""
+        wanted = set(names)
         with self._errors(f"listing pods in {namespace}"):
             resp = self._core.list_namespaced_pod(namespace, _preload_content=False,
                                                   _request_timeout=self._timeout)
             pods = self._json(resp).get("items", [])
-        users = []
+        users: dict[str, list[PodUse]] = {}
         for pod in pods:
-            for vol in (pod.get("spec") or {}).get("volumes") or []:
-                if (vol.get("persistentVolumeClaim") or {}).get("claimName") == name:
-                    meta = pod.get("metadata") or {}
-                    users.append(PodUse(name=meta.get("name", "?"), uid=meta.get("uid", ""),
-                                        phase=(pod.get("status") or {}).get("phase") or "Unknown"))
-                    break
-        return sorted(users, key=lambda p: p.name)
+            meta = pod.get("metadata") or {}
+            use = PodUse(name=meta.get("name", "?"), uid=meta.get("uid", ""),
+                         phase=(pod.get("status") or {}).get("phase") or "Unknown")
+            claims = {(vol.get("persistentVolumeClaim") or {}).get("claimName")
+                      for vol in (pod.get("spec") or {}).get("volumes") or []}
+            for claim in claims & wanted:
+                users.setdefault(claim, []).append(use)
+        return {claim: sorted(pods_, key=lambda p: p.name) for claim, pods_ in users.items()}
 
     def delete_pod(self, namespace: str, name: str, *, uid: str) -> bool:
         """Delete a pod with a uid precondition; False when it is already gone or is another pod now."""
