@@ -113,11 +113,12 @@ def _plan_only(engine: sa.Engine, batch_size: int) -> tuple[float, int, int]:
 
 
 def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size: int = 500,
-        profile: bool = False) -> dict[str, Any]:
+        profile: bool = False, parallelism: int = 4) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rows in sizes:
         # Its own installation label: the server benchmark's PVCs (another database) stay apart.
-        kube = KubeApi(make_api_client(str(env.plane.kubeconfig_path), pool_size=16), timeout=30,
+        kube = KubeApi(make_api_client(str(env.plane.kubeconfig_path), pool_size=max(16, 2 * parallelism)),
+                       timeout=30,
                        instance=f"gc{rows}")
         engine = sa.create_engine(create_database(env.pg, f"gc{rows}"), pool_size=4)
         seed_started = time.perf_counter()
@@ -126,7 +127,8 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
         db_s, db_statements, planned = _plan_only(engine, batch_size)
         counter = _Counter(engine)
         sweeper = Sweeper(engine=engine, kube=kube, out=io.StringIO(),
-                          config=SweepConfig(runs=RUNS, policy=POLICY, batch_size=batch_size, settle_seconds=30))
+                          config=SweepConfig(runs=RUNS, policy=POLICY, batch_size=batch_size, settle_seconds=30,
+                                             parallelism=parallelism))
         split = Split() if profile else None
         if split is not None:
             split.install(engine)
@@ -166,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sizes", nargs="*", type=int, default=[10_000])
     parser.add_argument("--profile", action="store_true", help="split the sweep's time by call kind")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--parallelism", type=int, default=4, help="LEOFLOW_STAGING_GC_PARALLELISM")
     args = parser.parse_args(argv)
     with gc_env() as env:
         print(f"bench: GC sweeps of {args.sizes} rows ...", flush=True)
-        results = run(env, sizes=tuple(args.sizes), batch_size=args.batch_size, profile=args.profile)
+        results = run(env, sizes=tuple(args.sizes), batch_size=args.batch_size, profile=args.profile,
+                      parallelism=args.parallelism)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +85,19 @@ class Split:
                 kind = statement.lstrip().split(None, 1)[0].upper()
                 self.add(f"sql {kind}", time.perf_counter() - started)
 
+        split = self
+
+        class NewConnections(logging.Handler):  # urllib3 logs each connection it opens (keep-alive misses)
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.getMessage().startswith("Starting new"):
+                    split.add("kube new TLS connections", 0.0)
+
+        pool_log = logging.getLogger("urllib3.connectionpool")
+        handler, level = NewConnections(), pool_log.level
+        pool_log.addHandler(handler)
+        pool_log.setLevel(logging.DEBUG)
+        self._undo.append(lambda: pool_log.removeHandler(handler))
+        self._undo.append(lambda: pool_log.setLevel(level))
         sa.event.listen(engine, "before_cursor_execute", before)
         sa.event.listen(engine, "after_cursor_execute", after)
         self._undo.append(lambda: sa.event.remove(engine, "before_cursor_execute", before))

@@ -49,6 +49,14 @@ def make_api_client(kubeconfig: str | None, *, pool_size: int = 8) -> client.Api
     return client.ApiClient(configuration)
 
 
+def _drain(response: Any) -> None:
+    """Read an unwanted response body to its end: only then does its keep-alive connection go back to
+    the pool (with ``_preload_content=False`` an unread response keeps it, and the next call opens a
+    new TLS connection)."""
+    response.data  # noqa: B018 - reading is the point
+    response.release_conn()
+
+
 class NotFound(KubeForbidden):
     """HTTP 404: the object (or its namespace) does not exist."""
 
@@ -123,11 +131,12 @@ class KubeApi:
 
     def delete_claim(self, namespace: str, name: str, *, uid: str) -> bool:
         """Delete the PVC only if it still has ``uid``; False when it is already gone."""
-        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         try:
             with self._errors(f"deleting PVC {namespace}/{name}"):
-                self._core.delete_namespaced_persistent_volume_claim(
-                    name, namespace, body=body, _preload_content=False, _request_timeout=self._timeout)
+                resp = self._core.delete_namespaced_persistent_volume_claim(
+                    name, namespace, body={"preconditions": {"uid": uid}}, _preload_content=False,
+                    _request_timeout=self._timeout)
+                _drain(resp)
                 return True
         except AlreadyExists as exc:  # 409: the uid precondition failed, it is another PVC now
             raise UidMismatch(f"PVC {namespace}/{name} is no longer uid {uid}") from exc
@@ -194,11 +203,10 @@ class KubeApi:
 
     def delete_pod(self, namespace: str, name: str, *, uid: str) -> bool:
         """Delete a pod with a uid precondition; False when it is already gone or is another pod now."""
-        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         try:
             with self._errors(f"deleting pod {namespace}/{name}"):
-                self._core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False,
-                                                 _request_timeout=self._timeout)
+                _drain(self._core.delete_namespaced_pod(name, namespace, body={"preconditions": {"uid": uid}},
+                                                        _preload_content=False, _request_timeout=self._timeout))
         except NotFound:
             return False
         except AlreadyExists:  # 409: the uid precondition failed, a new pod took the name; never touch it
