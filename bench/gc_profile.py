@@ -38,17 +38,18 @@ class Split:
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
                 self.add(key, time.perf_counter() - started)
+                self.add(f"{key} (client CPU of the calling thread)", time.thread_time() - cpu)
 
         setattr(owner, name, timed)
         self._undo.append(lambda: setattr(owner, name, original))
 
     def _wrap_pages(self) -> None:
-        original = KubeApi.list_managed_claims
+        original = KubeApi.list_managed
 
         def pages(api: KubeApi, *args: Any, **kwargs: Any) -> Iterator[Any]:
             it = original(api, *args, **kwargs)
@@ -62,8 +63,8 @@ class Split:
                 self.add("kube LIST (per page, decode included)", time.perf_counter() - started)
                 yield page
 
-        KubeApi.list_managed_claims = pages  # type: ignore[method-assign,assignment]
-        self._undo.append(lambda: setattr(KubeApi, "list_managed_claims", original))
+        KubeApi.list_managed = pages  # type: ignore[method-assign,assignment]
+        self._undo.append(lambda: setattr(KubeApi, "list_managed", original))
 
     def install(self, engine: sa.Engine) -> None:
         for name in ("read_claim", "delete_claim", "pods_using_claim", "delete_pod"):

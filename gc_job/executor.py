@@ -34,6 +34,7 @@ from shared.db.engine import translate_errors
 from shared.errors import LockLost, StagingError
 from shared.kube import KubeApi
 from shared.kube.api import UidMismatch
+from shared.kube.deletions import DeletionWatch
 from shared.objects import PodUse
 from shared.settings import RunsTable
 from shared.volumes import DeleteReason, NewVolume, VolumeRecord, VolumeState
@@ -69,6 +70,7 @@ class Executor:
                  on_event: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self._engine, self._kube, self._runs, self._policy, self._clock = engine, kube, runs, policy, clock
         self.lock_runs = True  # share-lock the run's row around the delete (needs UPDATE privilege)
+        self.deletions: DeletionWatch | None = None  # PVC deletions since the sweep's listing (settle reads it)
         self.delete_finished_pods = delete_finished_pods
         self._on_event = on_event or (lambda level, fields: log.log(level, fields.get("event", ""),
                                                                      extra={"fields": fields}))
@@ -170,26 +172,30 @@ class Executor:
     def _wait_gone(self, waiting: list[Result], *, grace: float,
                    touch: Callable[[], None] = _nothing) -> tuple[list[Result], list[Result]]:
         """Finish the rows whose PVC disappears within ``grace`` seconds; return (done, still held).
-        ``touch`` is called between steps (the sweep keeps its single-flight lock alive with it)."""
+        ``touch`` is called between steps (the sweep keeps its single-flight lock alive with it).
+        With a ``deletions`` watch (the sweep starts one on its listing) the disappearances are read from it;
+        without one, or once it cannot vouch for what it saw, by one LIST of our PVCs per poll."""
         deadline = time.monotonic() + grace
         done: list[Result] = []
         while waiting:
             touch()
-            wanted = {(v.namespace, v.pvc_name, v.pvc_uid or "") for v in (_volume(r.decision) for r in waiting)}
-            try:
-                present = self._present(wanted)
-            except StagingError as exc:
-                return done + [Result(r.decision, Outcome.FAILED, str(exc)) for r in waiting], []
-            still: list[Result] = []
-            gone: list[Result] = []
-            for r in waiting:
-                v = _volume(r.decision)
-                (still if (v.namespace, v.pvc_name, v.pvc_uid or "") in present else gone).append(r)
-            done += self._finish_many(gone)
+            keys = {r: _key(r) for r in waiting}
+            watch = self.deletions
+            if watch is not None and watch.broken is None:
+                present = set(keys.values()) - watch.wait_for(set(keys.values()),
+                                                             timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            else:
+                try:
+                    present = self._present(set(keys.values()))
+                except StagingError as exc:
+                    return done + [Result(r.decision, Outcome.FAILED, str(exc)) for r in waiting], []
+            still = [r for r in waiting if keys[r] in present]
+            done += self._finish_many([r for r in waiting if keys[r] not in present])
             waiting = still
             if not waiting or time.monotonic() >= deadline:
                 break
-            time.sleep(0.5)
+            if watch is None or watch.broken is not None:
+                time.sleep(0.5)
         return done, waiting
 
     def reclaim_batch(self, decisions: Sequence[Decision], *, touch: Callable[[], None], parallel: ParallelMap,
@@ -382,6 +388,11 @@ class Executor:
 def _volume(d: Decision) -> VolumeRecord:
     assert d.volume is not None
     return d.volume
+
+
+def _key(r: Result) -> tuple[str, str, str]:
+    v = _volume(r.decision)
+    return v.namespace, v.pvc_name, v.pvc_uid or ""
 
 
 def _row_id(d: Decision | Result) -> int:

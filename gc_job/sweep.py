@@ -21,6 +21,7 @@ from shared.db.engine import translate_errors
 from shared.db.locks import DEFAULT_IDLE_TIMEOUT, GcLock, single_flight
 from shared.errors import LockLost, StagingError
 from shared.kube import KubeApi
+from shared.kube.deletions import DeletionWatch
 from shared.objects import ClaimInfo, claim_key
 from shared.settings import RunsTable
 
@@ -60,6 +61,7 @@ class Sweeper:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.parallelism,
                                                            thread_name_prefix="gc-act")
         self._lock: GcLock | None = None
+        self._listed_version: list[str] = []  # the resourceVersion of the sweep's listing
 
     def _touch(self) -> None:
         """Progress: keep the single-flight lock (raises ``LockLost`` when it is gone)."""
@@ -81,7 +83,7 @@ class Sweeper:
         """(namespace, name) -> uid of every PVC of ours: only what the healing checks need is kept of the
         listing (no whole objects: the peak memory at 100k PVCs is that of the names and uids)."""
         index: dict[tuple[str, str], str] = {}
-        for page in self._kube.list_managed(claim_key):
+        for page in self._kube.list_managed(claim_key, on_version=self._listed_version.append):
             for namespace, name, uid in page:
                 index[namespace, name] = uid
             self._touch()
@@ -155,8 +157,20 @@ class Sweeper:
 
     def _sweep(self, *, dry_run: bool) -> tuple[list[Result], int]:
         """Results of every action taken (kept rows are only counted: memory stays bounded)."""
-        policy, now = self._config.policy, self._clock()
+        now = self._clock()
+        self._listed_version = []
         index = self._claims()
+        if not dry_run and self._listed_version:  # settling reads deletions from a watch, not from re-listing
+            self._executor.deletions = DeletionWatch(self._kube, self._listed_version[-1]).start()
+        try:
+            return self._act(index, now=now, dry_run=dry_run)
+        finally:
+            if self._executor.deletions is not None:
+                self._executor.deletions.stop()
+                self._executor.deletions = None
+
+    def _act(self, index: dict[tuple[str, str], str], *, now: dt.datetime, dry_run: bool) -> tuple[list[Result], int]:
+        policy = self._config.policy
         # Every listed claim counts as present, Terminating ones too: a claim someone else deleted but a pod
         # still holds is not "missing" (adoption skips Terminating claims on its own).
         strays, results = self._strays(index)

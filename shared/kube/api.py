@@ -147,9 +147,11 @@ class KubeApi:
         """Every PVC labelled as ours, across namespaces, a page at a time (one consistent list)."""
         return self.list_managed(claim_info, page_size=page_size)
 
-    def list_managed(self, project: Callable[[dict[str, Any]], T], *, page_size: int = 500) -> Iterator[list[T]]:
+    def list_managed(self, project: Callable[[dict[str, Any]], T], *, page_size: int = 500,
+                     on_version: Callable[[str], None] | None = None) -> Iterator[list[T]]:
         """``list_managed_claims`` with each PVC (as JSON) turned into what ``project`` keeps of it: a caller
-        that needs only names and uids holds only those for the whole (consistent) list."""
+        that needs only names and uids holds only those for the whole (consistent) list. ``on_version``
+        gets the list's resourceVersion (a WATCH from it sees every change after the list)."""
         pages: list[list[T]] = []
         for _attempt in range(3):
             pages, token = [], None
@@ -162,6 +164,8 @@ class KubeApi:
                             _continue=token, _preload_content=False, _request_timeout=self._timeout)
                         data = self._json(resp)
                     token = (data.get("metadata") or {}).get("continue")
+                    if not token and on_version is not None:
+                        on_version(str((data.get("metadata") or {}).get("resourceVersion") or ""))
                     pages.append([project(item) for item in data.get("items", [])])
                     del data  # the page's JSON goes now, not after the next page's arrives
                     if not token:
@@ -170,6 +174,39 @@ class KubeApi:
             except ListExpired:
                 continue  # the continue token outlived etcd's compaction: start a fresh list
         raise KubeUnavailable("listing managed PVCs: the list kept expiring (410 Gone) before it completed")
+
+    def watch_managed_deletions(self, since: str, *, seconds: int = 60,
+                                on_open: Callable[[Any], None] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The DELETED events (and bookmarks) of PVCs of ours after resourceVersion ``since``, as (type,
+        object), for at most ``seconds`` (the server ends the watch then). Other events are skipped without
+        being decoded. Raises ``ListExpired`` when ``since`` is too old for the server (410 Gone).
+        ``on_open`` gets the streaming response (closing it from another thread ends the watch)."""
+        with self._errors("watching managed PVCs"):
+            resp: Any = self._core.list_persistent_volume_claim_for_all_namespaces(
+                label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={self.instance}",
+                watch=True, resource_version=since, allow_watch_bookmarks=True, timeout_seconds=seconds,
+                _preload_content=False, _request_timeout=(self._timeout[0], seconds + self._timeout[1]))
+        if on_open is not None:
+            on_open(resp)
+        try:
+            rest = b""
+            with self._errors("watching managed PVCs"):
+                for chunk in resp.stream(1 << 16):
+                    *lines, rest = (rest + chunk).split(b"\n")
+                    for line in lines:
+                        # The apiserver writes {"type":"...","object":...}: only deletions, bookmarks and
+                        # errors are decoded (an ADDED or MODIFIED event of 1-2 KB is skipped unread).
+                        if not line.startswith((b'{"type":"DELETED"', b'{"type":"BOOKMARK"', b'{"type":"ERROR"')):
+                            continue
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            message = f"watching managed PVCs: {obj.get('message') or obj}"
+                            raise (ListExpired if obj.get("code") == 410 else KubeUnavailable)(message)
+                        yield str(event.get("type")), obj
+        finally:
+            resp.close()
+            resp.release_conn()
 
     def dry_run_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         """Create ``pod`` with server-side dry run (admission runs, nothing is stored)."""
