@@ -90,6 +90,22 @@ def _seed(env: BenchEnv | GcEnv, engine: sa.Engine, kube: KubeApi, rows: int, pr
                        "e": now if i % 10 == 0 else None} for i in range(rows)])
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark of this process (Linux: clear_refs 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_mb() -> float | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 class _Counter:
     def __init__(self, engine: sa.Engine) -> None:
         self.count = 0
@@ -132,6 +148,7 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
         split = Split() if profile else None
         if split is not None:
             split.install(engine)
+        rss_reset = _reset_peak_rss()
         tracemalloc.start()
         started = time.perf_counter()
         code = sweeper.run()
@@ -146,6 +163,8 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
             "rows": rows, "reclaimable": planned, "reclaimed": deleted, "exit_code": code,
             "sweep_wall_s": round(wall, 2), "sweep_sql_statements": counter.count,
             "sweep_peak_mb": round(peak / 2**20, 1),
+            # the whole process's resident peak during the sweep (interpreter and libraries included)
+            "sweep_peak_rss_mb": _peak_rss_mb() if rss_reset else None,
             "db_side_plan_s": round(db_s, 2), "db_side_sql_statements": db_statements,
             "seed_s": round(seed_s, 1),
         }

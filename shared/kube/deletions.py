@@ -2,8 +2,9 @@
 thread of its own, instead of re-listing every PVC of the installation to see which are gone.
 
 The watch sees every deletion after the list (Kubernetes guarantees a watch from a resourceVersion misses
-no event). When it cannot vouch for that any more (410 Gone: the version left the server's window; or
-repeated errors) it says so (``broken``) and the caller falls back to listing.
+no event). When it cannot vouch for that any more (410 Gone: the version left the server's window; a
+refusal such as a missing RBAC verb; or repeated errors) it says so (``broken``) and the caller falls
+back to listing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from shared.errors import KubeForbidden
 from shared.kube.api import KubeApi, ListExpired
 from shared.objects import ClaimKey, claim_key
 
@@ -55,6 +57,9 @@ class DeletionWatch:
                             self._gone.add(claim_key(obj))
             except ListExpired as exc:
                 self._give_up(f"the listing's version is too old to watch from ({exc})")
+                return
+            except KubeForbidden as exc:  # a 4xx (e.g. no RBAC verb "watch"): asking again changes nothing
+                self._give_up(f"the watch was refused ({exc})")
                 return
             except Exception as exc:
                 if self._stopping.is_set():
