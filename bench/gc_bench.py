@@ -129,7 +129,7 @@ def _plan_only(engine: sa.Engine, batch_size: int) -> tuple[float, int, int]:
 
 
 def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size: int = 500,
-        profile: bool = False, parallelism: int = 4) -> dict[str, Any]:
+        profile: bool = False, parallelism: int = 8) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rows in sizes:
         # Its own installation label: the server benchmark's PVCs (another database) stay apart.
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sizes", nargs="*", type=int, default=[10_000])
     parser.add_argument("--profile", action="store_true", help="split the sweep's time by call kind")
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--parallelism", type=int, default=4, help="LEOFLOW_STAGING_GC_PARALLELISM")
+    parser.add_argument("--parallelism", type=int, default=8, help="LEOFLOW_STAGING_GC_PARALLELISM")
     args = parser.parse_args(argv)
     with gc_env() as env:
         print(f"bench: GC sweeps of {args.sizes} rows ...", flush=True)

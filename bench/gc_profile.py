@@ -49,7 +49,8 @@ class Split:
         self._undo.append(lambda: setattr(owner, name, original))
 
     def _wrap_pages(self) -> None:
-        original = KubeApi.list_managed
+        name = "list_managed" if hasattr(KubeApi, "list_managed") else "list_managed_claims"  # before issue 13
+        original = getattr(KubeApi, name)
 
         def pages(api: KubeApi, *args: Any, **kwargs: Any) -> Iterator[Any]:
             it = original(api, *args, **kwargs)
@@ -63,8 +64,8 @@ class Split:
                 self.add("kube LIST (per page, decode included)", time.perf_counter() - started)
                 yield page
 
-        KubeApi.list_managed = pages  # type: ignore[method-assign,assignment]
-        self._undo.append(lambda: setattr(KubeApi, "list_managed", original))
+        setattr(KubeApi, name, pages)
+        self._undo.append(lambda: setattr(KubeApi, name, original))
 
     def install(self, engine: sa.Engine) -> None:
         for name in ("read_claim", "delete_claim", "pods_using_claim", "delete_pod"):
@@ -83,7 +84,10 @@ class Split:
         def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             started = starts.pop(id(cursor), None)
             if started is not None:
-                kind = statement.lstrip().split(None, 1)[0].upper()
+                words = statement.split()
+                kind = " ".join(words[:2]) if words[:1] != ["SELECT"] else " ".join(
+                    ["SELECT", *words[words.index("FROM") + 1:words.index("FROM") + 2]] if "FROM" in words
+                    else words[:2])
                 self.add(f"sql {kind}", time.perf_counter() - started)
 
         split = self

@@ -42,7 +42,7 @@ class SweepConfig:
     policy: GcPolicy
     batch_size: int = 500
     settle_seconds: float = 10.0
-    parallelism: int = 4  # reclaims in flight at once (each is its own guarded transition)
+    parallelism: int = 8  # Kubernetes calls in flight at once (the PVC deletes of a batch, or single actions)
     delete_finished_pods: bool = True  # Succeeded/Failed pods holding a reclaimed claim are deleted
     # A sweep that makes no progress (no touch of its lock) for this long loses the lock to the next one.
     lock_idle_seconds: float = DEFAULT_IDLE_TIMEOUT
