@@ -60,6 +60,7 @@ class Sweeper:
                                   delete_finished_pods=config.delete_finished_pods, on_event=self._emit)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.parallelism,
                                                            thread_name_prefix="gc-act")
+        self._batcher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gc-batch")
         self._lock: GcLock | None = None
         self._listed_version: list[str] = []  # the resourceVersion of the sweep's listing
 
@@ -186,6 +187,45 @@ class Sweeper:
             results.append(self._do(d, dry_run))
             self._touch()
         pending: list[Result] = []
+        # A batch's fresh reclaims run on the batch thread while the next batch is read and planned; at most
+        # one batch is in flight (``collect`` waits for it before the next is submitted).
+        in_flight: concurrent.futures.Future[list[Result]] | None = None
+
+        def collect() -> None:
+            nonlocal in_flight
+            if in_flight is None:
+                return
+            done, in_flight = in_flight, None
+            for r in done.result():  # re-raises the batch's LockLost: the sweep stops
+                if r.outcome is Outcome.TERMINATING:
+                    pending.append(r)
+                else:
+                    results.append(r)
+                    self._report_each([r])
+
+        def submit(batched: list[Decision]) -> None:
+            nonlocal in_flight
+            in_flight = self._batcher.submit(self._executor.reclaim_batch, batched, touch=self._touch_now,
+                                             parallel=self._pool.map)
+
+        try:
+            kept += self._plan_and_act(index, now=now, dry_run=dry_run, results=results, pending=pending,
+                                       collect=collect, submit=submit)
+        finally:
+            if in_flight is not None:  # no delete outlives the sweep (nor its lock), even on an error
+                concurrent.futures.wait([in_flight])
+        collect()
+        if pending:
+            self._touch()
+            results.extend(self._report_each(self._executor.settle(pending, grace=self._config.settle_seconds,
+                                                                   touch=self._touch)))
+        return results, kept
+
+    def _plan_and_act(self, index: dict[tuple[str, str], str], *, now: dt.datetime, dry_run: bool,
+                      results: list[Result], pending: list[Result], collect: Callable[[], None],
+                      submit: Callable[[list[Decision]], None]) -> int:
+        """Read the live rows a batch at a time, plan and act; returns how many were kept."""
+        policy, kept = self._config.policy, 0
         with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
             batches = volumes_repo.iter_live(conn, batch_size=self._config.batch_size)
             for batch in batches:
@@ -210,18 +250,11 @@ class Sweeper:
                 for r in self._pool.map(lambda d: self._do(d, dry_run), single):
                     (pending if r.outcome is Outcome.TERMINATING else results).append(r)
                     self._touch()
-                for r in self._executor.reclaim_batch(batched, touch=self._touch_now, parallel=self._pool.map):
-                    if r.outcome is Outcome.TERMINATING:
-                        pending.append(r)
-                    else:
-                        results.append(r)
-                        self._report_each([r])
+                collect()  # the previous batch's reclaims
+                if batched:
+                    submit(batched)
                 self._touch()
-        if pending:
-            self._touch()
-            results.extend(self._report_each(self._executor.settle(pending, grace=self._config.settle_seconds,
-                                                                   touch=self._touch)))
-        return results, kept
+        return kept
 
     def _do(self, d: Decision, dry_run: bool) -> Result:
         if dry_run:
