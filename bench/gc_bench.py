@@ -8,18 +8,31 @@ plan: reading rows and run states).
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
+import contextlib
 import datetime as dt
 import io
+import json
+import sys
+import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from kubernetes import client, config
 
 from bench.env import NAMESPACE, RWX_CLASS, BenchEnv, create_database
+from bench.gc_profile import Split
 from gc_job.plan import GcPolicy, plan_batch
 from gc_job.sweep import SweepConfig, Sweeper
+from leoflow_staging.devenv.assets import ensure_assets
+from leoflow_staging.devenv.controlplane import ControlPlane
+from leoflow_staging.devenv.postgres import Postgres
 from shared.db import runs_repo, volumes_repo
 from shared.kube import KubeApi, make_api_client
 from shared.naming import pvc_name
@@ -31,7 +44,35 @@ POLICY = GcPolicy(failed_ttl=dt.timedelta(hours=24), success_states=("success",)
                   adopt_min_age=dt.timedelta(0))
 
 
-def _seed(env: BenchEnv, engine: sa.Engine, kube: KubeApi, rows: int, prefix: str) -> None:
+@dataclass
+class GcEnv:
+    """What the GC benchmark needs: the control plane and PostgreSQL (no webhook)."""
+
+    plane: ControlPlane
+    pg: Postgres
+
+
+@contextlib.contextmanager
+def gc_env() -> Iterator[GcEnv]:
+    """A control plane (etcd, kube-apiserver, kube-controller-manager) and PostgreSQL of its own."""
+    workdir = Path(tempfile.mkdtemp(prefix="leoflow-gc-bench-"))
+    plane = ControlPlane(assets=ensure_assets(), workdir=workdir / "controlplane")
+    pg = Postgres()
+    try:
+        plane.start()
+        pg.start()
+        api = config.new_client_from_config(config_file=str(plane.kubeconfig_path))
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+        client.StorageV1Api(api).create_storage_class({"metadata": {"name": RWX_CLASS},
+                                                       "provisioner": "nfs.csi.k8s.io"})
+        yield GcEnv(plane=plane, pg=pg)
+    finally:
+        plane.stop()
+        pg.stop()
+        pg.cleanup()
+
+
+def _seed(env: BenchEnv | GcEnv, engine: sa.Engine, kube: KubeApi, rows: int, prefix: str) -> None:
     """``rows`` live rows and PVCs; every tenth run succeeded, the rest are running."""
     now = dt.datetime.now(dt.UTC)
     specs = [ClaimSpec(namespace=NAMESPACE, name=pvc_name(prefix, f"r{i}"), dag_id=prefix, run_id=f"r{i}",
@@ -47,6 +88,22 @@ def _seed(env: BenchEnv, engine: sa.Engine, kube: KubeApi, rows: int, prefix: st
         conn.execute(sa.text("INSERT INTO dag_run (dag_id, run_id, state, end_date) VALUES (:d, :r, :s, :e)"),
                      [{"d": prefix, "r": f"r{i}", "s": "success" if i % 10 == 0 else "running",
                        "e": now if i % 10 == 0 else None} for i in range(rows)])
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark of this process (Linux: clear_refs 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_mb() -> float | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
 
 
 class _Counter:
@@ -71,11 +128,13 @@ def _plan_only(engine: sa.Engine, batch_size: int) -> tuple[float, int, int]:
     return time.perf_counter() - started, counter.count, reclaim
 
 
-def run(env: BenchEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size: int = 500) -> dict[str, Any]:
+def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size: int = 500,
+        profile: bool = False, parallelism: int = 8) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rows in sizes:
         # Its own installation label: the server benchmark's PVCs (another database) stay apart.
-        kube = KubeApi(make_api_client(str(env.plane.kubeconfig_path), pool_size=16), timeout=30,
+        kube = KubeApi(make_api_client(str(env.plane.kubeconfig_path), pool_size=max(16, 2 * parallelism)),
+                       timeout=30,
                        instance=f"gc{rows}")
         engine = sa.create_engine(create_database(env.pg, f"gc{rows}"), pool_size=4)
         seed_started = time.perf_counter()
@@ -84,22 +143,33 @@ def run(env: BenchEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size
         db_s, db_statements, planned = _plan_only(engine, batch_size)
         counter = _Counter(engine)
         sweeper = Sweeper(engine=engine, kube=kube, out=io.StringIO(),
-                          config=SweepConfig(runs=RUNS, policy=POLICY, batch_size=batch_size, settle_seconds=30))
+                          config=SweepConfig(runs=RUNS, policy=POLICY, batch_size=batch_size, settle_seconds=30,
+                                             parallelism=parallelism))
+        split = Split() if profile else None
+        if split is not None:
+            split.install(engine)
+        rss_reset = _reset_peak_rss()
         tracemalloc.start()
         started = time.perf_counter()
         code = sweeper.run()
         wall = time.perf_counter() - started
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
+        if split is not None:
+            split.uninstall()
         with engine.connect() as conn:
             deleted = conn.execute(sa.text("SELECT count(*) FROM staging_volumes WHERE state = 'deleted'")).scalar()
         out[str(rows)] = {
             "rows": rows, "reclaimable": planned, "reclaimed": deleted, "exit_code": code,
             "sweep_wall_s": round(wall, 2), "sweep_sql_statements": counter.count,
             "sweep_peak_mb": round(peak / 2**20, 1),
+            # the whole process's resident peak during the sweep (interpreter and libraries included)
+            "sweep_peak_rss_mb": _peak_rss_mb() if rss_reset else None,
             "db_side_plan_s": round(db_s, 2), "db_side_sql_statements": db_statements,
             "seed_s": round(seed_s, 1),
         }
+        if split is not None:
+            out[str(rows)]["split"] = split.as_dict()
         engine.dispose()
         if rows == sizes[-1]:
             break
@@ -108,3 +178,24 @@ def run(env: BenchEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda c, k=kube: k.delete_claim(c.namespace, c.name, uid=c.uid), claims, chunksize=64))
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.gc_bench [SIZE ...] [--profile]``: the GC sweep alone, on its own control plane
+    and PostgreSQL (as ``make bench`` runs it, without the webhook and the other benchmarks)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.gc_bench")
+    parser.add_argument("sizes", nargs="*", type=int, default=[10_000])
+    parser.add_argument("--profile", action="store_true", help="split the sweep's time by call kind")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--parallelism", type=int, default=8, help="LEOFLOW_STAGING_GC_PARALLELISM")
+    args = parser.parse_args(argv)
+    with gc_env() as env:
+        print(f"bench: GC sweeps of {args.sizes} rows ...", flush=True)
+        results = run(env, sizes=tuple(args.sizes), batch_size=args.batch_size, profile=args.profile,
+                      parallelism=args.parallelism)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

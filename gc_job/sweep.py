@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from gc_job import health, report
-from gc_job.executor import Executor
+from gc_job.executor import Executor, batchable
 from gc_job.plan import Action, Decision, GcPolicy, plan_adoptions, plan_batch
 from gc_job.results import Outcome, Result
 from shared.db import runs_repo, volumes_repo
 from shared.db.engine import translate_errors
 from shared.db.locks import DEFAULT_IDLE_TIMEOUT, GcLock, single_flight
-from shared.errors import LockLost
+from shared.errors import LockLost, StagingError
 from shared.kube import KubeApi
-from shared.objects import ClaimInfo
+from shared.kube.deletions import DeletionWatch
+from shared.objects import ClaimInfo, claim_key
 from shared.settings import RunsTable
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class SweepConfig:
     policy: GcPolicy
     batch_size: int = 500
     settle_seconds: float = 10.0
-    parallelism: int = 4  # reclaims in flight at once (each is its own guarded transition)
+    parallelism: int = 8  # Kubernetes calls in flight at once (the PVC deletes of a batch, or single actions)
     delete_finished_pods: bool = True  # Succeeded/Failed pods holding a reclaimed claim are deleted
     # A sweep that makes no progress (no touch of its lock) for this long loses the lock to the next one.
     lock_idle_seconds: float = DEFAULT_IDLE_TIMEOUT
@@ -59,7 +60,9 @@ class Sweeper:
                                   delete_finished_pods=config.delete_finished_pods, on_event=self._emit)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.parallelism,
                                                            thread_name_prefix="gc-act")
+        self._batcher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gc-batch")
         self._lock: GcLock | None = None
+        self._listed_version: list[str] = []  # the resourceVersion of the sweep's listing
 
     def _touch(self) -> None:
         """Progress: keep the single-flight lock (raises ``LockLost`` when it is gone)."""
@@ -71,12 +74,48 @@ class Sweeper:
         if self._on_event is not None:
             self._on_event(fields)
 
-    def _claims(self) -> list[ClaimInfo]:
-        claims: list[ClaimInfo] = []
-        for page in self._kube.list_managed_claims():
-            claims.extend(page)
+    def _touch_now(self) -> None:
+        """Before a batched transition or a batch of deletes: check the lock now (not rate-limited), so a
+        sweep that lost its lock starts nothing more (raises ``LockLost``)."""
+        if self._lock is not None:
+            self._lock.touch(force=True)
+
+    def _claims(self) -> dict[tuple[str, str], str]:
+        """(namespace, name) -> uid of every PVC of ours: only what the healing checks need is kept of the
+        listing (no whole objects: the peak memory at 100k PVCs is that of the names and uids)."""
+        index: dict[tuple[str, str], str] = {}
+        for page in self._kube.list_managed(claim_key, on_version=self._listed_version.append):
+            for namespace, name, uid in page:
+                index[namespace, name] = uid
             self._touch()
-        return claims
+        return index
+
+    def _strays(self, index: dict[tuple[str, str], str]) -> tuple[list[ClaimInfo], list[Result]]:
+        """The listed PVCs without a live row, read again whole (they are few: a crash between create and
+        record); a chunk of names at a time against the table, so no set of every live name is held."""
+        keys = list(index)
+        strays: list[ClaimInfo] = []
+        failed: list[Result] = []
+        chunk = 500
+        for first in range(0, len(keys), chunk):
+            part = keys[first:first + chunk]
+            with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
+                live = volumes_repo.live_names(conn, part, chunk=chunk)
+            self._touch()
+            for namespace, name in part:
+                if (namespace, name) in live:
+                    continue
+                try:
+                    claim = self._kube.read_claim(namespace, name)
+                except StagingError as exc:
+                    failed.append(Result(Decision(action=Action.ADOPT, namespace=namespace, pvc_name=name,
+                                                  dag_id="", run_id="", why="PVC of ours without a live row"),
+                                         Outcome.FAILED, str(exc)))
+                    continue
+                if claim is not None and claim.uid == index[namespace, name] and claim.instance == \
+                        self._kube.instance and claim.managed:
+                    strays.append(claim)
+        return strays, failed
 
     def check_runs_table(self) -> None:
         """Fail early, with the table's name, when the runs table cannot be read; learn whether
@@ -119,16 +158,27 @@ class Sweeper:
 
     def _sweep(self, *, dry_run: bool) -> tuple[list[Result], int]:
         """Results of every action taken (kept rows are only counted: memory stays bounded)."""
-        policy, now = self._config.policy, self._clock()
-        claims = self._claims()
+        now = self._clock()
+        self._listed_version = []
+        index = self._claims()
+        if not dry_run and self._listed_version:  # settling reads deletions from a watch, not from re-listing
+            self._executor.deletions = DeletionWatch(self._kube, self._listed_version[-1]).start()
+        try:
+            return self._act(index, now=now, dry_run=dry_run)
+        finally:
+            if self._executor.deletions is not None:
+                self._executor.deletions.stop()
+                self._executor.deletions = None
+
+    def _act(self, index: dict[tuple[str, str], str], *, now: dt.datetime, dry_run: bool) -> tuple[list[Result], int]:
+        policy = self._config.policy
         # Every listed claim counts as present, Terminating ones too: a claim someone else deleted but a pod
         # still holds is not "missing" (adoption skips Terminating claims on its own).
-        index = {(c.namespace, c.name): c.uid for c in claims}
-        with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
-            live = volumes_repo.live_names(conn, list(index))
-        results: list[Result] = []
+        strays, results = self._strays(index)
+        for r in results:
+            self._report_each([r])
         kept = 0
-        for d in plan_adoptions(claims, live, now=now, policy=policy):
+        for d in plan_adoptions(strays, set(), now=now, policy=policy):
             if d.action is Action.KEEP:
                 kept += 1
                 self._emit(logging.WARNING, {"event": "stray_pvc", "namespace": d.namespace, "pvc": d.pvc_name,
@@ -137,6 +187,45 @@ class Sweeper:
             results.append(self._do(d, dry_run))
             self._touch()
         pending: list[Result] = []
+        # A batch's fresh reclaims run on the batch thread while the next batch is read and planned; at most
+        # one batch is in flight (``collect`` waits for it before the next is submitted).
+        in_flight: concurrent.futures.Future[list[Result]] | None = None
+
+        def collect() -> None:
+            nonlocal in_flight
+            if in_flight is None:
+                return
+            done, in_flight = in_flight, None
+            for r in done.result():  # re-raises the batch's LockLost: the sweep stops
+                if r.outcome is Outcome.TERMINATING:
+                    pending.append(r)
+                else:
+                    results.append(r)
+                    self._report_each([r])
+
+        def submit(batched: list[Decision]) -> None:
+            nonlocal in_flight
+            in_flight = self._batcher.submit(self._executor.reclaim_batch, batched, touch=self._touch_now,
+                                             parallel=self._pool.map)
+
+        try:
+            kept += self._plan_and_act(index, now=now, dry_run=dry_run, results=results, pending=pending,
+                                       collect=collect, submit=submit)
+        finally:
+            if in_flight is not None:  # no delete outlives the sweep (nor its lock), even on an error
+                concurrent.futures.wait([in_flight])
+        collect()
+        if pending:
+            self._touch()
+            results.extend(self._report_each(self._executor.settle(pending, grace=self._config.settle_seconds,
+                                                                   touch=self._touch)))
+        return results, kept
+
+    def _plan_and_act(self, index: dict[tuple[str, str], str], *, now: dt.datetime, dry_run: bool,
+                      results: list[Result], pending: list[Result], collect: Callable[[], None],
+                      submit: Callable[[list[Decision]], None]) -> int:
+        """Read the live rows a batch at a time, plan and act; returns how many were kept."""
+        policy, kept = self._config.policy, 0
         with translate_errors("reading staging_volumes"), self._engine.connect() as conn:
             batches = volumes_repo.iter_live(conn, batch_size=self._config.batch_size)
             for batch in batches:
@@ -154,15 +243,18 @@ class Sweeper:
                         continue
                     actions.append(d)
                 conn.rollback()  # end the read transaction between batches
-                # Rows are independent (each transition guards itself): act on a batch in parallel.
-                for r in self._pool.map(lambda d: self._do(d, dry_run), actions):
+                # Fresh reclaims go together: one guarded transition for the batch, deletes in parallel.
+                batched = [] if dry_run else [d for d in actions if batchable(d)]
+                # The rest (resumes, heals, adoptions) one by one, each guarding itself, in parallel.
+                single = [d for d in actions if dry_run or not batchable(d)]
+                for r in self._pool.map(lambda d: self._do(d, dry_run), single):
                     (pending if r.outcome is Outcome.TERMINATING else results).append(r)
                     self._touch()
-        if pending:
-            self._touch()
-            results.extend(self._report_each(self._executor.settle(pending, grace=self._config.settle_seconds,
-                                                                   touch=self._touch)))
-        return results, kept
+                collect()  # the previous batch's reclaims
+                if batched:
+                    submit(batched)
+                self._touch()
+        return kept
 
     def _do(self, d: Decision, dry_run: bool) -> Result:
         if dry_run:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,3 +135,13 @@ def storage_class_info(obj: dict[str, Any]) -> StorageClassInfo:
         is_default=default,
         rwx_annotation=ann.get(labels.RWX_CLASS),
     )
+
+
+ClaimKey = tuple[str, str, str]  # (namespace, name, uid)
+
+
+def claim_key(obj: dict[str, Any]) -> ClaimKey:
+    """(namespace, name, uid) of a PVC as JSON: what the GC keeps of each listed claim (the namespace
+    interned: the 100k claims of one namespace share one string)."""
+    meta = obj.get("metadata") or {}
+    return sys.intern(meta.get("namespace", "")), meta.get("name", ""), meta.get("uid", "")

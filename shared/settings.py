@@ -60,7 +60,7 @@ class Settings:
     max_body_bytes: int = 3 * 1024 * 1024  # etcd's request limit; no pod is larger
     gc_batch_size: int = 500
     adopt_min_age: dt.timedelta = dt.timedelta(minutes=2)
-    gc_parallelism: int = 4  # reclaims a sweep runs at once
+    gc_parallelism: int = 8  # Kubernetes calls a sweep has in flight at once (PVC deletes of a batch)
     gc_settle_seconds: float = 10.0  # how long a sweep waits for deleted PVCs to disappear
     gc_delete_finished_pods: bool = True  # delete Succeeded/Failed pods that hold a reclaimed claim
     gc_db_timeout: float = 30.0  # seconds: the GC's connect, statement and lock waits (batch reads)

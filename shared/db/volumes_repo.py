@@ -188,7 +188,18 @@ def live_names(conn: sa.Connection, keys: Sequence[tuple[str, str]], *, chunk: i
     """Which of the (namespace, pvc_name) keys have a live row (one query per ``chunk`` keys)."""
     found: set[tuple[str, str]] = set()
     for start in range(0, len(keys), chunk):
-        query = sa.select(T.c.namespace, T.c.pvc_name).where(
-            LIVE, sa.tuple_(T.c.namespace, T.c.pvc_name).in_(list(keys[start:start + chunk])))
-        found |= {(r.namespace, r.pvc_name) for r in conn.execute(query)}
+        part = list(keys[start:start + chunk])
+        if conn.dialect.name == "postgresql":
+            # Join against unnest(arrays): one lookup in the live-name index per key (a row-value IN list
+            # of hundreds of pairs is planned as a scan of the table, per chunk).
+            text_array = postgresql.ARRAY(sa.String)
+            wanted = sa.func.unnest(sa.bindparam("nss", type_=text_array), sa.bindparam("names", type_=text_array)
+                                    ).table_valued("n", "p").render_derived(name="wanted")
+            query = sa.select(T.c.namespace, T.c.pvc_name).join_from(
+                T, wanted, sa.and_(T.c.namespace == wanted.c.n, T.c.pvc_name == wanted.c.p)).where(LIVE)
+            rows = conn.execute(query, {"nss": [n for n, _ in part], "names": [p for _, p in part]})
+        else:
+            rows = conn.execute(sa.select(T.c.namespace, T.c.pvc_name).where(
+                LIVE, sa.tuple_(T.c.namespace, T.c.pvc_name).in_(part)))
+        found |= {(r.namespace, r.pvc_name) for r in rows}
     return found

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client, config
@@ -23,6 +23,7 @@ from shared.objects import (
     storage_class_info,
 )
 
+T = TypeVar("T")
 # Statuses that mean "not now" rather than "no": the apiserver's priority and fairness throttling (429)
 # and request timeouts (408). Like 5xx, they are retriable denials, never refusals.
 _TRANSIENT = {408: "Request Timeout", 429: "Too Many Requests"}
@@ -46,6 +47,14 @@ def make_api_client(kubeconfig: str | None, *, pool_size: int = 8) -> client.Api
     configuration.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0)
     configuration.connection_pool_maxsize = pool_size
     return client.ApiClient(configuration)
+
+
+def _drain(response: Any) -> None:
+    """Read an unwanted response body to its end: only then does its keep-alive connection go back to
+    the pool (with ``_preload_content=False`` an unread response keeps it, and the next call opens a
+    new TLS connection)."""
+    response.data  # noqa: B018 - reading is the point
+    response.release_conn()
 
 
 class NotFound(KubeForbidden):
@@ -122,11 +131,12 @@ class KubeApi:
 
     def delete_claim(self, namespace: str, name: str, *, uid: str) -> bool:
         """Delete the PVC only if it still has ``uid``; False when it is already gone."""
-        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         try:
             with self._errors(f"deleting PVC {namespace}/{name}"):
-                self._core.delete_namespaced_persistent_volume_claim(
-                    name, namespace, body=body, _preload_content=False, _request_timeout=self._timeout)
+                resp = self._core.delete_namespaced_persistent_volume_claim(
+                    name, namespace, body={"preconditions": {"uid": uid}}, _preload_content=False,
+                    _request_timeout=self._timeout)
+                _drain(resp)
                 return True
         except AlreadyExists as exc:  # 409: the uid precondition failed, it is another PVC now
             raise UidMismatch(f"PVC {namespace}/{name} is no longer uid {uid}") from exc
@@ -135,7 +145,14 @@ class KubeApi:
 
     def list_managed_claims(self, *, page_size: int = 500) -> Iterator[list[ClaimInfo]]:
         """Every PVC labelled as ours, across namespaces, a page at a time (one consistent list)."""
-        pages: list[list[ClaimInfo]] = []
+        return self.list_managed(claim_info, page_size=page_size)
+
+    def list_managed(self, project: Callable[[dict[str, Any]], T], *, page_size: int = 500,
+                     on_version: Callable[[str], None] | None = None) -> Iterator[list[T]]:
+        """``list_managed_claims`` with each PVC (as JSON) turned into what ``project`` keeps of it: a caller
+        that needs only names and uids holds only those for the whole (consistent) list. ``on_version``
+        gets the list's resourceVersion (a WATCH from it sees every change after the list)."""
+        pages: list[list[T]] = []
         for _attempt in range(3):
             pages, token = [], None
             try:
@@ -146,14 +163,50 @@ class KubeApi:
                             limit=page_size,
                             _continue=token, _preload_content=False, _request_timeout=self._timeout)
                         data = self._json(resp)
-                    pages.append([claim_info(item) for item in data.get("items", [])])
                     token = (data.get("metadata") or {}).get("continue")
+                    if not token and on_version is not None:
+                        on_version(str((data.get("metadata") or {}).get("resourceVersion") or ""))
+                    pages.append([project(item) for item in data.get("items", [])])
+                    del data  # the page's JSON goes now, not after the next page's arrives
                     if not token:
                         yield from pages
                         return
             except ListExpired:
                 continue  # the continue token outlived etcd's compaction: start a fresh list
         raise KubeUnavailable("listing managed PVCs: the list kept expiring (410 Gone) before it completed")
+
+    def watch_managed_deletions(self, since: str, *, seconds: int = 60,
+                                on_open: Callable[[Any], None] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The DELETED events (and bookmarks) of PVCs of ours after resourceVersion ``since``, as (type,
+        object), for at most ``seconds`` (the server ends the watch then). Other events are skipped without
+        being decoded. Raises ``ListExpired`` when ``since`` is too old for the server (410 Gone).
+        ``on_open`` gets the streaming response (closing it from another thread ends the watch)."""
+        with self._errors("watching managed PVCs"):
+            resp: Any = self._core.list_persistent_volume_claim_for_all_namespaces(
+                label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={self.instance}",
+                watch=True, resource_version=since, allow_watch_bookmarks=True, timeout_seconds=seconds,
+                _preload_content=False, _request_timeout=(self._timeout[0], seconds + self._timeout[1]))
+        if on_open is not None:
+            on_open(resp)
+        try:
+            rest = b""
+            with self._errors("watching managed PVCs"):
+                for chunk in resp.stream(1 << 16):
+                    *lines, rest = (rest + chunk).split(b"\n")
+                    for line in lines:
+                        # The apiserver writes {"type":"...","object":...}: only deletions, bookmarks and
+                        # errors are decoded (an ADDED or MODIFIED event of 1-2 KB is skipped unread).
+                        if not line.startswith((b'{"type":"DELETED"', b'{"type":"BOOKMARK"', b'{"type":"ERROR"')):
+                            continue
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            message = f"watching managed PVCs: {obj.get('message') or obj}"
+                            raise (ListExpired if obj.get("code") == 410 else KubeUnavailable)(message)
+                        yield str(event.get("type")), obj
+        finally:
+            resp.close()
+            resp.release_conn()
 
     def dry_run_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         """Create ``pod`` with server-side dry run (admission runs, nothing is stored)."""
@@ -164,27 +217,33 @@ class KubeApi:
 
     def pods_using_claim(self, namespace: str, name: str) -> list[PodUse]:
         """The pods in ``namespace`` whose volumes reference the claim, by name."""
+        return self.pods_using_claims(namespace, [name]).get(name, [])
+
+    def pods_using_claims(self, namespace: str, names: Iterable[str]) -> dict[str, list[PodUse]]:
+        """For each of the claims ``names`` in ``namespace``, the pods whose volumes reference it (sorted by
+        name; claims no pod uses are absent): one LIST of the namespace's pods for all of them."""
+        wanted = set(names)
         with self._errors(f"listing pods in {namespace}"):
             resp = self._core.list_namespaced_pod(namespace, _preload_content=False,
                                                   _request_timeout=self._timeout)
             pods = self._json(resp).get("items", [])
-        users = []
+        users: dict[str, list[PodUse]] = {}
         for pod in pods:
-            for vol in (pod.get("spec") or {}).get("volumes") or []:
-                if (vol.get("persistentVolumeClaim") or {}).get("claimName") == name:
-                    meta = pod.get("metadata") or {}
-                    users.append(PodUse(name=meta.get("name", "?"), uid=meta.get("uid", ""),
-                                        phase=(pod.get("status") or {}).get("phase") or "Unknown"))
-                    break
-        return sorted(users, key=lambda p: p.name)
+            meta = pod.get("metadata") or {}
+            use = PodUse(name=meta.get("name", "?"), uid=meta.get("uid", ""),
+                         phase=(pod.get("status") or {}).get("phase") or "Unknown")
+            claims = {(vol.get("persistentVolumeClaim") or {}).get("claimName")
+                      for vol in (pod.get("spec") or {}).get("volumes") or []}
+            for claim in claims & wanted:
+                users.setdefault(claim, []).append(use)
+        return {claim: sorted(pods_, key=lambda p: p.name) for claim, pods_ in users.items()}
 
     def delete_pod(self, namespace: str, name: str, *, uid: str) -> bool:
         """Delete a pod with a uid precondition; False when it is already gone or is another pod now."""
-        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         try:
             with self._errors(f"deleting pod {namespace}/{name}"):
-                self._core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False,
-                                                 _request_timeout=self._timeout)
+                _drain(self._core.delete_namespaced_pod(name, namespace, body={"preconditions": {"uid": uid}},
+                                                        _preload_content=False, _request_timeout=self._timeout))
         except NotFound:
             return False
         except AlreadyExists:  # 409: the uid precondition failed, a new pod took the name; never touch it

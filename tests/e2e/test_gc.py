@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from shared.db import volumes_repo
+from shared.db import reclaim_batches
 from shared.db.engine import make_engine
 from shared.db.locks import single_flight
 from shared.kube import KubeApi, make_api_client
@@ -259,14 +259,14 @@ def test_a_failed_run_that_turns_success_during_its_reclaim_is_reclaimed_as_succ
     pvc = bench.admit("etl", "flip")
     set_run(bench.engine, "etl", "flip", "failed", T0 - dt.timedelta(hours=25))
     sweeper = bench.sweeper()
-    real_begin = volumes_repo.begin_reclaim
+    real_begin = reclaim_batches.begin_reclaims
 
-    def begin_then_flip(*args: Any, **kwargs: Any) -> bool:
+    def begin_then_flip(*args: Any, **kwargs: Any) -> set[int]:
         started = real_begin(*args, **kwargs)  # the row goes reclaiming (ttl_expired) ...
         set_run(bench.engine, "etl", "flip", "success", T0)  # ... and the run flips before the guarded delete
         return started
 
-    monkeypatch.setattr(volumes_repo, "begin_reclaim", begin_then_flip)
+    monkeypatch.setattr(reclaim_batches, "begin_reclaims", begin_then_flip)
     assert sweeper.run() == 0
     assert [(r.pvc_name, r.state, r.delete_reason) for r in bench.rows()] == [
         (pvc, VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED)]

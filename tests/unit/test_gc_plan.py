@@ -120,3 +120,20 @@ def test_strays_whose_identity_cannot_be_recorded_are_left_alone() -> None:
     assert "run_id annotation contains control characters" in decisions[1].why
     assert "name is not the one admission gives that run" in decisions[2].why
     assert all(len(d.dag_id) <= 250 for d in decisions)
+
+
+def test_only_fresh_reclaims_with_a_gc_reason_and_a_uid_are_batched() -> None:
+    from dataclasses import replace
+
+    from gc_job.executor import batchable
+
+    fresh = decide(vol(), RunState("success", NOW), True, now=NOW, policy=POLICY)
+    assert batchable(fresh)
+    resumed = decide(vol(state=VolumeState.RECLAIMING, reason=DeleteReason.RUN_SUCCEEDED), RunState("success", NOW),
+                     True, now=NOW, policy=POLICY)
+    assert resumed.action is Action.RECLAIM and not batchable(resumed)  # resumes re-read the PVC one by one
+    assert not batchable(decide(vol(), RunState("success", NOW), False, now=NOW, policy=POLICY))  # heal
+    assert not batchable(decide(vol(), RunState("running", None), True, now=NOW, policy=POLICY))  # keep
+    no_uid = replace(fresh, volume=replace(vol(), pvc_uid=None))
+    assert not batchable(no_uid)  # the executor fails it alone, before any transition
+    assert not batchable(replace(fresh, reason=DeleteReason.PVC_MISSING))
