@@ -255,14 +255,17 @@ class Executor:
                                     run_end=run.end_date if run else None)
                         moved[current].append(d)
                     go.append(d)
+                touch()  # the last check before deleting: a lost lock stops here, the rows stay reclaiming
+                outcomes = list(parallel(self._delete_one, go))
+                # The row writes come last, just before the commit: the runs' share locks already hold for the
+                # whole transaction, and a row locked for writing would make a returning run's pods wait on it
+                # (the webhook reads the row FOR SHARE) through every delete of the chunk.
                 reclaim_batches.abort_reclaims(conn, [_row_id(d) for d in back],
                                                detail="run came back before its PVC was deleted")
                 results += [Result(d, Outcome.ABORTED, "the run came back before the delete; the row is active again")
                             for d in back]
                 for reason, group in moved.items():
                     reclaim_batches.set_reasons(conn, [_row_id(d) for d in group], reason)
-                touch()  # the last check before deleting: a lost lock stops here, the rows stay reclaiming
-                outcomes = list(parallel(self._delete_one, go))
                 gone = [d for d, o in zip(go, outcomes, strict=True) if o == GONE]
                 reclaim_batches.close_missing_reclaiming(
                     conn, [_row_id(d) for d in gone], now=self._clock(),

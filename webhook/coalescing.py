@@ -25,7 +25,7 @@ class CoalescingTimeout(TimeoutError):
 
 @dataclass
 class _Batch(Generic[V]):
-    members: int = 1
+    members: int = 1  # callers sharing this batch (shown to tests and figures)
     go: threading.Event = field(default_factory=threading.Event)  # the batch may start (its first member runs it)
     done: threading.Event = field(default_factory=threading.Event)
     value: V | None = None
@@ -40,15 +40,20 @@ class _Key(Generic[V]):
 
 
 class CoalescedRead(Generic[K, V]):
-    """``read(key)``: ``fetch(key)``, shared by the callers of ``key`` that wait at the same time."""
+    """``read(key, wait=...)``: ``fetch(key)``, shared by the callers of ``key`` that wait at the same time.
 
-    def __init__(self, fetch: Callable[[K], V], *, wait_timeout: float) -> None:
-        self._fetch, self._timeout = fetch, wait_timeout
+    ``fetch_timeout`` bounds one fetch (the database's own timeouts do); ``wait`` bounds how long a caller
+    waits for the read in flight before its own read starts, so a caller is answered within
+    ``wait + fetch_timeout`` or gets ``CoalescingTimeout``.
+    """
+
+    def __init__(self, fetch: Callable[[K], V], *, fetch_timeout: float) -> None:
+        self._fetch, self._fetch_timeout = fetch, fetch_timeout
         self._lock = threading.Lock()
         self._keys: dict[K, _Key[V]] = {}
         self.fetches = 0  # statements run (for tests and figures)
 
-    def read(self, key: K) -> V:
+    def read(self, key: K, *, wait: float) -> V:
         with self._lock:
             state = self._keys.get(key)
             if state is None:  # nothing in flight: read now
@@ -64,11 +69,11 @@ class CoalescedRead(Generic[K, V]):
                 batch.members += 1
                 first = False
         if first:
-            if not batch.go.wait(self._timeout) and self._abandoned(key, batch):
+            if not batch.go.wait(wait) and self._abandoned(key, batch, wait):
                 raise batch.error  # type: ignore[misc]
             self._run(key, batch)
-        elif not batch.done.wait(self._timeout):
-            raise CoalescingTimeout(f"waited {self._timeout:.1f}s for a shared read of the same run")
+        elif not batch.done.wait(wait + self._fetch_timeout):
+            raise CoalescingTimeout(f"waited {wait + self._fetch_timeout:.1f}s for a shared read of the same run")
         if batch.error is not None:
             raise batch.error
         return batch.value  # type: ignore[return-value]
@@ -78,8 +83,11 @@ class CoalescedRead(Generic[K, V]):
             self.fetches += 1
         try:
             batch.value = self._fetch(key)
-        except BaseException as exc:  # every member gets the same error
+        except Exception as exc:  # every member gets the same error (one object, raised in each thread)
             batch.error = exc
+        except BaseException:  # an interrupt is this thread's: the members get an error of their own
+            batch.error = CoalescingTimeout("the shared read of the same run was interrupted")
+            raise
         finally:
             with self._lock:
                 following = None
@@ -92,7 +100,7 @@ class CoalescedRead(Generic[K, V]):
             if following is not None:
                 following.go.set()  # its first member runs it; the key stays in flight for it
 
-    def _abandoned(self, key: K, batch: _Batch[V]) -> bool:
+    def _abandoned(self, key: K, batch: _Batch[V], waited: float) -> bool:
         """The first member of a waiting batch timed out before its turn: fail the batch (True), unless the
         read before it has just handed it over (False: it is this batch's turn after all, run it)."""
         with self._lock:
@@ -100,6 +108,6 @@ class CoalescedRead(Generic[K, V]):
             if state is None or state.waiting is not batch:
                 return False
             state.waiting = None  # later callers form a new batch behind the running read
-        batch.error = CoalescingTimeout(f"waited {self._timeout:.1f}s for a read of the same run to finish")
+        batch.error = CoalescingTimeout(f"waited {waited:.1f}s for a read of the same run to finish")
         batch.done.set()
         return True

@@ -38,9 +38,9 @@ def _isolation(claim: str, where: str) -> Verdict:
 
 
 def _stale_own(claim: str, where: str, current: str) -> Verdict:
-    return deny("stale_pvc", f"leoflow-staging: the pod references {claim!r} ({where}), an earlier staging PVC "
-                f"of its own run that is no longer the run's volume (reclaimed or replaced; the run's volume is "
-                f"now {current!r}); remove that reference, the webhook adds the run's volume itself", code=409)
+    return deny("stale_pvc", f"leoflow-staging: the pod references {claim!r} ({where}), another name of its own "
+                f"run's staging PVC that is not the run's volume (the run's volume is {current!r}); remove that "
+                "reference, the webhook adds the run's volume itself")
 
 
 def _foreign(claim: str, where: str, current: str, own: Collection[str]) -> Verdict:
@@ -164,13 +164,17 @@ def plan_patch(pod: dict[str, Any], claim: str, own: Collection[str] = ()) -> li
 
 def plan_patch_for_names(pod: dict[str, Any], names: Sequence[str]) -> tuple[str, list[dict[str, Any]]] | Verdict:
     """The check before any side effect, when the run's claim may have any of ``names`` (current first,
-    then legacy): the first name that raises no conflict and its plan, else the first name's denial.
-    A pod already patched with its run's legacy-named claim (reinvocation) is no conflict."""
-    first: Verdict | None = None
+    then legacy): the first name that raises no conflict and its plan, else a denial. A pod already patched
+    with its run's legacy-named claim (reinvocation) is no conflict. Which of the names is the run's volume
+    is known only after the database read, so here a reference to another of them is not yet "stale": when
+    every name is refused, a real conflict (found while planning for the name the pod references) is
+    answered before the first name's isolation denial."""
+    denials: list[Verdict] = []
     for name in names:
-        ops = plan_patch(pod, name, names)
+        ops = plan_patch(pod, name)
         if not isinstance(ops, Verdict):
             return name, ops
-        if first is None:
-            first = ops
-    return first if first is not None else _malformed("no claim name to plan for")
+        denials.append(ops)
+    if not denials:
+        return _malformed("no claim name to plan for")
+    return next((d for d in denials if d.reason != "other_runs_pvc"), denials[0])

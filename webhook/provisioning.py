@@ -94,6 +94,9 @@ class Deadline:
     def __post_init__(self) -> None:
         self.started = time.monotonic()
 
+    def remaining(self) -> float:
+        return self.budget - (time.monotonic() - self.started)
+
     def check(self, step: str, worst_case: float) -> None:
         if time.monotonic() - self.started + worst_case > self.budget:
             raise Denied(deny("timeout", f"leoflow-staging: ran out of time before {step} (budget "
@@ -142,7 +145,7 @@ class VolumeProvisioner:
         self._reader = reader or engine  # an autocommit engine for the warm path's single read
         # Pods of one run admitted at the same moment share that read (never one that began before them).
         self._live_rows: CoalescedRead[tuple[str, str, str], list[VolumeRecord]] = CoalescedRead(
-            self._read_live_rows, wait_timeout=2 * db_timeout + 0.5)
+            self._read_live_rows, fetch_timeout=db_timeout + 0.5)
         self._claims = claims or ClaimCache(ttl=0)
         self._policy = class_policy
         self._db_t, self._kube_t = db_timeout, kube_timeout
@@ -169,10 +172,13 @@ class VolumeProvisioner:
         to patch into the pod.
         """
         current, legacy = intent.pvc_names
-        deadline.check("reading staging_volumes", 2 * self._db_t + self._kube_t)
+        deadline.check("reading staging_volumes", self._db_t + self._kube_t)
+        # A read of the same run in flight is waited for at most as long as the budget leaves after this
+        # admission's own read and the PVC check (and never longer than one read takes).
+        wait = min(deadline.remaining() - self._db_t - self._kube_t, self._db_t + 0.5)
         try:
             with translate_errors("reading staging_volumes"):
-                rows = self._live_rows.read((namespace, current, legacy))
+                rows = self._live_rows.read((namespace, current, legacy), wait=max(wait, 0.0))
         except CoalescingTimeout as exc:
             raise DatabaseUnavailable(f"reading staging_volumes: {exc}") from exc
         row = choose_row(rows, dag_id=intent.dag_id, run_id=intent.run_id, current_name=current)

@@ -22,7 +22,10 @@ def _ids(ids: Collection[int]) -> sa.ColumnElement[bool]:
     return T.c.id.in_(sorted(ids))  # one bound list; PostgreSQL plans it as = ANY over the primary key
 
 
-def _changed(conn: sa.Connection, statement: sa.Update) -> set[int]:
+def _changed(conn: sa.Connection, ids: Collection[int], statement: sa.Update) -> set[int]:
+    # Lock the rows in id order first: the UPDATE alone locks them in its plan's order (heap order under a
+    # bitmap scan), and the webhook share-locks a run's rows in id order, so two orders could deadlock.
+    conn.execute(sa.select(T.c.id).where(_ids(ids)).order_by(T.c.id).with_for_update())
     return {row.id for row in conn.execute(statement.returning(T.c.id))}
 
 
@@ -32,7 +35,7 @@ def begin_reclaims(conn: sa.Connection, ids: Collection[int], *, reason: DeleteR
     (``still_reclaimable`` is evaluated per row inside the UPDATE, as in ``volumes_repo.begin_reclaim``)."""
     if not ids:
         return set()
-    return _changed(conn, sa.update(T)
+    return _changed(conn, ids, sa.update(T)
                     .where(_ids(ids), T.c.state == VolumeState.ACTIVE.value, still_reclaimable)
                     .values(state=VolumeState.RECLAIMING.value, reclaim_started_at=now,
                             delete_reason=reason.value, detail=None))
@@ -42,7 +45,7 @@ def abort_reclaims(conn: sa.Connection, ids: Collection[int], *, detail: str) ->
     """``reclaiming`` -> ``active``: the run came back before the PVC was deleted."""
     if not ids:
         return set()
-    return _changed(conn, sa.update(T)
+    return _changed(conn, ids, sa.update(T)
                     .where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
                     .values(state=VolumeState.ACTIVE.value, reclaim_started_at=None, delete_reason=None,
                             detail=detail))
@@ -52,7 +55,7 @@ def set_reasons(conn: sa.Connection, ids: Collection[int], reason: DeleteReason)
     """The reason of rows being reclaimed whose run moved to another reclaimable state meanwhile."""
     if not ids:
         return set()
-    return _changed(conn, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
+    return _changed(conn, ids, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
                     .values(delete_reason=reason.value))
 
 
@@ -60,7 +63,7 @@ def finish_reclaims(conn: sa.Connection, ids: Collection[int], *, now: dt.dateti
     """``reclaiming`` -> ``deleted``: the PVCs are gone."""
     if not ids:
         return set()
-    return _changed(conn, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
+    return _changed(conn, ids, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
                     .values(state=VolumeState.DELETED.value, deleted_at=now, detail=None))
 
 
@@ -70,7 +73,7 @@ def close_missing_reclaiming(conn: sa.Connection, ids: Collection[int], *, now: 
     (or its name taken by another PVC), so the GC deleted nothing and the audit must not claim it did."""
     if not ids:
         return set()
-    return _changed(conn, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
+    return _changed(conn, ids, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
                     .values(state=VolumeState.DELETED.value, deleted_at=now,
                             delete_reason=DeleteReason.PVC_MISSING.value, detail=detail))
 

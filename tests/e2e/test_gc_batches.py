@@ -69,7 +69,7 @@ def test_a_batch_transition_waits_for_an_admissions_share_read_and_a_cleared_run
             with bench.engine.connect() as conn:
                 return bool(conn.execute(sa.text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE 'UPDATE staging_volumes%'")).scalar())
+                    "AND query LIKE '%staging_volumes%FOR UPDATE%'")).scalar())  # the batch's lock-first step
         _wait(update_blocked, "the batch transition never waited for the admission's share lock")
         set_run(bench.engine, "etl", "a", "running")  # the run was cleared: that admission's pod will run
     finally:

@@ -185,7 +185,9 @@ def test_a_pod_naming_its_runs_legacy_claim_that_is_gone_is_never_admitted_onto_
     stale = jsonpatch.apply_patch(task_pod("etl", "copied"), plan)
     outcome = handler.handle(parse_review(admission_review(stale, bench.namespace, uid="u3")))
     assert not outcome.verdict.allowed and outcome.verdict.patch is None, outcome.verdict
-    assert outcome.verdict.reason == "stale_pvc" and "earlier staging PVC of its own run" in outcome.verdict.message
+    message = outcome.verdict.message
+    assert outcome.verdict.reason == "stale_pvc" and "another name of its own run's staging PVC" in message
+    assert outcome.verdict.code == 403 and not outcome.verdict.retriable  # the same pod spec never succeeds
     assert pvc_name("etl", "copied") in outcome.verdict.message  # names the run's volume now
     live = {c.metadata.name for c in core.list_namespaced_persistent_volume_claim(bench.namespace).items}
     assert legacy not in live and pvc_name("etl", "copied") in live  # the run's volume is the current one

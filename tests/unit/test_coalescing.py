@@ -24,13 +24,14 @@ class Source:
         self.hold.set()
         self.entered = threading.Event()
         self.fail: BaseException | None = None
+        self.fail_from = 1  # the first read (1-based) that raises ``fail``
 
     def __call__(self, key: str) -> tuple[str, int]:
         seen = self.version
         self.started.append(seen)
         self.entered.set()
         assert self.hold.wait(10)
-        if self.fail is not None:
+        if self.fail is not None and len(self.started) >= self.fail_from:
             raise self.fail
         return key, seen
 
@@ -48,10 +49,10 @@ def _waiting(read: CoalescedRead[str, Any], key: str) -> int:
     return state.waiting.members if state is not None and state.waiting is not None else 0
 
 
-def _start(read: CoalescedRead[str, Any], key: str, out: list[Any]) -> threading.Thread:
+def _start(read: CoalescedRead[str, Any], key: str, out: list[Any], wait: float = 5) -> threading.Thread:
     def run() -> None:
         try:
-            out.append(read.read(key))
+            out.append(read.read(key, wait=wait))
         except BaseException as exc:
             out.append(exc)
     thread = threading.Thread(target=run)
@@ -70,14 +71,14 @@ def _held(read: CoalescedRead[str, Any], source: Source, key: str,
 
 def test_a_lone_caller_reads_at_once() -> None:
     source = Source()
-    read = CoalescedRead(source, wait_timeout=5)
-    assert read.read("a") == ("a", 0) and read.read("a") == ("a", 0)
+    read = CoalescedRead(source, fetch_timeout=5)
+    assert read.read("a", wait=5) == ("a", 0) and read.read("a", wait=5) == ("a", 0)
     assert read.fetches == 2 and read._keys == {}
 
 
 def test_callers_arriving_during_a_read_share_the_next_one_which_sees_what_they_saw() -> None:
     source = Source()
-    read = CoalescedRead(source, wait_timeout=5)
+    read = CoalescedRead(source, fetch_timeout=5)
     first: list[Any] = []
     t1 = _held(read, source, "run", first)
     source.version = 1  # a reclaim commits after the first read started, before the others arrive
@@ -98,7 +99,7 @@ def test_callers_arriving_during_a_read_share_the_next_one_which_sees_what_they_
 
 def test_an_error_reaches_every_member_and_the_key_recovers() -> None:
     source = Source()
-    read = CoalescedRead(source, wait_timeout=5)
+    read = CoalescedRead(source, fetch_timeout=5)
     out: list[Any] = []
     t1 = _held(read, source, "k", out)
     waiting = [_start(read, "k", out) for _ in range(3)]
@@ -110,22 +111,22 @@ def test_an_error_reaches_every_member_and_the_key_recovers() -> None:
     assert len(out) == 4 and all(isinstance(x, RuntimeError) for x in out)
     assert read.fetches == 2  # the running read and one for the three waiting
     source.fail = None
-    assert read.read("k") == ("k", 0) and read._keys == {}
+    assert read.read("k", wait=5) == ("k", 0) and read._keys == {}
 
 
 def test_waiting_is_bounded() -> None:
     source = Source()
-    read = CoalescedRead(source, wait_timeout=0.2)
+    read = CoalescedRead(source, fetch_timeout=0.1)
     out: list[Any] = []
     t1 = _held(read, source, "k", out)
-    waiting = [_start(read, "k", out) for _ in range(2)]
+    waiting = [_start(read, "k", out, wait=0.1) for _ in range(2)]
     for t in waiting:
         t.join(10)
     assert len(out) == 2 and all(isinstance(x, CoalescingTimeout) for x in out)
     source.hold.set()
     t1.join(10)
     assert out[-1] == ("k", 0) and read._keys == {}
-    assert read.read("k") == ("k", 0)
+    assert read.read("k", wait=5) == ("k", 0)
 
 
 @pytest.mark.parametrize("threads", [2, 16])
@@ -138,14 +139,14 @@ def test_many_threads_many_keys_every_result_is_fresh(threads: int) -> None:
             clock["now"] += 1
             return clock["now"]
 
-    read = CoalescedRead(fetch, wait_timeout=5)
+    read = CoalescedRead(fetch, fetch_timeout=5)
     failures: list[str] = []
 
     def caller(i: int) -> None:
         for n in range(200):
             with lock:
                 arrived = clock["now"]
-            got = read.read(f"k{(i + n) % 3}")
+            got = read.read(f"k{(i + n) % 3}", wait=5)
             if got <= arrived:
                 failures.append(f"read {got} started before arrival {arrived}")
 
@@ -155,3 +156,25 @@ def test_many_threads_many_keys_every_result_is_fresh(threads: int) -> None:
     for t in pool:
         t.join(30)
     assert not failures and read._keys == {}
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+def test_an_interrupt_stays_with_its_thread_and_the_members_get_an_error_of_their_own() -> None:
+    source = Source()
+    read = CoalescedRead(source, fetch_timeout=5)
+    first: list[Any] = []
+    t1 = _held(read, source, "k", first)
+    later: list[Any] = []
+    waiting = [_start(read, "k", later) for _ in range(2)]
+    _until(lambda: _waiting(read, "k") == 2)
+    source.fail, source.fail_from = _Interrupt(), 2  # the next read (for the two) is interrupted
+    source.hold.set()
+    t1.join(10)
+    for t in waiting:
+        t.join(10)
+    assert first == [("k", 0)]
+    assert sorted(type(x).__name__ for x in later) == ["CoalescingTimeout", "_Interrupt"]
+    assert read._keys == {}

@@ -34,7 +34,8 @@ def test_encode_round_trips_through_json(value: Any) -> None:
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"[1,]", b"NaN", b"[Infinity]", b'"\\ud800"',
-                                 b"[" * 2000 + b"]" * 2000, b"\xff\xfe", b'{"a": 1} x'])
+                                 b"[" * 2000 + b"]" * 2000, b"\xff\xfe", b"[1e400]",
+                                 b"\xef\xbb\xbf{}", '{"a": 1}'.encode("utf-16"), b'{"a": 1} x'])
 def test_what_an_apiserver_never_sends_is_a_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
         decode(raw)

@@ -87,6 +87,14 @@ def test_a_pod_naming_its_runs_legacy_claim_when_the_current_one_is_used_is_told
         assert isinstance(alone, Verdict) and alone.reason == "other_runs_pvc"
 
 
+def test_a_real_conflict_of_a_pod_naming_its_legacy_claim_is_answered_as_such() -> None:
+    current, legacy = candidate_pvc_names("etl", "r")
+    pod = task_pod("etl", "r", volumes=[{"name": "x", "persistentVolumeClaim": {"claimName": legacy}}])
+    pod["spec"]["containers"][0]["env"] = [{"name": "LEOFLOW_STAGING_DIR", "value": "/x"}]
+    verdict = plan_patch_for_names(pod, (current, legacy))
+    assert isinstance(verdict, Verdict) and verdict.reason == "conflict", verdict
+
+
 def test_a_pod_referencing_another_runs_claim_is_still_refused() -> None:
     other = legacy_pvc_name("etl", "other")
     pod = task_pod("etl", "r", volumes=[{"name": "x", "persistentVolumeClaim": {"claimName": other}}])
