@@ -98,7 +98,7 @@ class Deadline:
         return self.budget - (time.monotonic() - self.started)
 
     def check(self, step: str, worst_case: float) -> None:
-        if time.monotonic() - self.started + worst_case > self.budget:
+        if worst_case > self.remaining():
             raise Denied(deny("timeout", f"leoflow-staging: ran out of time before {step} (budget "
                               f"{self.budget:.1f}s); the database or the Kubernetes API is slow. Retry.",
                               code=504, retriable=True))

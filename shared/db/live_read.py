@@ -40,10 +40,6 @@ class RawRead(Generic[R]):
         self._convert = convert
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
 
-    @property
-    def text(self) -> str:
-        return self._text
-
     def read(self, **params: Any) -> list[R]:
         values = {**self._constants, **params}
         for attempt in (1, 2):

@@ -65,8 +65,7 @@ def read_live_volumes_named(engine: sa.Engine, namespace: str, names: Sequence[s
     ``FOR SHARE`` on PostgreSQL, so a GC transition in flight is waited for and then seen. ``engine``
     should be autocommit (one round trip). On PostgreSQL the read is the function of migration 0003, called
     on the pool's raw driver connection (``live_read``: the cheaper read, without a WAL flush for the row
-    lock); a pooled
-    connection found dead (the database restarted) is replaced and the read retried once."""
+    lock); a pooled connection found dead (the database restarted) is replaced and the read retried once."""
     if engine.dialect.name == "postgresql":
         reader = _RAW_READS.get(engine)
         if reader is None:
