@@ -121,7 +121,11 @@ def test_the_row_lock_does_not_wait_for_a_wal_flush(database_url: str, engines: 
         assert [r.pvc_name for r in read.read(ns="ns", names=["hot"])] == ["hot"]
     with reader.connect() as conn:  # the session setting is untouched by SET LOCAL
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
-    reader.dispose()  # the backend exits: its WAL statistics are flushed
+        # A backend publishes its WAL statistics when it goes idle, at most once a second, or at exit (which
+        # the client does not wait for): force the publication, and wait for the idle point after it.
+        conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+        conn.exec_driver_sql("SELECT 1")
+    reader.dispose()
     writes = _wal_writes(engine) - before
     if flushes:
         assert writes >= 190, writes
