@@ -5,7 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -275,3 +277,63 @@ def test_http_shell_rejects_bad_bodies_and_exposes_metrics(webhook: WebhookProce
     metrics = session.get(webhook.url + "/metrics").text
     assert 'leoflow_staging_admissions_total{outcome="allowed",reason="not_a_pod"}' in metrics
     assert "leoflow_staging_admission_duration_seconds_bucket" in metrics
+
+
+def _workers(arbiter: int) -> set[int]:
+    return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == arbiter}
+
+
+def _ppid(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _sockets_on(port: int, state: str, peers: set[int] | None = None) -> set[str]:
+    """Inodes of the IPv4 TCP sockets with local port ``port`` in ``state`` (0A listen, 01 established),
+    and with one of the remote ``peers`` ports when given."""
+    rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+    return {r[9] for r in rows if int(r[1].rsplit(":", 1)[1], 16) == port and r[3] == state
+            and (peers is None or int(r[2].rsplit(":", 1)[1], 16) in peers)}
+
+
+def _holders(pids: set[int], inodes: set[str]) -> dict[int, int]:
+    """How many of the socket ``inodes`` each process holds open."""
+    held: dict[int, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = fd.readlink().as_posix()
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                held[pid] = held.get(pid, 0) + 1
+    return held
+
+
+def test_each_worker_listens_and_connections_are_spread(webhook: WebhookProcess) -> None:
+    """Every gunicorn worker accepts on a socket of its own (SO_REUSEPORT), so keep-alive connections (the
+    apiserver's) are spread over the workers by the kernel instead of piling on whichever woke first."""
+    arbiter = webhook.process.pid if webhook.process else 0
+    deadline = time.monotonic() + 30
+    while True:  # the second worker may still be booting
+        workers = _workers(arbiter)
+        listening = _holders(workers | {arbiter}, _sockets_on(webhook.port, "0A"))
+        if (len(workers) == 2 and set(listening) == workers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(workers) == 2 and listening == dict.fromkeys(workers, 1), (workers, listening)
+    conns = []
+    try:
+        for _ in range(32):  # P(all 32 hashed to one of two sockets) = 2**-31
+            conn = http.client.HTTPSConnection("127.0.0.1", webhook.port, context=webhook.ssl_context(), timeout=10)
+            conn.request("GET", "/healthz")
+            assert json.loads(conn.getresponse().read()) == {"status": "ok"}
+            conns.append(conn)
+        ours = {c.sock.getsockname()[1] for c in conns}  # the apiserver's connections are left out
+        served = _holders(workers, _sockets_on(webhook.port, "01", ours))
+        assert set(served) == workers and sum(served.values()) == 32, served
+    finally:
+        for conn in conns:
+            conn.close()
