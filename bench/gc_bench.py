@@ -1,8 +1,11 @@
 """4. GC sweeps over 10k and 100k live rows with 10 % reclaimable.
 
 Every row has its PVC in the real apiserver (as in a real cluster, so nothing is "healed");
-the reclaimable 10 % are deleted for real. Figures: wall time, SQL statements, peak memory
-(tracemalloc, Python allocations of the sweep), and the database-side share (the batched
+the reclaimable 10 % are deleted for real. By default the sweep is the program the CronJob runs
+(``leoflow-staging gc``, a child process with the default settings): its wall from start to exit and its
+peak resident memory (the kernel's, interpreter and libraries included). ``in_process=True`` (``--profile``
+implies it) runs the sweep inside this process instead, under tracemalloc (which slows Python ~2x), counting
+its SQL statements and optionally splitting its time. Both report the database-side share (the batched
 plan: reading rows and run states).
 """
 
@@ -14,6 +17,8 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,7 +134,7 @@ def _plan_only(engine: sa.Engine, batch_size: int) -> tuple[float, int, int]:
 
 
 def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size: int = 500,
-        profile: bool = False, parallelism: int = 8) -> dict[str, Any]:
+        profile: bool = False, parallelism: int = 8, in_process: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rows in sizes:
         # Its own installation label: the server benchmark's PVCs (another database) stay apart.
@@ -141,35 +146,18 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
         _seed(env, engine, kube, rows, f"gc{rows}")
         seed_s = time.perf_counter() - seed_started
         db_s, db_statements, planned = _plan_only(engine, batch_size)
-        counter = _Counter(engine)
-        sweeper = Sweeper(engine=engine, kube=kube, out=io.StringIO(),
-                          config=SweepConfig(runs=RUNS, policy=POLICY, batch_size=batch_size, settle_seconds=30,
-                                             parallelism=parallelism))
-        split = Split() if profile else None
-        if split is not None:
-            split.install(engine)
-        rss_reset = _reset_peak_rss()
-        tracemalloc.start()
-        started = time.perf_counter()
-        code = sweeper.run()
-        wall = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        if split is not None:
-            split.uninstall()
+        figures: dict[str, Any] = {"rows": rows, "reclaimable": planned, "db_side_plan_s": round(db_s, 2),
+                                   "db_side_sql_statements": db_statements, "seed_s": round(seed_s, 1),
+                                   "parallelism": parallelism}
+        if in_process or profile:
+            figures.update(_sweep_in_process(engine, kube, batch_size=batch_size, parallelism=parallelism,
+                                             profile=profile))
+        else:
+            figures.update(_sweep_as_program(env, rows, batch_size=batch_size, parallelism=parallelism))
         with engine.connect() as conn:
-            deleted = conn.execute(sa.text("SELECT count(*) FROM staging_volumes WHERE state = 'deleted'")).scalar()
-        out[str(rows)] = {
-            "rows": rows, "reclaimable": planned, "reclaimed": deleted, "exit_code": code,
-            "sweep_wall_s": round(wall, 2), "sweep_sql_statements": counter.count,
-            "sweep_peak_mb": round(peak / 2**20, 1),
-            # the whole process's resident peak during the sweep (interpreter and libraries included)
-            "sweep_peak_rss_mb": _peak_rss_mb() if rss_reset else None,
-            "db_side_plan_s": round(db_s, 2), "db_side_sql_statements": db_statements,
-            "seed_s": round(seed_s, 1),
-        }
-        if split is not None:
-            out[str(rows)]["split"] = split.as_dict()
+            figures["reclaimed"] = conn.execute(sa.text(
+                "SELECT count(*) FROM staging_volumes WHERE state = 'deleted'")).scalar()
+        out[str(rows)] = figures
         engine.dispose()
         if rows == sizes[-1]:
             break
@@ -180,6 +168,62 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
     return out
 
 
+def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, parallelism: int) -> dict[str, Any]:
+    """``leoflow-staging gc`` as the CronJob runs it (default settings but the benchmark's instance, batch
+    size and parallelism; runs may be reclaimed at once): wall from start to exit, the child's peak RSS."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LEOFLOW_STAGING_")}
+    environ.update({
+        "LEOFLOW_STAGING_DATABASE_URL": env.pg.url(f"gc{rows}"), "LEOFLOW_STAGING_KUBECONFIG": str(
+            env.plane.kubeconfig_path), "LEOFLOW_STAGING_INSTANCE": f"gc{rows}",
+        "LEOFLOW_STAGING_GC_BATCH_SIZE": str(batch_size), "LEOFLOW_STAGING_GC_PARALLELISM": str(parallelism),
+        "LEOFLOW_STAGING_GC_SETTLE_SECONDS": "30", "LEOFLOW_STAGING_ADOPT_MIN_AGE": "0s"})
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "leoflow_staging", "gc"], env=environ,
+                                 stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        tail = log.read().decode(errors="replace").splitlines()[-3:]
+    if child.returncode != 0:
+        print(f"bench: the GC program exited {child.returncode}:", *tail, sep="\n  ", file=sys.stderr)
+    return {"exit_code": child.returncode, "mode": "program", "sweep_wall_s": round(wall, 2),
+            "sweep_peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "sweep_cpu_s": round(
+                usage.ru_utime + usage.ru_stime, 1)}
+
+
+def _sweep_in_process(engine: sa.Engine, kube: KubeApi, *, batch_size: int, parallelism: int,
+                      profile: bool) -> dict[str, Any]:
+    """The sweep in this process, under tracemalloc, its SQL statements counted (and split with
+    ``profile``)."""
+    counter = _Counter(engine)
+    sweeper = Sweeper(engine=engine, kube=kube, out=io.StringIO(),
+                      config=SweepConfig(runs=RUNS, policy=POLICY, batch_size=batch_size, settle_seconds=30,
+                                         parallelism=parallelism))
+    split = Split() if profile else None
+    if split is not None:
+        split.install(engine)
+    rss_reset = _reset_peak_rss()
+    tracemalloc.start()
+    started = time.perf_counter()
+    code = sweeper.run()
+    wall = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    if split is not None:
+        split.uninstall()
+    figures: dict[str, Any] = {
+        "exit_code": code, "mode": "in-process", "sweep_wall_s": round(wall, 2),
+        "sweep_sql_statements": counter.count, "sweep_peak_mb": round(peak / 2**20, 1),
+        # this process's resident peak during the sweep: includes the heap the seeding left, an upper bound
+        "sweep_peak_rss_mb": _peak_rss_mb() if rss_reset else None,
+    }
+    if split is not None:
+        figures["split"] = split.as_dict()
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.gc_bench [SIZE ...] [--profile]``: the GC sweep alone, on its own control plane
     and PostgreSQL (as ``make bench`` runs it, without the webhook and the other benchmarks)."""
@@ -188,11 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="split the sweep's time by call kind")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--parallelism", type=int, default=8, help="LEOFLOW_STAGING_GC_PARALLELISM")
+    parser.add_argument("--in-process", action="store_true",
+                        help="sweep in this process under tracemalloc, counting SQL statements (--profile implies it)")
     args = parser.parse_args(argv)
     with gc_env() as env:
         print(f"bench: GC sweeps of {args.sizes} rows ...", flush=True)
         results = run(env, sizes=tuple(args.sizes), batch_size=args.batch_size, profile=args.profile,
-                      parallelism=args.parallelism)
+                      parallelism=args.parallelism, in_process=args.in_process)
     print(json.dumps(results, indent=2))
     return 0
 
