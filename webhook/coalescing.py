@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -25,11 +25,25 @@ class CoalescingTimeout(TimeoutError):
 
 @dataclass
 class _Batch(Generic[V]):
+    """Callers sharing one fetch. A batch that runs at once has no one to wait for and no one waiting on it
+    (callers join only a waiting batch), so only a waiting batch has events (``queued``)."""
+
+    queued: bool = False
     members: int = 1  # callers sharing this batch (shown to tests and figures)
-    go: threading.Event = field(default_factory=threading.Event)  # the batch may start (its first member runs it)
-    done: threading.Event = field(default_factory=threading.Event)
     value: V | None = None
     error: BaseException | None = None
+    go: threading.Event | None = None  # the batch may start (its first member runs it)
+    done: threading.Event | None = None
+
+    def __post_init__(self) -> None:
+        if self.queued:
+            self.go, self.done = threading.Event(), threading.Event()
+
+
+def _event(event: threading.Event | None) -> threading.Event:
+    """A queued batch's event (callers join, wait for and hand over only queued batches)."""
+    assert event is not None
+    return event
 
 
 @dataclass
@@ -59,28 +73,25 @@ class CoalescedRead(Generic[K, V]):
             if state is None:  # nothing in flight: read now
                 self._keys[key] = _Key()
                 batch: _Batch[V] = _Batch()
-                batch.go.set()
                 first = True
             elif state.waiting is None:  # a read is in flight: start the next batch, run it when that ends
-                batch = state.waiting = _Batch()
+                batch = state.waiting = _Batch(queued=True)
                 first = True
             else:  # join the next batch
                 batch = state.waiting
                 batch.members += 1
                 first = False
         if first:
-            if not batch.go.wait(wait) and self._abandoned(key, batch, wait):
+            if batch.go is not None and not batch.go.wait(wait) and self._abandoned(key, batch, wait):
                 raise batch.error  # type: ignore[misc]
             self._run(key, batch)
-        elif not batch.done.wait(wait + self._fetch_timeout):
+        elif not _event(batch.done).wait(wait + self._fetch_timeout):
             raise CoalescingTimeout(f"waited {wait + self._fetch_timeout:.1f}s for a shared read of the same run")
         if batch.error is not None:
             raise batch.error
         return batch.value  # type: ignore[return-value]
 
     def _run(self, key: K, batch: _Batch[V]) -> None:
-        with self._lock:
-            self.fetches += 1
         try:
             batch.value = self._fetch(key)
         except Exception as exc:  # every member gets the same error (one object, raised in each thread)
@@ -90,15 +101,17 @@ class CoalescedRead(Generic[K, V]):
             raise
         finally:
             with self._lock:
+                self.fetches += 1
                 following = None
                 state = self._keys.get(key)
                 if state is not None:
                     following, state.waiting = state.waiting, None
                     if following is None:
                         del self._keys[key]
-            batch.done.set()
+            if batch.done is not None:
+                batch.done.set()
             if following is not None:
-                following.go.set()  # its first member runs it; the key stays in flight for it
+                _event(following.go).set()  # its first member runs it; the key stays in flight for it
 
     def _abandoned(self, key: K, batch: _Batch[V], waited: float) -> bool:
         """The first member of a waiting batch timed out before its turn: fail the batch (True), unless the
@@ -109,5 +122,5 @@ class CoalescedRead(Generic[K, V]):
                 return False
             state.waiting = None  # later callers form a new batch behind the running read
         batch.error = CoalescingTimeout(f"waited {waited:.1f}s for a read of the same run to finish")
-        batch.done.set()
+        _event(batch.done).set()  # only a queued batch waits for its turn
         return True
