@@ -177,17 +177,19 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
             env.plane.kubeconfig_path), "LEOFLOW_STAGING_INSTANCE": f"gc{rows}",
         "LEOFLOW_STAGING_GC_BATCH_SIZE": str(batch_size), "LEOFLOW_STAGING_GC_PARALLELISM": str(parallelism),
         "LEOFLOW_STAGING_GC_SETTLE_SECONDS": "30", "LEOFLOW_STAGING_ADOPT_MIN_AGE": "0s"})
-    with tempfile.TemporaryFile() as log:
+    with tempfile.NamedTemporaryFile(prefix=f"leoflow-gc{rows}-", suffix=".log", delete=False) as log:
         started = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "leoflow_staging", "gc"], env=environ,
                                  stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        tail = log.read().decode(errors="replace").splitlines()[-3:]
     if child.returncode != 0:
-        print(f"bench: the GC program exited {child.returncode}:", *tail, sep="\n  ", file=sys.stderr)
+        tail = Path(log.name).read_text(errors="replace").splitlines()[-3:]
+        print(f"bench: the GC program exited {child.returncode} (whole log: {log.name}):", *tail, sep="\n  ",
+              file=sys.stderr)
+    else:
+        Path(log.name).unlink()
     return {"exit_code": child.returncode, "mode": "program", "sweep_wall_s": round(wall, 2),
             "sweep_peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "sweep_cpu_s": round(
                 usage.ru_utime + usage.ru_stime, 1)}

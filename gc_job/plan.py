@@ -46,6 +46,7 @@ class Decision:
     def as_dict(self) -> dict[str, object]:
         return {
             "action": self.action.value, "namespace": self.namespace, "pvc": self.pvc_name,
+            "pvc_uid": self.volume.pvc_uid if self.volume else (self.claim.uid if self.claim else None),
             "dag_id": self.dag_id, "run_id": self.run_id, "reason": self.reason.value if self.reason else None,
             "why": self.why, "run_state": self.run_state,
             "run_end": self.run_end.isoformat() if self.run_end else None,

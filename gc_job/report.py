@@ -23,6 +23,7 @@ def event_fields(result: Result, *, now: dt.datetime) -> dict[str, Any]:
         "event": result.outcome.value,
         "namespace": d.namespace,
         "pvc": d.pvc_name,
+        "pvc_uid": v.pvc_uid if v else (d.claim.uid if d.claim else None),
         "dag_id": d.dag_id,
         "run_id": d.run_id,
         "reason": d.reason.value if d.reason else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 CONTROLLER = "leoflow-staging"  # reportingController
@@ -43,10 +43,16 @@ def created(*, namespace: str, pvc_name: str, pvc_uid: str, dag_id: str, run_id:
 
 
 def from_gc(fields: dict[str, Any]) -> list[ClaimEvent]:
-    """The events a GC log line stands for (none for most lines)."""
+    """The events a GC log line stands for (none for most lines), with the claim's uid when the line has it
+    (then the recorder need not read the claim to learn it)."""
     event, namespace, pvc = fields.get("event"), fields.get("namespace"), fields.get("pvc")
     if not isinstance(namespace, str) or not isinstance(pvc, str):
         return []
+    return [replace(e, pvc_uid=uid) if isinstance(uid := fields.get("pvc_uid"), str) and uid else e
+            for e in _from_gc(fields, event, namespace, pvc)]
+
+
+def _from_gc(fields: dict[str, Any], event: Any, namespace: str, pvc: str) -> list[ClaimEvent]:
     run = f"run {fields.get('run_id')!r} of DAG {fields.get('dag_id')!r}"
     reason = fields.get("reason")
     run_key = f"{fields.get('dag_id')}\0{fields.get('run_id')}"

@@ -1,8 +1,10 @@
 """Best-effort Kubernetes Events on staging PVCs: never fail or slow the caller.
 
-``emit`` only queues (bounded; a full queue drops the event and logs it); one background thread
-posts each event with a short timeout; every failure is logged and swallowed. ``flush`` waits a
-bounded time for the queue to drain (the GC calls it before exiting).
+``emit`` only queues (bounded; a full queue drops the event, and the drops are logged at most once per
+``DROP_LOG_SECONDS`` with their count); one background thread posts each event with a short timeout; every
+failure is logged and swallowed. ``flush`` waits a bounded time for the queue to drain; ``close`` (the GC
+before it exits) flushes, then drops what is left and ends the thread, so no thread is posting while the
+interpreter shuts down.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from shared.claim_events import ClaimEvent, manifest
 
 log = logging.getLogger("leoflow_staging.events")
 
+DROP_LOG_SECONDS = 10.0
+
 
 class EventRecorder:
     def __init__(self, api_client: client.ApiClient, *, instance: str, timeout: float = 2.0,
@@ -29,22 +33,65 @@ class EventRecorder:
         self._api = client.EventsV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
         self._instance, self._timeout = instance, (min(timeout, 1.0), timeout)
-        self._queue: queue.Queue[ClaimEvent] = queue.Queue(maxsize=capacity)
+        self._capacity = capacity
+        self._queue: queue.Queue[ClaimEvent | None] = queue.Queue(maxsize=capacity)  # None: stop
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._busy = 0
+        self._closed = False
+        self._dropped = 0  # not yet logged
+        self._drops_logged_at = -DROP_LOG_SECONDS
 
     def emit(self, event: ClaimEvent) -> None:
-        try:
-            with self._lock:
-                self._queue.put_nowait(event)
-                self._busy += 1
-                if self._thread is None or not self._thread.is_alive():  # started lazily: after a fork too
-                    self._thread = threading.Thread(target=self._run, name="k8s-events", daemon=True)
-                    self._thread.start()
-        except queue.Full:
-            log.warning("event_dropped", extra={"fields": {"event": "event_dropped", "namespace": event.namespace,
-                                                           "pvc": event.pvc_name, "reason": event.reason}})
+        with self._lock:
+            if not self._closed:
+                try:
+                    self._queue.put_nowait(event)
+                except queue.Full:
+                    pass
+                else:
+                    self._busy += 1
+                    if self._thread is None or not self._thread.is_alive():  # started lazily: after a fork too
+                        self._thread = threading.Thread(target=self._run, name="k8s-events", daemon=True)
+                        self._thread.start()
+                    return
+            self._dropped += 1
+        self._log_drops(event)
+
+    def _log_drops(self, last: ClaimEvent | None, *, force: bool = False) -> None:
+        """One line for the drops since the last one (at most one per ``DROP_LOG_SECONDS``, unless ``force``):
+        a sweep that reclaims thousands of claims must not write thousands of lines about its events."""
+        with self._lock:
+            now = time.monotonic()
+            if not self._dropped or (not force and now - self._drops_logged_at < DROP_LOG_SECONDS):
+                return
+            dropped, self._dropped, self._drops_logged_at = self._dropped, 0, now
+        fields = {"event": "event_dropped", "dropped": dropped,
+                  "detail": f"Kubernetes Events not posted: the queue of {self._capacity} was full or the recorder "
+                            "closed (the log lines tell the same facts)"}
+        if last is not None:
+            fields.update(namespace=last.namespace, pvc=last.pvc_name, reason=last.reason)
+        log.warning("event_dropped", extra={"fields": fields})
+
+    def close(self, timeout: float) -> bool:
+        """Flush for up to ``timeout`` seconds, then drop what is still queued and end the thread (it finishes
+        the post in flight first, bounded by the request timeouts). True when everything was posted."""
+        flushed = self.flush(timeout)
+        with self._lock:
+            self._closed = True
+            while True:
+                try:
+                    if self._queue.get_nowait() is not None:
+                        self._busy -= 1
+                        self._dropped += 1
+                except queue.Empty:
+                    break
+            thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(2 * sum(self._timeout) + 0.5)  # at most a claim read and a post, each with its timeouts
+        self._log_drops(None, force=True)
+        return flushed
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until every queued event was posted (or given up)."""
@@ -59,6 +106,8 @@ class EventRecorder:
     def _run(self) -> None:
         while True:
             event = self._queue.get()
+            if event is None:
+                return
             try:
                 self._post(event)
             finally:

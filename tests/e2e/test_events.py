@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
 from kubernetes import client, config
 
 from shared.claim_events import ClaimEvent, gc_events
@@ -142,3 +145,28 @@ def test_a_dead_apiserver_never_slows_or_fails_a_sweep(bench: Bench) -> None:
     sweeper = bench.sweeper(on_event=gc_events(recorder.emit))
     assert sweeper.run() == 0
     assert [r.state for r in bench.rows()] == [VolumeState.ACTIVE]
+
+
+def test_close_ends_the_thread_and_counts_what_it_drops(caplog: pytest.LogCaptureFixture) -> None:
+    """The GC closes its recorder before it exits: whatever cannot be posted in time is dropped, the posting
+    thread ends (none is left posting while the interpreter exits), and the drops are told in a few lines,
+    not one per event."""
+    caplog.set_level(logging.INFO, "leoflow_staging.events")
+    with socket.socket() as hung:  # accepts TCP connections (backlog) and never answers: each post times out
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        cfg = client.Configuration()
+        cfg.host = f"https://127.0.0.1:{hung.getsockname()[1]}"
+        cfg.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0)  # as make_api_client
+        recorder = EventRecorder(client.ApiClient(cfg), instance="x", timeout=0.3, capacity=8)
+        for i in range(40):
+            recorder.emit(ClaimEvent("ns", f"p{i}", "ReclaimStarted", "Reclaim", "note", key=str(i)))
+        assert recorder.close(timeout=0.2) is False  # not everything was posted
+        assert recorder._thread is not None and not recorder._thread.is_alive()
+        recorder.emit(ClaimEvent("ns", "late", "ReclaimStarted", "Reclaim", "note", key="late"))
+        assert recorder._thread is not None and not recorder._thread.is_alive()  # closed: no new thread
+    fields = [r.fields for r in caplog.records if isinstance(getattr(r, "fields", None), dict)]  # type: ignore[attr-defined]
+    dropped = [f["dropped"] for f in fields if f["event"] == "event_dropped"]
+    failed = [f for f in fields if f["event"] == "event_failed"]
+    assert len(dropped) == 2  # the first drop at once, the rest at close (not 39 lines)
+    assert sum(dropped) + len(failed) == 40 and len(failed) >= 1  # every event is posted, failed or counted

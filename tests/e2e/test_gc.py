@@ -44,7 +44,8 @@ def test_success_is_reclaimed_at_once_and_logged(bench: Bench, core: client.Core
     assert core.list_namespaced_persistent_volume_claim(bench.namespace).items == []
     [line] = _events(caplog, "reclaimed")
     assert line | {"age_s": None} == {
-        "event": "reclaimed", "namespace": bench.namespace, "pvc": pvc, "dag_id": "etl", "run_id": "ok",
+        "event": "reclaimed", "namespace": bench.namespace, "pvc": pvc, "pvc_uid": row.pvc_uid, "dag_id": "etl",
+        "run_id": "ok",
         "reason": "run_succeeded", "run_state": "success", "run_end": T0.isoformat(), "since_run_end_s": 0.0,
         "age_s": None, "detail": "PVC gone; row deleted"}
     [summary] = _events(caplog, "sweep_summary")

@@ -31,6 +31,10 @@ def test_gc_lines_become_events_and_others_do_not() -> None:
     for quiet in ("sweep_summary", "sweep_skipped", "stray_pvc", "adopted"):
         assert claim_events.from_gc(base | {"event": quiet}) == []
     assert claim_events.from_gc({"event": "reclaimed"}) == []  # no claim named
+    assert started.pvc_uid is None  # the recorder reads the claim for its uid
+    with_uid = claim_events.from_gc(base | {"event": "terminating", "pvc_uid": "u-1",
+                                            "detail": "Terminating, held by pod(s) a (Running)"})
+    assert [e.pvc_uid for e in with_uid] == ["u-1", "u-1"]  # the line's uid: no read needed
 
 
 def test_the_same_fact_has_the_same_name_and_a_new_fact_another() -> None:
