@@ -168,6 +168,22 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
     return out
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of ``pids`` and their children (PostgreSQL's backends), from /proc."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    parents = set(pids)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(proc.name) in parents or int(fields[1]) in parents:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, parallelism: int) -> dict[str, Any]:
     """``leoflow-staging gc`` as the CronJob runs it (default settings but the benchmark's instance, batch
     size and parallelism; runs may be reclaimed at once): wall from start to exit, the child's peak RSS."""
@@ -177,6 +193,9 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
             env.plane.kubeconfig_path), "LEOFLOW_STAGING_INSTANCE": f"gc{rows}",
         "LEOFLOW_STAGING_GC_BATCH_SIZE": str(batch_size), "LEOFLOW_STAGING_GC_PARALLELISM": str(parallelism),
         "LEOFLOW_STAGING_GC_SETTLE_SECONDS": "30", "LEOFLOW_STAGING_ADOPT_MIN_AGE": "0s"})
+    plane = [p.pid for p in env.plane.processes]  # etcd, kube-apiserver, kube-controller-manager
+    pg = [env.pg.process.pid] if env.pg.process else []
+    before = _cpu_seconds(plane), _cpu_seconds(pg)
     with tempfile.NamedTemporaryFile(prefix=f"leoflow-gc{rows}-", suffix=".log", delete=False) as log:
         started = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "leoflow_staging", "gc"], env=environ,
@@ -184,6 +203,7 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
+    plane_cpu, pg_cpu = _cpu_seconds(plane) - before[0], _cpu_seconds(pg) - before[1]
     if child.returncode != 0:
         tail = Path(log.name).read_text(errors="replace").splitlines()[-3:]
         print(f"bench: the GC program exited {child.returncode} (whole log: {log.name}):", *tail, sep="\n  ",
@@ -192,7 +212,9 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
         Path(log.name).unlink()
     return {"exit_code": child.returncode, "mode": "program", "sweep_wall_s": round(wall, 2),
             "sweep_peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "sweep_cpu_s": round(
-                usage.ru_utime + usage.ru_stime, 1)}
+                usage.ru_utime + usage.ru_stime, 1),
+            # what the sweep cost the others on the same cores (the webhook's benchmark server is idle then)
+            "control_plane_cpu_s": round(plane_cpu, 1), "postgres_cpu_s": round(pg_cpu, 1)}
 
 
 def _sweep_in_process(engine: sa.Engine, kube: KubeApi, *, batch_size: int, parallelism: int,
