@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -134,7 +135,8 @@ def _plan_only(engine: sa.Engine, batch_size: int) -> tuple[float, int, int]:
 
 
 def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), batch_size: int = 500,
-        profile: bool = False, parallelism: int = 8, in_process: bool = False) -> dict[str, Any]:
+        profile: bool = False, parallelism: int = 8, in_process: bool = False,
+        settings: dict[str, str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rows in sizes:
         # Its own installation label: the server benchmark's PVCs (another database) stay apart.
@@ -153,7 +155,8 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
             figures.update(_sweep_in_process(engine, kube, batch_size=batch_size, parallelism=parallelism,
                                              profile=profile))
         else:
-            figures.update(_sweep_as_program(env, rows, batch_size=batch_size, parallelism=parallelism))
+            figures.update(_sweep_as_program(env, rows, batch_size=batch_size, parallelism=parallelism,
+                                             settings=settings))
         with engine.connect() as conn:
             figures["reclaimed"] = conn.execute(sa.text(
                 "SELECT count(*) FROM staging_volumes WHERE state = 'deleted'")).scalar()
@@ -169,22 +172,32 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of ``pids`` and their children (PostgreSQL's backends), from /proc."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
-    parents = set(pids)
+    """CPU (user + system) of ``pids`` and their live descendants, each with what it has reaped (PostgreSQL's
+    backends that exited: the postmaster's ``cutime``/``cstime``), from /proc."""
+    tick, stats = os.sysconf("SC_CLK_TCK"), {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if proc.name.isdigit():
+            try:
+                stats[int(proc.name)] = [int(f) for f in (proc / "stat").read_text().rsplit(")", 1)[1].split()[1:15]]
+            except (OSError, ValueError):
+                continue
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(fields[0], []).append(pid)
+    total, todo, seen = 0, list(pids), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
             continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(proc.name) in parents or int(fields[1]) in parents:
-            total += int(fields[11]) + int(fields[12])
+        seen.add(pid)
+        fields = stats[pid]  # fields[10:14]: utime, stime, and cutime, cstime (its reaped children's)
+        total += fields[10] + fields[11] + fields[12] + fields[13]
+        todo += children.get(pid, [])
     return total / tick
 
 
-def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, parallelism: int) -> dict[str, Any]:
+def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, parallelism: int,
+                      settings: dict[str, str] | None = None) -> dict[str, Any]:
     """``leoflow-staging gc`` as the CronJob runs it (default settings but the benchmark's instance, batch
     size and parallelism; runs may be reclaimed at once): wall from start to exit, the child's peak RSS."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LEOFLOW_STAGING_")}
@@ -192,7 +205,8 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
         "LEOFLOW_STAGING_DATABASE_URL": env.pg.url(f"gc{rows}"), "LEOFLOW_STAGING_KUBECONFIG": str(
             env.plane.kubeconfig_path), "LEOFLOW_STAGING_INSTANCE": f"gc{rows}",
         "LEOFLOW_STAGING_GC_BATCH_SIZE": str(batch_size), "LEOFLOW_STAGING_GC_PARALLELISM": str(parallelism),
-        "LEOFLOW_STAGING_GC_SETTLE_SECONDS": "30", "LEOFLOW_STAGING_ADOPT_MIN_AGE": "0s"})
+        "LEOFLOW_STAGING_GC_SETTLE_SECONDS": "30", "LEOFLOW_STAGING_ADOPT_MIN_AGE": "0s",
+        **{f"LEOFLOW_STAGING_{k}": v for k, v in (settings or {}).items()}})
     plane = [p.pid for p in env.plane.processes]  # etcd, kube-apiserver, kube-controller-manager
     pg = [env.pg.process.pid] if env.pg.process else []
     before = _cpu_seconds(plane), _cpu_seconds(pg)
@@ -200,7 +214,11 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
         started = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "leoflow_staging", "gc"], env=environ,
                                  stdout=log, stderr=subprocess.STDOUT)
+        rss: list[tuple[float, float]] = []  # (seconds since start, MiB): where in the sweep the memory grows
+        sampler = threading.Thread(target=_sample_rss, args=(child.pid, started, rss), daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(child.pid, 0)
+        sampler.join()
         wall = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
     plane_cpu, pg_cpu = _cpu_seconds(plane) - before[0], _cpu_seconds(pg) - before[1]
@@ -214,7 +232,21 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
             "sweep_peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "sweep_cpu_s": round(
                 usage.ru_utime + usage.ru_stime, 1),
             # what the sweep cost the others on the same cores (the webhook's benchmark server is idle then)
-            "control_plane_cpu_s": round(plane_cpu, 1), "postgres_cpu_s": round(pg_cpu, 1)}
+            "control_plane_cpu_s": round(plane_cpu, 1), "postgres_cpu_s": round(pg_cpu, 1),
+            "rss_mb_every_10pct_of_wall": [max((m for t, m in rss if t <= wall * k / 10), default=0.0)
+                                           for k in range(1, 11)]}
+
+
+def _sample_rss(pid: int, started: float, out: list[tuple[float, float]]) -> None:
+    """The child's resident set every 0.25 s until it exits."""
+    status = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS:"))
+        except (OSError, StopIteration):  # gone (or a zombie without memory): done
+            return
+        out.append((time.perf_counter() - started, round(int(line.split()[1]) / 1024, 1)))
+        time.sleep(0.25)
 
 
 def _sweep_in_process(engine: sa.Engine, kube: KubeApi, *, batch_size: int, parallelism: int,
@@ -258,11 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, default=8, help="LEOFLOW_STAGING_GC_PARALLELISM")
     parser.add_argument("--in-process", action="store_true",
                         help="sweep in this process under tracemalloc, counting SQL statements (--profile implies it)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the GC program (LEOFLOW_STAGING_<NAME>), e.g. --set EVENTS=false")
     args = parser.parse_args(argv)
     with gc_env() as env:
         print(f"bench: GC sweeps of {args.sizes} rows ...", flush=True)
         results = run(env, sizes=tuple(args.sizes), batch_size=args.batch_size, profile=args.profile,
-                      parallelism=args.parallelism, in_process=args.in_process)
+                      parallelism=args.parallelism, in_process=args.in_process,
+                      settings=dict(item.split("=", 1) for item in args.set))
     print(json.dumps(results, indent=2))
     return 0
 
