@@ -214,7 +214,7 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
         started = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "leoflow_staging", "gc"], env=environ,
                                  stdout=log, stderr=subprocess.STDOUT)
-        rss: list[tuple[float, float]] = []  # (seconds since start, MiB): where in the sweep the memory grows
+        rss: list[tuple[float, float, float]] = []  # (seconds since start, RSS, peak RSS in MiB)
         sampler = threading.Thread(target=_sample_rss, args=(child.pid, started, rss), daemon=True)
         sampler.start()
         _, status, usage = os.wait4(child.pid, 0)
@@ -229,23 +229,28 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
     else:
         Path(log.name).unlink()
     return {"exit_code": child.returncode, "mode": "program", "sweep_wall_s": round(wall, 2),
-            "sweep_peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "sweep_cpu_s": round(
+            # the program's own high-water mark, last seen at most 0.25 s before it exited
+            "sweep_peak_rss_mb": max((hwm for _, _, hwm in rss), default=None), "sweep_cpu_s": round(
                 usage.ru_utime + usage.ru_stime, 1),
             # what the sweep cost the others on the same cores (the webhook's benchmark server is idle then)
             "control_plane_cpu_s": round(plane_cpu, 1), "postgres_cpu_s": round(pg_cpu, 1),
-            "rss_mb_every_10pct_of_wall": [max((m for t, m in rss if t <= wall * k / 10), default=0.0)
+            "rss_mb_every_10pct_of_wall": [max((m for t, m, _ in rss if t <= wall * k / 10), default=0.0)
                                            for k in range(1, 11)]}
 
 
-def _sample_rss(pid: int, started: float, out: list[tuple[float, float]]) -> None:
-    """The child's resident set every 0.25 s until it exits."""
+def _sample_rss(pid: int, started: float, out: list[tuple[float, float, float]]) -> None:
+    """The child's resident set and its high-water mark (MiB) every 0.25 s until it exits. (The kernel's
+    ``ru_maxrss`` of a child is no use here: it counts the pages of the forking parent before the exec.)"""
     status = Path(f"/proc/{pid}/status")
     while True:
         try:
-            line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS:"))
-        except (OSError, StopIteration):  # gone (or a zombie without memory): done
+            mem = {k: int(v.split()[0]) / 1024 for k, v in (x.split(":", 1) for x in status.read_text().splitlines())
+                   if k in ("VmRSS", "VmHWM")}
+        except OSError:  # gone
             return
-        out.append((time.perf_counter() - started, round(int(line.split()[1]) / 1024, 1)))
+        if len(mem) < 2:  # a zombie has no memory: done
+            return
+        out.append((time.perf_counter() - started, round(mem["VmRSS"], 1), round(mem["VmHWM"], 1)))
         time.sleep(0.25)
 
 

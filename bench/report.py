@@ -83,6 +83,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(_row(f"GC {size}: the program's peak RSS / CPU (parallelism {g['parallelism']})",
                               f"{g['sweep_peak_rss_mb']} MiB / {g['sweep_cpu_s']} s", "<= 256 MiB for 100k",
                               g["sweep_peak_rss_mb"] <= 256 if size == "100000" else None))
+            lines.append(_row(f"GC {size}: CPU of the control plane / PostgreSQL during the sweep",
+                              f"{g['control_plane_cpu_s']} s / {g['postgres_cpu_s']} s", "", None))
         else:  # in this process, under tracemalloc
             lines.append(_row(f"GC {size}: whole sweep SQL statements / peak memory (tracemalloc)",
                               f"{g['sweep_sql_statements']} / {g['sweep_peak_mb']} MiB", "", None))
