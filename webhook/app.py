@@ -1,24 +1,22 @@
 """The HTTP shell (Flask app factory): transport only, no decisions.
 
-``/mutate`` caps the body, requires JSON, decodes the AdmissionReview (HTTP 400 on a
-malformed body), asks the handler, encodes the answer. No input produces a 500 or a
-traceback in the response; an unexpected error in the handler becomes a denial.
+``/readyz``, ``/metrics`` and every error are Flask's; ``POST /mutate`` and ``GET /healthz`` are plain WSGI
+routes mounted in front of it (``webhook.wsgi_routes``: the admission's cost without Flask's per-request
+machinery).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from webhook import codec, metrics
-from webhook.handler import AdmissionHandler, Outcome
-from webhook.review import AdmissionRequest, ReviewError, encode_response, parse_review
-from webhook.verdicts import deny
+from webhook.handler import AdmissionHandler
+from webhook.wsgi_routes import AdmissionRoute, ExactRoutes, healthz
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
@@ -37,78 +35,12 @@ def _bad_request(message: str, status: int = 400) -> Response:
     return _json({"error": message}, status)
 
 
-def _pod_name(req: AdmissionRequest) -> str:
-    meta = (req.object or {}).get("metadata")
-    if req.name:
-        return req.name
-    if isinstance(meta, dict):
-        return str(meta.get("name") or (str(meta.get("generateName") or "") + "*"))[:253]
-    return ""
-
-
-def _log_outcome(outcome: Outcome, req: AdmissionRequest, elapsed: float) -> None:
-    """One JSON line per admission: uid, namespace, pod (or generateName*), ids, pvc, decision, ms."""
-    verdict = outcome.verdict
-    fields: dict[str, Any] = {"event": "admission", "uid": req.uid, "namespace": req.namespace,
-                              "operation": req.operation, "kind": req.kind["kind"], "pod": _pod_name(req),
-                              "allowed": verdict.allowed, "decision": verdict.reason,
-                              "ms": round(elapsed * 1000, 2)}
-    if outcome.intent is not None:
-        pvc = outcome.ensured.pvc_name if outcome.ensured else outcome.intent.pvc_name  # a legacy name stays
-        fields.update(dag_id=outcome.intent.dag_id, run_id=outcome.intent.run_id, pvc=pvc)
-    if outcome.ensured is not None:
-        fields.update(pvc_created=outcome.ensured.created, storage_class=outcome.ensured.storage_class)
-    if not verdict.allowed:
-        fields.update(message=verdict.message, retriable=verdict.retriable)
-        log.warning("admission denied", extra={"fields": fields})
-    else:
-        log.info("admission", extra={"fields": fields})
-
-
 def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: int,
                multiproc_dir: str | None = None, extra_metrics: Collector | None = None,
                status: Callable[[], dict[str, Any]] | None = None) -> Flask:
     """The webhook's WSGI app; all collaborators are passed in (nothing happens at import)."""
     app = Flask("leoflow_staging_webhook")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
-
-    @app.post("/mutate")
-    def mutate() -> Response:
-        started = time.perf_counter()
-        if request.mimetype != "application/json":
-            return _bad_request(f"Content-Type must be application/json, got {request.mimetype!r}", 415)
-        if request.content_length is not None and request.content_length > max_body_bytes:
-            return _bad_request(f"body larger than {max_body_bytes} bytes", 413)
-        raw = request.get_data(cache=False)
-        if not raw:
-            return _bad_request("empty body; expected an AdmissionReview")
-        try:
-            body = codec.decode(raw)
-        except (ValueError, RecursionError) as exc:
-            return _bad_request(f"body is not valid JSON: {str(exc)[:200]}")
-        try:
-            req = parse_review(body)
-        except ReviewError as exc:
-            return _bad_request(f"not an AdmissionReview v1 request: {exc}")
-        try:
-            outcome = handler.handle(req)
-        except Exception:  # the last line of defence: answer, log the traceback, keep serving
-            log.exception("unexpected error while handling admission %s", req.uid)
-            outcome = Outcome(deny("internal_error", "leoflow-staging: internal error while admitting the "
-                                   "pod (see the webhook's logs); retry", code=500, retriable=True))
-        elapsed = time.perf_counter() - started
-        verdict = outcome.verdict
-        kind = "denied" if not verdict.allowed else ("patched" if verdict.patch else "allowed")
-        metrics.ADMISSIONS.labels(kind, verdict.reason).inc()
-        if outcome.ensured is not None and outcome.ensured.created:
-            metrics.PVCS_CREATED.inc()
-        metrics.LATENCY.observe(elapsed)
-        _log_outcome(outcome, req, elapsed)
-        return _json(encode_response(req.uid, verdict))
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return _json({"status": "ok"})
 
     @app.get("/readyz")
     def readyz() -> Response:
@@ -132,6 +64,10 @@ def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: 
         log.exception("unexpected error")
         return _json({"error": "internal error"}, 500)
 
+    # The routes called all the time bypass Flask's machinery (webhook.wsgi_routes; Flask's documented way to
+    # wrap an app in WSGI middleware).
+    app.wsgi_app = ExactRoutes(app.wsgi_app, {  # type: ignore[method-assign]
+        "/mutate": AdmissionRoute(handler, max_body_bytes=max_body_bytes), "/healthz": healthz})
     return app
 
 

@@ -7,6 +7,7 @@ import http.client
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,40 @@ def test_http_shell_rejects_bad_bodies_and_exposes_metrics(webhook: WebhookProce
     metrics = session.get(webhook.url + "/metrics").text
     assert 'leoflow_staging_admissions_total{outcome="allowed",reason="not_a_pod"}' in metrics
     assert "leoflow_staging_admission_duration_seconds_bucket" in metrics
+
+
+def test_hot_routes_answer_methods_heads_and_chunked_bodies_like_the_rest(webhook: WebhookProcess) -> None:
+    """/mutate and /healthz are served in front of Flask (webhook.wsgi_routes): other methods get 405 with
+    Allow, HEAD gets the headers only, a chunked body over the cap is refused, other paths are Flask's."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(webhook.ca_file)
+    r = session.get(webhook.url + "/mutate")
+    assert (r.status_code, r.headers["Allow"]) == (405, "POST") and "not allowed" in r.json()["error"]
+    r = session.delete(webhook.url + "/healthz")
+    assert (r.status_code, r.headers["Allow"]) == (405, "GET, HEAD")
+    r = session.get(webhook.url + "/healthz")
+    assert (r.status_code, r.json(), r.headers["Content-Type"]) == (200, {"status": "ok"}, "application/json")
+    head = session.head(webhook.url + "/healthz")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == r.headers["Content-Length"]
+    assert session.get(webhook.url + "/healthz").status_code == 200  # the keep-alive connection is still sound
+
+    def chunks(total: int) -> Iterator[bytes]:
+        sent = 0
+        while sent < total:
+            yield b" " * 65536
+            sent += 65536
+
+    big = session.post(webhook.url + "/mutate", data=chunks(3 * 1024 * 1024 + 65536),
+                       headers={"Content-Type": "application/json"})  # chunked: no Content-Length (cap: 3 MiB)
+    assert big.status_code == 413 and "larger than" in big.json()["error"]
+    small = session.post(webhook.url + "/mutate", headers={"Content-Type": "application/json; charset=utf-8"},
+                         data=iter([b'{"kind": "AdmissionReview", ', b'"apiVersion": "admission.k8s.io/v1"}']))
+    assert small.status_code == 400 and "request" in small.json()["error"]  # read whole, then refused
+    missing = session.get(webhook.url + "/mutate/")
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert session.get(webhook.url + "/readyz").json()["status"] == "ok"
 
 
 def _workers(arbiter: int) -> set[int]:
