@@ -12,6 +12,7 @@ from gunicorn.app.base import BaseApplication
 
 from shared.errors import SettingsError
 from shared.settings import Settings
+from webhook.keepalive_worker import LingeringThreadWorker
 
 
 def _ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
@@ -40,7 +41,9 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
         options = {
             "bind": [f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}"],
             "workers": s.workers,
-            "worker_class": "gthread",
+            # gthread, with a thread that answers the next request of its keep-alive connection itself
+            # (webhook.keepalive_worker: two wake-ups fewer per request).
+            "worker_class": LingeringThreadWorker,
             # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads new connections
             # over them. With one shared socket, the worker that wakes first accepts a burst of connections,
             # and the apiserver's keep-alive connections then stay on it: measured, all 8 of wrk's

@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import socket
+import ssl
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -372,3 +375,68 @@ def test_each_worker_listens_and_connections_are_spread(webhook: WebhookProcess)
     finally:
         for conn in conns:
             conn.close()
+
+
+def _read_response(tls: ssl.SSLSocket, pending: bytearray) -> tuple[int, bytes]:
+    """One HTTP/1.1 response (Content-Length framed) from ``tls``; bytes past it stay in ``pending``."""
+    while b"\r\n\r\n" not in pending:
+        chunk = tls.recv(65536)
+        assert chunk, "the server closed the connection"
+        pending += chunk
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(rest) < length:
+        chunk = tls.recv(65536)
+        assert chunk, "the server closed the connection"
+        rest += chunk
+    pending[:] = rest[length:]
+    return int(head.split(b" ", 2)[1]), rest[:length]
+
+
+def test_keep_alive_requests_are_answered_at_once_late_pipelined_and_on_many_connections(
+        webhook: WebhookProcess) -> None:
+    """The worker's thread stays on its connection for the next request (webhook.keepalive_worker): every
+    request on one connection is answered whether it comes at once, after the thread gave the connection back
+    to the main loop, or pipelined behind another in one TLS write; and more connections than threads are all
+    served."""
+    review = json.dumps(admission_review(task_pod("etl", "r", opt_in=False), "default", uid=str(uuid.uuid4()))).encode()
+    post = (b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(review), review))
+    get = b"GET /healthz HTTP/1.1\r\nHost: webhook\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as raw, \
+            webhook.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        pending = bytearray()
+        answers = []
+        for pause in (0, 0, 0.2, 0, 0.2):  # 0.2 s: past the linger, the connection is back with the main loop
+            time.sleep(pause)
+            tls.sendall(post)
+            answers.append(_read_response(tls, pending))
+        tls.sendall(post + get + post)  # pipelined: the next requests are read ahead with the first
+        answers += [_read_response(tls, pending) for _ in range(3)]
+        assert [status for status, _ in answers] == [200] * 8
+        assert json.loads(answers[6][1]) == {"status": "ok"}
+        assert all(json.loads(body)["response"]["allowed"] for i, (_, body) in enumerate(answers) if i != 6)
+        assert not pending
+
+    # 40 connections on 2 workers x 8 threads, each kept open until all 40 have been answered: a thread that
+    # stayed on its connection until the client closes it would leave 24 of them unanswered.
+    everyone_answered = threading.Barrier(40, timeout=30)
+
+    def session_of_requests(_: int) -> list[int]:
+        conn = http.client.HTTPSConnection("127.0.0.1", webhook.port, context=webhook.ssl_context(), timeout=60)
+        try:
+            statuses = []
+            for i in range(10):
+                conn.request("POST", "/mutate", body=review, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+                if i == 0:
+                    everyone_answered.wait()
+            return statuses
+        finally:
+            conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        assert list(pool.map(session_of_requests, range(40))) == [[200] * 10] * 40
