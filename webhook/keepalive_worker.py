@@ -56,8 +56,9 @@ class LingeringThreadWorker(ThreadWorker):  # type: ignore[misc]
                 return False
             self._lingering += 1
         try:
-            readable, _, _ = select.select([conn.sock], [], [], self.linger)
-            return bool(readable)
+            poller = select.poll()
+            poller.register(conn.sock, select.POLLIN)
+            return bool(poller.poll(self.linger * 1000))
         except (OSError, ValueError):  # closed under us: gthread's own path will find out
             return False
         finally:
