@@ -3,13 +3,15 @@
 In gthread, each request on a kept-alive connection passes through two hand-offs: the thread that answered
 gives the connection back to the worker's main loop (a pipe write, a wake-up), and the main loop, when the
 next request arrives, submits it to the pool again (a queue put, another wake-up). On a machine where a
-wake-up costs tens of microseconds that is a fifth of the answer's time (docs/performance.md). Here the thread
-that answered waits up to ``linger`` seconds on the connection and answers the next request itself.
+wake-up costs tens of microseconds that is much of a short answer's time (the no-op took half as long without
+them, docs/performance.md). Here the thread that answered waits up to ``linger`` seconds on the connection
+and answers the next request itself.
 
-It never keeps a request waiting for a thread: a thread lingers only while no request is queued for the pool
-and at most half of the pool lingers at once; after ``max_turn`` requests in a row, or ``linger`` without
-one, the connection goes back to the main loop as in gthread. Everything else (TLS, keep-alive limits,
-graceful stop, timeouts) is gthread's own code.
+A lingering thread delays no other request by more than ``linger``: a thread starts to linger only while no
+request is queued for the pool, and at most half of the pool lingers at once (one thread when the pool has
+one or two). After ``max_turn`` requests in a row, or ``linger`` without one, the connection goes back to the
+main loop as in gthread. Everything else (TLS, keep-alive limits, graceful stop, timeouts) is gthread's own
+code.
 """
 
 from __future__ import annotations
