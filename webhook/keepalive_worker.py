@@ -3,7 +3,7 @@
 In gthread, each request on a kept-alive connection passes through two hand-offs: the thread that answered
 gives the connection back to the worker's main loop (a pipe write, a wake-up), and the main loop, when the
 next request arrives, submits it to the pool again (a queue put, another wake-up). On a machine where a
-wake-up costs tens of microseconds that is much of a short answer's time (the no-op took half as long without
+wake-up costs tens of microseconds that is much of a short answer's time (the no-op took 40% less time without
 them, docs/performance.md). Here the thread that answered waits up to ``linger`` seconds on the connection
 and answers the next request itself.
 
