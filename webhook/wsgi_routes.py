@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.http import parse_options_header
 from werkzeug.wsgi import get_content_length
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("leoflow_staging.webhook")
 
 _JSON = ("Content-Type", "application/json")
-_METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."  # werkzeug's wording, as Flask said it
+_METHOD_NOT_ALLOWED = MethodNotAllowed.description  # what Flask's routes answered
 
 
 def answer(start_response: StartResponse, payload: Any, status: int = 200,
