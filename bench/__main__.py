@@ -1,6 +1,6 @@
 """``python -m bench`` (``make bench``): run every benchmark against the real parts, write the results.
 
-Sizes can be reduced for a quick look: LEOFLOW_STAGING_BENCH_QUICK=1.
+Sizes can be reduced for a quick look: LEOFLOW_DEV_BENCH_QUICK=1.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from bench.env import bench_env
 
 
 def main() -> int:
-    quick = os.environ.get("LEOFLOW_STAGING_BENCH_QUICK") == "1"
+    quick = os.environ.get("LEOFLOW_DEV_BENCH_QUICK") == "1"
     rounds = 1 if quick else 3
     results: dict[str, object] = {"machine": report.machine(), "rounds": rounds}
     with bench_env() as env:
@@ -33,7 +33,7 @@ def main() -> int:
         report.write(results)  # keep what is measured so far if the long GC part fails
         print("bench: GC sweeps ...", flush=True)
         sizes = (1_000,) if quick else tuple(int(n) for n in os.environ.get(
-            "LEOFLOW_STAGING_BENCH_GC_SIZES", "10000,100000").split(","))
+            "LEOFLOW_DEV_BENCH_GC_SIZES", "10000,100000").split(","))
         results["gc"] = gc_bench.run(env, sizes=sizes)
     report.write(results)
     if os.geteuid() == 0:

@@ -8,16 +8,16 @@
 # kube-proxy (same wrapper module, sharing Go's build cache) and links them into
 # the same folder.
 #
-# Cached by version under ${LEOFLOW_STAGING_CACHE:-~/.cache/leoflow-staging}; a
+# Cached by version under ${LEOFLOW_DEV_CACHE:-~/.cache/leoflow-staging}; a
 # second run builds nothing. If KUBEBUILDER_ASSETS already holds etcd,
 # kube-apiserver and kube-controller-manager, those are used and nothing is built
 # for them (helm is then taken from that folder, from PATH, or built).
 set -euo pipefail
 
-KUBE_VERSION="${LEOFLOW_STAGING_KUBE_VERSION:-v1.36.3}"
-ETCD_VERSION="${LEOFLOW_STAGING_ETCD_VERSION:-v3.6.16}"
-HELM_VERSION="${LEOFLOW_STAGING_HELM_VERSION:-v3.21.4}"
-CACHE="${LEOFLOW_STAGING_CACHE:-$HOME/.cache/leoflow-staging}"
+KUBE_VERSION="${LEOFLOW_DEV_KUBE_VERSION:-v1.36.3}"
+ETCD_VERSION="${LEOFLOW_DEV_ETCD_VERSION:-v3.6.16}"
+HELM_VERSION="${LEOFLOW_DEV_HELM_VERSION:-v3.21.4}"
+CACHE="${LEOFLOW_DEV_CACHE:-$HOME/.cache/leoflow-staging}"
 
 log() { echo "build-control-plane: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

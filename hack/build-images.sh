@@ -12,7 +12,7 @@
 #
 # Prints ONE JSON object on stdout, {"<name>": {"archive": "/abs/path.tar", "ref": "..."}, ...}, for the
 # requested images; progress goes to stderr. Everything heavy is cached under
-# ${LEOFLOW_STAGING_CACHE:-~/.cache/leoflow-staging} (the Debian rootfs, the locked Python dependencies,
+# ${LEOFLOW_DEV_CACHE:-~/.cache/leoflow-staging} (the Debian rootfs, the locked Python dependencies,
 # the Go binaries, layer blobs); a second run with nothing changed rebuilds nothing and prints the same
 # JSON. Archives are written by leoflow_staging/devenv/oci.py (stdlib only): deterministic layers, so
 # the same inputs give the same digests. See docs/images.md.
@@ -20,10 +20,10 @@ set -euo pipefail
 umask 022   # layer folders carry their modes: never 0700 ones over the base's /usr or /etc
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE="${LEOFLOW_STAGING_CACHE:-$HOME/.cache/leoflow-staging}"
+CACHE="${LEOFLOW_DEV_CACHE:-$HOME/.cache/leoflow-staging}"
 PYTHON="${PYTHON:-python3}"
 OCI_PY="$REPO/leoflow_staging/devenv/oci.py"
-DEBIAN_MIRROR="${LEOFLOW_STAGING_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+DEBIAN_MIRROR="${LEOFLOW_DEV_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 PAUSE_REF=leoflow.local/pause:3.10
 TASK_REF=leoflow.local/task:busybox

@@ -7,15 +7,15 @@
 # Prints the folder holding `promtool`, `prometheus` and `crds/` on stdout;
 # progress goes to stderr.
 #
-# Cached by version under ${LEOFLOW_STAGING_CACHE:-~/.cache/leoflow-staging}; a
+# Cached by version under ${LEOFLOW_DEV_CACHE:-~/.cache/leoflow-staging}; a
 # second run builds nothing. Arguments pick parts (default: all): promtool, prometheus, crds.
 set -euo pipefail
 
 # The Go module's version v0.3NN.x is Prometheus 3.NN.x.
-PROM_VERSION="${LEOFLOW_STAGING_PROMETHEUS_VERSION:-v0.316.0}"
-PROMOP_VERSION="${LEOFLOW_STAGING_PROMETHEUS_OPERATOR_VERSION:-v0.95.2}"
-CONTROLLER_TOOLS_VERSION="${LEOFLOW_STAGING_CONTROLLER_TOOLS_VERSION:-v0.23.0}"
-CACHE="${LEOFLOW_STAGING_CACHE:-$HOME/.cache/leoflow-staging}"
+PROM_VERSION="${LEOFLOW_DEV_PROMETHEUS_VERSION:-v0.316.0}"
+PROMOP_VERSION="${LEOFLOW_DEV_PROMETHEUS_OPERATOR_VERSION:-v0.95.2}"
+CONTROLLER_TOOLS_VERSION="${LEOFLOW_DEV_CONTROLLER_TOOLS_VERSION:-v0.23.0}"
+CACHE="${LEOFLOW_DEV_CACHE:-$HOME/.cache/leoflow-staging}"
 
 log() { echo "build-prometheus: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # A virtualenv with stock Apache Airflow 3 and the cncf-kubernetes provider, pinned by
 # requirements/airflow.lock, for the tests that use Airflow itself (tests/airflow) and `make demo-airflow`.
-# Cached by the lock's hash under ${LEOFLOW_STAGING_CACHE:-~/.cache/leoflow-staging}/airflow/<hash>/venv:
+# Cached by the lock's hash under ${LEOFLOW_DEV_CACHE:-~/.cache/leoflow-staging}/airflow/<hash>/venv:
 # cold ~2-3 min (~450 MB from PyPI), warm: nothing to do. Prints the venv's path on stdout.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-CACHE="${LEOFLOW_STAGING_CACHE:-$HOME/.cache/leoflow-staging}"
+CACHE="${LEOFLOW_DEV_CACHE:-$HOME/.cache/leoflow-staging}"
 LOCK="$ROOT/requirements/airflow.lock"
 KEY="$(sha256sum "$LOCK" | cut -c1-16)"
 DEST="$CACHE/airflow/$KEY"

@@ -9,7 +9,7 @@ if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
   exit 1
 fi
 echo "ensure-wrk: installing wrk from Debian's packages (~15 s)" >&2
-cache="${LEOFLOW_STAGING_CACHE:-$HOME/.cache/leoflow-staging}/wrk"
+cache="${LEOFLOW_DEV_CACHE:-$HOME/.cache/leoflow-staging}/wrk"
 version=$(apt-cache policy wrk 2>/dev/null | awk '/Candidate:/ {print $2}')
 if [[ -z $version || $version == "(none)" ]]; then
   apt-get update -qq

@@ -36,9 +36,8 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Record attributes no line of ours shows, left uncomputed (the logging HOWTO's "Optimization"): the
-    # caller's file and line (a stack walk per record), the thread's and the multiprocessing process's names.
-    logging._srcfile = None
+    # Record attributes no line of ours shows, left uncomputed (the logging HOWTO's "Optimization"): the thread's
+    # and the multiprocessing process's names.
     logging.logThreads = False
     logging.logMultiprocessing = False
     for noisy in ("urllib3", "kubernetes", "werkzeug"):

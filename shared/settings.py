@@ -14,7 +14,6 @@ from typing import Any
 from shared.errors import SettingsError
 
 PREFIX = "LEOFLOW_STAGING_"
-DEFAULT_DATABASE_URL = "sqlite:///leoflow-staging.db"
 IDENTITIES = ("leoflow", "airflow")  # the keys of webhook.identity.SOURCES
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -36,7 +35,7 @@ class RunsTable:
 class Settings:
     """Every setting of both programs, with its default."""
 
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str | None = None  # PostgreSQL; required by every command that uses the database
     identity: str = "leoflow"  # where a pod's raw ids are: leoflow (contracts 1) or airflow (stock Airflow 3)
     instance: str = "default"  # label value on our PVCs: one per installation (metadatabase) on a cluster
     kubeconfig: str | None = None  # None: in-cluster config, else ~/.kube/config
@@ -49,14 +48,15 @@ class Settings:
     db_timeout: float = 2.0  # seconds: connect and statement timeout
     kube_timeout: float = 2.0  # seconds: each Kubernetes API call
     request_budget: float = 7.0  # seconds: one admission answers within this (webhook timeout is 10)
-    class_cache_seconds: float = 10.0  # how long a StorageClass listing is reused
-    pvc_cache_seconds: float = 5.0  # how long a PVC seen alive skips the warm path's API read (0: never)
     host: str = "0.0.0.0"  # a webhook serves the cluster network
     port: int = 8443
     cert_file: str | None = None
     key_file: str | None = None
     workers: int = 2
     threads: int = 8
+    # seconds one read from a client may wait for data (TLS handshake, headers, body): a client that stalls
+    # longer is disconnected, so stalled connections cannot hold the webhook's threads (0: never)
+    read_timeout: float = 2.0
     max_body_bytes: int = 3 * 1024 * 1024  # etcd's request limit; no pod is larger
     gc_batch_size: int = 500
     adopt_min_age: dt.timedelta = dt.timedelta(minutes=2)
@@ -68,8 +68,8 @@ class Settings:
     metrics_cache_seconds: float = 5.0  # how long /metrics reuses one inventory read of the database
     events: bool = True  # Kubernetes Events on staging PVCs (best effort)
     pod_name: str | None = None  # the events' reportingInstance (the chart sets it); None: the host name
-    # Watch-fed caches of the installation's PVCs and the StorageClasses (per worker; replace the TTLs above).
-    watch_caches: bool = True
+    # The webhook's watch-fed caches of the installation's PVCs and the StorageClasses (per worker): a cache whose
+    # watch is broken longer than this is not used (admissions then read the API directly).
     watch_stale_seconds: float = 1.0  # a cache whose watch is broken longer than this is not used
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -111,18 +111,12 @@ def _csv(raw: str) -> tuple[str, ...]:
 
 
 def unknown_settings(environ: Mapping[str, str]) -> list[str]:
-    """``LEOFLOW_STAGING_*`` variables that are no setting (typos, or tooling variables such as
-    LEOFLOW_STAGING_CACHE): reported as a warning by the CLI, never fatal."""
+    """``LEOFLOW_STAGING_*`` variables that are no setting (typos, or settings that were removed): reported as a
+    warning by the CLI, never fatal. The development tooling's own variables are ``LEOFLOW_DEV_*``."""
     known = ({f.name.upper() for f in fields(Settings)} - {"RUNS"}) | {
         "RUNS_" + f.name.upper() for f in fields(RunsTable)}
-    return sorted(k for k in environ if k.startswith(PREFIX) and k[len(PREFIX):] not in known and k not in TOOLING)
+    return sorted(k for k in environ if k.startswith(PREFIX) and k[len(PREFIX):] not in known)
 
-
-# Variables of the build, test and benchmark tooling that share the prefix.
-TOOLING = frozenset(PREFIX + n for n in (
-    "CACHE", "KUBE_VERSION", "ETCD_VERSION", "HELM_VERSION", "PG_BIN", "BENCH_QUICK", "BENCH_GC_SIZES",
-    "SOAK_SECONDS", "SOAK_REPORT", "REPLICA_PODS", "RACE_ITERATIONS", "RACE_SEED", "KILL_RUNS", "FUZZ_EXAMPLES",
-    "PROMETHEUS_VERSION", "PROMETHEUS_OPERATOR_VERSION", "CONTROLLER_TOOLS_VERSION", "PGBOUNCER", "DEBIAN_MIRROR"))
 
 
 def from_env(environ: Mapping[str, str]) -> Settings:

@@ -19,9 +19,9 @@ from webhook.handler import AdmissionHandler
 from webhook.identity import SOURCES
 from webhook.intent import SizePolicy
 from webhook.inventory_metrics import CachedRead, InventoryCollector
-from webhook.provisioning import ClaimCache, StorageClassCache, VolumeProvisioner
+from webhook.provisioning import VolumeProvisioner
 from webhook.storage_choice import ClassPolicy
-from webhook.watched import WatchedClassCache, watched_caches
+from webhook.watched import watched_caches
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -45,22 +45,18 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
     engine = make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads)
     kube = KubeApi(make_api_client(settings.kubeconfig, pool_size=settings.threads),
                    timeout=settings.kube_timeout, instance=settings.instance)
-    classes = StorageClassCache(kube, ttl=settings.class_cache_seconds)
-    claims = ClaimCache(ttl=settings.pvc_cache_seconds)
-    caches = None
-    if settings.watch_caches:  # started here, in the worker (after gunicorn's fork)
-        caches = watched_caches(make_api_client(settings.kubeconfig, pool_size=2), kube,
-                                timeout=settings.kube_timeout, stale_after=settings.watch_stale_seconds)
-        caches.start()
-        classes, claims = WatchedClassCache(kube, caches.classes), ClaimCache(ttl=0)
+    # The watch-fed caches, started here in the worker (after gunicorn's fork), on a client of their own.
+    caches = watched_caches(make_api_client(settings.kubeconfig, pool_size=2), kube,
+                            timeout=settings.kube_timeout, stale_after=settings.watch_stale_seconds)
+    caches.start()
     provisioner = VolumeProvisioner(
-        engine=engine, kube=kube, classes=classes,
+        engine=engine, kube=kube, classes=caches.storage_classes, read_claim=caches.read_claim,
         class_policy=ClassPolicy(configured=settings.storage_class,
                                  extra_rwx_provisioners=settings.rwx_provisioners),
         db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout,
-        claims=claims, read_claim=caches.read_claim if caches else None,
+        # The warm path's one read: autocommit, and no WAL flush wait for its row lock's commit record.
         reader=make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads,
-                           autocommit=True, pre_ping=False),
+                           autocommit=True, synchronous_commit=False),
     )
     recorder = event_recorder(settings)
     handler = AdmissionHandler(provisioner=provisioner,
@@ -78,14 +74,14 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
         except StagingError as exc:
             problems.append(str(exc))
         try:
-            classes.get(fresh=True)
+            caches.storage_classes(fresh=True)
         except StagingError as exc:
             problems.append(str(exc))
-        return problems + (caches.problems() if caches else [])
+        return problems + caches.problems()
 
     return create_app(handler=handler, ready=ready, max_body_bytes=settings.max_body_bytes,
                       multiproc_dir=multiproc_dir, extra_metrics=inventory_collector(settings),
-                      status=caches.status if caches else None)
+                      status=caches.status)
 
 
 def event_recorder(settings: Settings) -> EventRecorder | None:

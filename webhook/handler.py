@@ -10,7 +10,7 @@ from shared import claim_events
 from shared.errors import DatabaseUnavailable, DataRejected, KubeForbidden, KubeUnavailable, SchemaError
 from webhook.identity import LEOFLOW, IdentitySource
 from webhook.intent import SizePolicy, StagingIntent, read_intent
-from webhook.patching import plan_patch, plan_patch_for_names
+from webhook.patching import plan_patch
 from webhook.provisioning import Deadline, Ensured, VolumeProvisioner
 from webhook.review import AdmissionRequest
 from webhook.verdicts import Denied, Verdict, allow, deny, patched
@@ -55,10 +55,9 @@ class AdmissionHandler:
         if not namespace:
             return Outcome(deny("malformed_pod", "leoflow-staging: the request names no namespace", code=400),
                            intent)
-        planned = plan_patch_for_names(pod, intent.pvc_names)  # conflicts are found before any side effect
-        if isinstance(planned, Verdict):
-            return Outcome(planned, intent)
-        planned_name, ops = planned
+        ops = plan_patch(pod, intent.pvc_name)  # conflicts are found before any side effect
+        if isinstance(ops, Verdict):
+            return Outcome(ops, intent)
         deadline = Deadline(self._budget)
         try:
             if req.dry_run:  # sideEffects: NoneOnDryRun: validate, create nothing, record nothing
@@ -84,12 +83,6 @@ class AdmissionHandler:
             return Outcome(deny("kubernetes_unavailable", f"leoflow-staging: the Kubernetes API cannot be "
                                 f"reached ({exc}); the pod was not admitted. Retry.", code=503,
                                 retriable=True), intent)
-        if ensured.pvc_name != planned_name:  # e.g. the run keeps its legacy-named claim, or the pod names a
-            # legacy claim that is gone: never admit onto it (the denial says the reference is stale)
-            replanned = plan_patch(pod, ensured.pvc_name, intent.pvc_names)
-            if isinstance(replanned, Verdict):
-                return Outcome(replanned, intent, ensured)
-            ops = replanned
         if ensured.created and self._events is not None:  # the cold path only
             meta = pod.get("metadata") or {}
             self._events(claim_events.created(

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from shared import labels
-from shared.naming import candidate_pvc_names
+from shared.naming import pvc_name
 from shared.quantity import QuantityError, format_bytes, parse_quantity
 from webhook.identity import LEOFLOW, IdentitySource, meta_map, read_ids
 from webhook.verdicts import Verdict, deny
@@ -28,11 +28,6 @@ class StagingIntent:
     pvc_name: str
     size: str
     requested_class: str | None
-
-    @property
-    def pvc_names(self) -> tuple[str, str]:
-        """Every name the run's claim may have: ``pvc_name`` (current), then the legacy one (cached)."""
-        return candidate_pvc_names(self.dag_id, self.run_id)
 
 
 def opted_in(pod: dict[str, Any]) -> bool:
@@ -78,5 +73,5 @@ def read_intent(pod: dict[str, Any], policy: SizePolicy,
                                   or len(requested) > 253):
         return deny("invalid_storage_class", f"leoflow-staging: the {labels.STORAGE_CLASS} annotation must "
                     "name a StorageClass", code=422)
-    return StagingIntent(dag_id=dag_id, run_id=run_id, pvc_name=candidate_pvc_names(dag_id, run_id)[0], size=size,
+    return StagingIntent(dag_id=dag_id, run_id=run_id, pvc_name=pvc_name(dag_id, run_id), size=size,
                          requested_class=requested.strip() if requested else None)

@@ -8,7 +8,6 @@ again (reinvocation yields no patch), keys are escaped per RFC 6901.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Collection, Sequence
 from typing import Any
 
 from shared import labels
@@ -37,16 +36,6 @@ def _isolation(claim: str, where: str) -> Verdict:
                 f"{claim!r} ({where}); a task pod may only mount its own run's volume")
 
 
-def _stale_own(claim: str, where: str, current: str) -> Verdict:
-    return deny("stale_pvc", f"leoflow-staging: the pod references {claim!r} ({where}), another name of its own "
-                f"run's staging PVC that is not the run's volume (the run's volume is {current!r}); remove that "
-                "reference, the webhook adds the run's volume itself")
-
-
-def _foreign(claim: str, where: str, current: str, own: Collection[str]) -> Verdict:
-    return _stale_own(claim, where, current) if claim in own else _isolation(claim, where)
-
-
 def _list(obj: dict[str, Any], key: str, what: str) -> list[Any] | Verdict | None:
     value = obj.get(key)
     if value is None:
@@ -56,7 +45,7 @@ def _list(obj: dict[str, Any], key: str, what: str) -> list[Any] | Verdict | Non
     return value
 
 
-def _volume_ops(spec: dict[str, Any], claim: str, own: Collection[str]) -> list[dict[str, Any]] | Verdict:
+def _volume_ops(spec: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdict:
     volumes = _list(spec, "volumes", "spec.volumes")
     if isinstance(volumes, Verdict):
         return volumes
@@ -66,7 +55,7 @@ def _volume_ops(spec: dict[str, Any], claim: str, own: Collection[str]) -> list[
         pvc = vol.get("persistentVolumeClaim")
         claim_name = pvc.get("claimName") if isinstance(pvc, dict) else None
         if isinstance(claim_name, str) and is_staging_pvc_name(claim_name) and claim_name != claim:
-            return _foreign(claim_name, f"volume {vol.get('name')!r}", claim, own)
+            return _isolation(claim_name, f"volume {vol.get('name')!r}")
         if vol.get("name") == labels.VOLUME_NAME:
             if claim_name != claim:
                 return _conflict(f"the pod already has a volume named {labels.VOLUME_NAME!r} that is not "
@@ -120,11 +109,8 @@ def _container_ops(base: str, container: dict[str, Any], what: str) -> list[dict
     return ops
 
 
-def plan_patch(pod: dict[str, Any], claim: str, own: Collection[str] = ()) -> list[dict[str, Any]] | Verdict:
+def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdict:
     """The ops that mount ``claim`` at /staging everywhere, or a denial naming the conflict.
-
-    ``own``: every name the run's claim may have (``candidate_pvc_names``); a pod naming one of them that is
-    not ``claim`` is told that the reference is stale, not that the claim is another run's.
 
     Every container and initContainer (native sidecars included) gets the mount and the
     env var; ephemeral containers cannot be set at CREATE and are left alone.
@@ -135,7 +121,7 @@ def plan_patch(pod: dict[str, Any], claim: str, own: Collection[str] = ()) -> li
     meta = pod.get("metadata")
     if not isinstance(meta, dict):
         return _malformed("metadata must be an object")
-    ops = _volume_ops(spec, claim, own)
+    ops = _volume_ops(spec, claim)
     if isinstance(ops, Verdict):
         return ops
     for list_name in CONTAINER_LISTS:
@@ -154,27 +140,10 @@ def plan_patch(pod: dict[str, Any], claim: str, own: Collection[str] = ()) -> li
         return _malformed("metadata.annotations must be an object")
     current = (annotations or {}).get(labels.PVC)
     if current is not None and current != claim:
-        return _foreign(str(current)[:63], f"annotation {labels.PVC}", claim, own)
+        return _isolation(str(current)[:63], f"annotation {labels.PVC}")
     if annotations is None:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": {labels.PVC: claim}})
     elif current is None:
         ops.append({"op": "add", "path": f"/metadata/annotations/{escape(labels.PVC)}", "value": claim})
     return ops
 
-
-def plan_patch_for_names(pod: dict[str, Any], names: Sequence[str]) -> tuple[str, list[dict[str, Any]]] | Verdict:
-    """The check before any side effect, when the run's claim may have any of ``names`` (current first,
-    then legacy): the first name that raises no conflict and its plan, else a denial. A pod already patched
-    with its run's legacy-named claim (reinvocation) is no conflict. Which of the names is the run's volume
-    is known only after the database read, so here a reference to another of them is not yet "stale": when
-    every name is refused, a real conflict (found while planning for the name the pod references) is
-    answered before the first name's isolation denial."""
-    denials: list[Verdict] = []
-    for name in names:
-        ops = plan_patch(pod, name)
-        if not isinstance(ops, Verdict):
-            return name, ops
-        denials.append(ops)
-    if not denials:
-        return _malformed("no claim name to plan for")
-    return next((d for d in denials if d.reason != "other_runs_pvc"), denials[0])

@@ -1,10 +1,21 @@
-"""Serving the webhook with gunicorn: gthread workers (keep-alive), a listening socket per worker, TLS >= 1.2,
-metrics across workers."""
+"""Serving the webhook with gunicorn's stock gthread worker (keep-alive), TLS >= 1.2, metrics across workers, and
+a bound on how long a read from a client may wait.
+
+Slow clients: gthread hands a connection to a pool thread once its first bytes arrive, and the thread then reads
+the TLS handshake, the headers and the body with blocking reads that gunicorn does not bound. A few connections
+that send half a request would hold every thread, and with ``failurePolicy: Fail`` every opted-in pod would be
+refused. The listening socket is therefore made here, with ``SO_RCVTIMEO`` set to ``read_timeout`` (Linux copies
+it to every accepted connection), and handed to gunicorn as ``fd://N`` (its documented bind form): a read that
+waits longer fails, and gunicorn closes that connection. Idle keep-alive connections wait in gthread's poller,
+not in a read, so the timeout never touches them.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 import ssl
+import struct
 import tempfile
 from typing import Any
 
@@ -12,7 +23,6 @@ from gunicorn.app.base import BaseApplication
 
 from shared.errors import SettingsError
 from shared.settings import Settings
-from webhook.keepalive_worker import LingeringThreadWorker
 
 
 def _ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
@@ -31,24 +41,18 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
     """gunicorn running ``webhook.factory.build_app(settings)`` in each worker (built after fork,
     so no database pool or HTTP connection is shared between processes)."""
 
-    def __init__(self, settings: Settings, *, multiproc_dir: str) -> None:
+    def __init__(self, settings: Settings, *, multiproc_dir: str, listener: socket.socket) -> None:
         self._settings = settings
         self._multiproc_dir = multiproc_dir
+        self._listener = listener  # kept open for the arbiter and the workers it forks
         super().__init__()
 
     def load_config(self) -> None:
         s = self._settings
         options = {
-            "bind": [f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}"],
+            "bind": [f"fd://{self._listener.fileno()}"],
             "workers": s.workers,
-            # gthread, with a thread that answers the next request of its keep-alive connection itself
-            # (webhook.keepalive_worker: two wake-ups fewer per request).
-            "worker_class": LingeringThreadWorker,
-            # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads new connections
-            # over them. With one shared socket, the worker that wakes first accepts a burst of connections,
-            # and the apiserver's keep-alive connections then stay on it: measured, all 8 of wrk's
-            # connections on one worker in 4 runs of 5, and half the throughput (docs/performance.md).
-            "reuse_port": True,
+            "worker_class": "gthread",
             "threads": s.threads,
             "keepalive": 75,  # the apiserver keeps idle webhook connections up to 90 s
             "timeout": 30,
@@ -88,4 +92,19 @@ def serve(settings: Settings) -> None:
     from webhook.factory import validate  # noqa: PLC0415
 
     validate(settings)
-    WebhookServer(settings, multiproc_dir=multiproc_dir).run()
+    listener = listening_socket(settings.host, settings.port, read_timeout=settings.read_timeout)
+    WebhookServer(settings, multiproc_dir=multiproc_dir, listener=listener).run()
+
+
+def listening_socket(host: str, port: int, *, read_timeout: float) -> socket.socket:
+    """A listening TCP socket whose accepted connections inherit ``SO_RCVTIMEO = read_timeout``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    seconds = int(read_timeout)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                    struct.pack("ll", seconds, int((read_timeout - seconds) * 1_000_000)))
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

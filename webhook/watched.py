@@ -19,22 +19,6 @@ from shared.kube.informer import Informer
 from shared.kube.watches import claims_source, classes_source
 from shared.objects import ClaimInfo, StorageClassInfo, claim_info, storage_class_info
 from webhook import metrics
-from webhook.provisioning import StorageClassCache
-
-
-class WatchedClassCache(StorageClassCache):
-    """StorageClasses from the informer while it is fresh; otherwise (or on ``fresh=True``) listed."""
-
-    def __init__(self, kube: KubeApi, informer: Informer[StorageClassInfo]) -> None:
-        super().__init__(kube, ttl=0)
-        self._informer = informer
-
-    def get(self, *, fresh: bool = False) -> list[StorageClassInfo]:
-        if not fresh:
-            cached = self._informer.snapshot()
-            if cached is not None:
-                return cached
-        return super().get(fresh=True)
 
 
 @dataclass
@@ -50,6 +34,14 @@ class WatchedCaches:
     def stop(self) -> None:
         self.claims.stop()
         self.classes.stop()
+
+    def storage_classes(self, *, fresh: bool = False) -> list[StorageClassInfo]:
+        """The StorageClasses from the cache while it is fresh; otherwise (or with ``fresh``) listed directly."""
+        if not fresh:
+            cached = self.classes.snapshot()
+            if cached is not None:
+                return cached
+        return self.kube.list_storage_classes()
 
     def read_claim(self, namespace: str, name: str, expected_uid: str | None) -> ClaimInfo | None:
         """The run's claim: from the cache when it is fresh and holds ``expected_uid``, else read directly."""

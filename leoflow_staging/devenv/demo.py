@@ -86,8 +86,7 @@ def api_demo() -> int:
     engine = make_engine(db_url, timeout=10)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEOFLOW_STAGING_")}
     env.update({"LEOFLOW_STAGING_DATABASE_URL": db_url, "LEOFLOW_STAGING_KUBECONFIG": kubeconfig,
-                "LEOFLOW_STAGING_ADOPT_MIN_AGE": "0s", "LEOFLOW_STAGING_GC_SETTLE_SECONDS": "5",
-                "LEOFLOW_STAGING_CLASS_CACHE_SECONDS": "0"})
+                "LEOFLOW_STAGING_ADOPT_MIN_AGE": "0s", "LEOFLOW_STAGING_GC_SETTLE_SECONDS": "5"})
     workdir = Path(tempfile.mkdtemp(prefix="leoflow-demo-"))
     webhook: WebhookProcess | None = None
     try:

@@ -19,8 +19,8 @@ SUPERUSER = "leoflow"
 
 
 def find_bindir() -> Path:
-    """The folder with initdb and postgres: $LEOFLOW_STAGING_PG_BIN, pg_config, or Debian's layout."""
-    explicit = os.environ.get("LEOFLOW_STAGING_PG_BIN")
+    """The folder with initdb and postgres: $LEOFLOW_DEV_PG_BIN, pg_config, or Debian's layout."""
+    explicit = os.environ.get("LEOFLOW_DEV_PG_BIN")
     candidates = [explicit] if explicit else []
     pg_config = shutil.which("pg_config")
     if pg_config:
@@ -32,7 +32,7 @@ def find_bindir() -> Path:
             return Path(cand)
     raise FileNotFoundError(
         "PostgreSQL server binaries (initdb, postgres) not found; install postgresql "
-        "or set LEOFLOW_STAGING_PG_BIN"
+        "or set LEOFLOW_DEV_PG_BIN"
     )
 
 

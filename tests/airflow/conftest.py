@@ -77,8 +77,6 @@ def airflow_webhook(control_plane: ControlPlane, airflow: Airflow, api: client.A
         "LEOFLOW_STAGING_DATABASE_URL": airflow.database_url,
         "LEOFLOW_STAGING_KUBECONFIG": str(control_plane.kubeconfig_path),
         "LEOFLOW_STAGING_STORAGE_CLASS": airflow_class,
-        "LEOFLOW_STAGING_CLASS_CACHE_SECONDS": "0",
-        "LEOFLOW_STAGING_PVC_CACHE_SECONDS": "0",
         "LEOFLOW_STAGING_DEFAULT_SIZE": "2Gi",
         "LEOFLOW_STAGING_WORKERS": "1",
     })

@@ -60,9 +60,7 @@ def webhook(control_plane: ControlPlane, webhook_db: str, api: client.ApiClient,
         env={
             "LEOFLOW_STAGING_DATABASE_URL": webhook_db,
             "LEOFLOW_STAGING_KUBECONFIG": str(control_plane.kubeconfig_path),
-            "LEOFLOW_STAGING_CLASS_CACHE_SECONDS": "0",
-            "LEOFLOW_STAGING_PVC_CACHE_SECONDS": "0",  # tests delete PVCs by hand and expect it noticed
-            "LEOFLOW_STAGING_MAX_SIZE": "100Gi",
+                "LEOFLOW_STAGING_MAX_SIZE": "100Gi",
             "LEOFLOW_STAGING_DEFAULT_SIZE": "5Gi",
             "LEOFLOW_STAGING_WORKERS": "2",
         },

@@ -34,8 +34,7 @@ class FaultBench:
             "LEOFLOW_STAGING_DATABASE_URL": self.db_url,
             "LEOFLOW_STAGING_KUBECONFIG": str(self.plane.kubeconfig_path),
             "LEOFLOW_STAGING_DB_TIMEOUT": "1", "LEOFLOW_STAGING_KUBE_TIMEOUT": "2",
-            "LEOFLOW_STAGING_REQUEST_BUDGET": "7", "LEOFLOW_STAGING_WORKERS": "2",
-            "LEOFLOW_STAGING_PVC_CACHE_SECONDS": "0", **env})
+            "LEOFLOW_STAGING_REQUEST_BUDGET": "7", "LEOFLOW_STAGING_WORKERS": "2", **env})
         process.start()
         self.servers.append(process)
         return process

@@ -18,7 +18,7 @@ from shared.settings import RunsTable
 from shared.volumes import VolumeRecord
 from tests.support.pods import task_pod
 from webhook.intent import SizePolicy, StagingIntent, read_intent
-from webhook.provisioning import ClaimCache, Deadline, StorageClassCache, VolumeProvisioner
+from webhook.provisioning import ClaimLookup, Deadline, VolumeProvisioner
 from webhook.storage_choice import ClassPolicy
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -39,19 +39,19 @@ class Bench:
     ttl: dt.timedelta = dt.timedelta(hours=24)
     out: io.StringIO = field(default_factory=io.StringIO)
     _provisioner: VolumeProvisioner | None = None
+    read_claim: ClaimLookup | None = None  # the warm path's claim look-up (default: a direct read)
 
     def clock(self) -> dt.datetime:
         return self.now
 
-    claim_cache_seconds: float = 0.0
-
     def provisioner(self) -> VolumeProvisioner:
         if self._provisioner is None:
             self._provisioner = VolumeProvisioner(
-                engine=self.engine, kube=self.kube, classes=StorageClassCache(self.kube, ttl=60),
+                engine=self.engine, reader=self.engine, kube=self.kube,
+                classes=lambda *, fresh=False: self.kube.list_storage_classes(),
+                read_claim=self.read_claim or (lambda namespace, name, _uid: self.kube.read_claim(namespace, name)),
                 class_policy=ClassPolicy(configured=None), db_timeout=5, kube_timeout=5,
-                clock=lambda: self.clock(),  # noqa: PLW0108 - the clock may be replaced later
-                claims=ClaimCache(ttl=self.claim_cache_seconds))
+                clock=lambda: self.clock())  # noqa: PLW0108 - the clock may be replaced later
         return self._provisioner
 
     def admit(self, dag_id: str, run_id: str) -> str:

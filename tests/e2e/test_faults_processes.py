@@ -47,7 +47,7 @@ def _gc_env(bench: FaultBench, kubeconfig: Path) -> dict[str, str]:
 def test_three_replicas_one_pvc_and_one_row_per_run(fault_bench: FaultBench, namespace: str,
                                                     core: client.CoreV1Api) -> None:
     servers = [fault_bench.server(f"r{i}") for i in range(3)]
-    pods = int(os.environ.get("LEOFLOW_STAGING_REPLICA_PODS", "210"))
+    pods = int(os.environ.get("LEOFLOW_DEV_REPLICA_PODS", "210"))
     runs = [f"run-{i}" for i in range(10)]
 
     def one(i: int) -> bool:
@@ -98,8 +98,8 @@ def test_a_webhook_killed_mid_admission_converges(fault_bench: FaultBench, names
 
 def test_gc_sigkilled_at_random_points_many_times(fault_bench: FaultBench, namespace: str, kubeconfig: Path,
                                                   core: client.CoreV1Api) -> None:
-    kills = int(os.environ.get("LEOFLOW_STAGING_KILL_RUNS", "100"))
-    rng = random.Random(int(os.environ.get("LEOFLOW_STAGING_RACE_SEED", "11")))
+    kills = int(os.environ.get("LEOFLOW_DEV_KILL_RUNS", "100"))
+    rng = random.Random(int(os.environ.get("LEOFLOW_DEV_RACE_SEED", "11")))
     server = fault_bench.server("a")
     session = session_for(server)
     engine = fault_bench.engine()

@@ -31,6 +31,7 @@ from tests.e2e.gc_support import Bench
 from tests.support.orchestrator import create_runs_table, delete_run, set_run
 from tests.support.webhook import console_script
 from webhook.verdicts import Denied
+from webhook.watched import watched_caches
 
 pytestmark = pytest.mark.e2e
 TTL = dt.timedelta(seconds=1)
@@ -68,17 +69,21 @@ def race_bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: s
     upgrade(engine)
     create_runs_table(engine)
     kube = KubeApi(make_api_client(str(kubeconfig)), timeout=10)
-    # The warm path's PVC cache is on: GC safety must not depend on reading the PVC every time.
-    bench = Bench(engine=engine, kube=kube, namespace=namespace, claim_cache_seconds=5.0)
+    # The warm path reads the claim from the webhook's watch-fed cache, as in production: GC safety must not
+    # depend on reading the PVC from the API every time.
+    caches = watched_caches(make_api_client(str(kubeconfig)), kube, timeout=10, stale_after=1.0)
+    caches.start()
+    bench = Bench(engine=engine, kube=kube, namespace=namespace, read_claim=caches.read_claim)
     bench.clock = lambda: dt.datetime.now(dt.UTC)  # type: ignore[method-assign]
     yield bench
+    caches.stop()
     engine.dispose()
 
 
 def test_gc_racing_clear_and_rerun_never_breaks_a_live_run(race_bench: Bench, kubeconfig: Path,
                                                            core: client.CoreV1Api) -> None:
-    iterations = int(os.environ.get("LEOFLOW_STAGING_RACE_ITERATIONS", "200"))
-    rng = random.Random(int(os.environ.get("LEOFLOW_STAGING_RACE_SEED", "20261128")))
+    iterations = int(os.environ.get("LEOFLOW_DEV_RACE_ITERATIONS", "200"))
+    rng = random.Random(int(os.environ.get("LEOFLOW_DEV_RACE_SEED", "20261128")))
     bench = race_bench
     observed = ObservedKube(make_api_client(str(kubeconfig)), bench.engine)
     sweeper = Sweeper(engine=bench.engine, kube=observed, clock=bench.clock,
@@ -153,7 +158,7 @@ def _gc_cli_env(database_url: str, kubeconfig: Path) -> dict[str, str]:
 
 def test_sweeps_killed_at_random_points_converge(race_bench: Bench, database_url: str, kubeconfig: Path,
                                                  core: client.CoreV1Api) -> None:
-    kills = int(os.environ.get("LEOFLOW_STAGING_KILL_RUNS", "12"))
+    kills = int(os.environ.get("LEOFLOW_DEV_KILL_RUNS", "12"))
     rng = random.Random(7)
     bench = race_bench
     keep = [("k", f"live-{i}") for i in range(4)]

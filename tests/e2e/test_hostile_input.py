@@ -19,7 +19,7 @@ from leoflow_staging.devenv.webhook import WebhookProcess
 from tests.support.pods import admission_review, task_pod
 
 pytestmark = pytest.mark.e2e
-EXAMPLES = int(os.environ.get("LEOFLOW_STAGING_FUZZ_EXAMPLES", "10000"))
+EXAMPLES = int(os.environ.get("LEOFLOW_DEV_FUZZ_EXAMPLES", "10000"))
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 text = st.one_of(st.text(max_size=40), st.text(alphabet=st.characters(codec="utf-8"), max_size=300),

@@ -1,4 +1,4 @@
-"""Sustained load: warm and cold admissions plus GC sweeps for LEOFLOW_STAGING_SOAK_SECONDS
+"""Sustained load: warm and cold admissions plus GC sweeps for LEOFLOW_DEV_SOAK_SECONDS
 (short in CI, >= 600 locally): zero errors; p99 and server RSS reported first vs last."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.support.orchestrator import set_run
 
 pytestmark = pytest.mark.e2e
 __all__ = ["fault_bench"]
-SECONDS = float(os.environ.get("LEOFLOW_STAGING_SOAK_SECONDS", "30"))
+SECONDS = float(os.environ.get("LEOFLOW_DEV_SOAK_SECONDS", "30"))
 
 
 def _rss_kb(pid: int) -> int:
@@ -60,7 +60,7 @@ def _p99(values: list[float]) -> float:
 
 @pytest.mark.timeout(SECONDS + 300)
 def test_soak(fault_bench: FaultBench, namespace: str, kubeconfig: Path, core: client.CoreV1Api) -> None:
-    server = fault_bench.server("soak", LEOFLOW_STAGING_PVC_CACHE_SECONDS="5")
+    server = fault_bench.server("soak")
     engine = fault_bench.engine()
     set_run(engine, "soak", "warm", "running")
     kube = KubeApi(make_api_client(str(kubeconfig)), timeout=10)
@@ -125,7 +125,7 @@ def test_soak(fault_bench: FaultBench, namespace: str, kubeconfig: Path, core: c
         "rss_slope_kb_per_min": round(_slope_per_min(steady), 1),
     }
     print("soak: " + json.dumps(figures))
-    report = os.environ.get("LEOFLOW_STAGING_SOAK_REPORT")
+    report = os.environ.get("LEOFLOW_DEV_SOAK_REPORT")
     if report:
         Path(report).write_text(json.dumps(figures, indent=2) + "\n")
     assert errors == [] and failures == [], (errors[:3], len(failures))

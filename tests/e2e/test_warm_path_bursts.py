@@ -1,5 +1,5 @@
-"""A burst of one run's pods on the warm path (real apiserver, real PostgreSQL): concurrent admissions share
-row reads (``webhook.coalescing``), yet a reclaim committed before a pod arrives is never missed."""
+"""A burst of one run's pods on the warm path (real apiserver, real PostgreSQL): concurrent admissions of one run
+all get its claim, and a reclaim committed before a pod arrives is never missed."""
 
 from __future__ import annotations
 
@@ -30,8 +30,6 @@ def test_a_burst_shares_the_run_and_a_committed_reclaim_denies_every_later_pod(b
     warm = _burst(handler, bench.namespace, "out", 64)
     assert {(o.verdict.allowed, o.verdict.reason) for o in warm} == {(True, "patched")}
     assert {o.ensured.pvc_name for o in warm if o.ensured} == {claim}
-    reads = provisioner._live_rows.fetches
-    assert 1 <= reads <= 65  # at most one read per admission (fewer when they overlapped)
 
     with bench.engine.begin() as conn:  # the GC's first step of a reclaim, committed
         conn.execute(sa.text("UPDATE staging_volumes SET state = 'reclaiming', delete_reason = 'run_succeeded', "
@@ -39,4 +37,3 @@ def test_a_burst_shares_the_run_and_a_committed_reclaim_denies_every_later_pod(b
     later = _burst(handler, bench.namespace, "out", 64)
     assert {(o.verdict.allowed, o.verdict.reason, o.verdict.retriable) for o in later} == {
         (False, "reclaiming", True)}
-    assert provisioner._live_rows._keys == {}  # nothing left in flight

@@ -14,11 +14,11 @@ from leoflow_staging.devenv.processes import ManagedProcess, free_port
 
 
 def find_pgbouncer() -> str:
-    explicit = os.environ.get("LEOFLOW_STAGING_PGBOUNCER")
+    explicit = os.environ.get("LEOFLOW_DEV_PGBOUNCER")
     found = explicit or shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer")
                                                       else None)
     if not found:
-        raise FileNotFoundError("pgbouncer not found (make postgres installs it); or set LEOFLOW_STAGING_PGBOUNCER")
+        raise FileNotFoundError("pgbouncer not found (make postgres installs it); or set LEOFLOW_DEV_PGBOUNCER")
     return found
 
 

@@ -43,6 +43,6 @@ def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
 
 
 def test_unknown_variables_are_reported_not_fatal() -> None:
-    env = {"LEOFLOW_STAGING_TYPO": "1", "LEOFLOW_STAGING_CACHE": "/x", "LEOFLOW_STAGING_PORT": "1"}
+    env = {"LEOFLOW_STAGING_TYPO": "1", "LEOFLOW_DEV_CACHE": "/x", "LEOFLOW_STAGING_PORT": "1"}
     assert unknown_settings(env) == ["LEOFLOW_STAGING_TYPO"]
     assert from_env(env).port == 1

@@ -1,0 +1,137 @@
+"""The webhook's transport against hostile or broken clients (real server over TLS, real apiserver).
+
+- Stalled clients cannot stall admissions: a read that waits longer than LEOFLOW_STAGING_READ_TIMEOUT closes its
+  connection, so connections that sent headers and half a body give their threads back.
+- A malformed chunked body is the client's fault: HTTP 400, logged at WARNING at most, never a traceback.
+- A review whose ``request`` is malformed but carries a uid is answered as an AdmissionReview echoing that uid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+from kubernetes import client
+
+from tests.e2e.conftest import pod_dict, staging_pvc_of
+from tests.support.pods import admission_review, task_pod
+from tests.support.webhook import WebhookProcess
+
+pytestmark = pytest.mark.e2e
+
+STALLED = 24  # more than the webhook's 2 workers x 8 threads
+
+
+def _stalled_client(webhook: WebhookProcess) -> ssl.SSLSocket:
+    """A TLS connection that sent the headers of a POST /mutate and half of its body, then nothing."""
+    raw = socket.create_connection(("127.0.0.1", webhook.port), timeout=30)
+    tls = webhook.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1")
+    tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 10000\r\n\r\n" + b"{" + b" " * 4999)
+    return tls
+
+
+@contextlib.contextmanager
+def _stalled_clients(webhook: WebhookProcess, n: int) -> Iterator[list[ssl.SSLSocket]]:
+    clients = [_stalled_client(webhook) for _ in range(n)]
+    try:
+        yield clients
+    finally:
+        for tls in clients:
+            with contextlib.suppress(OSError):
+                tls.close()
+
+
+def _session(webhook: WebhookProcess) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(webhook.ca_file)
+    return session
+
+
+def test_stalled_clients_cannot_stall_admissions_or_probes(webhook: WebhookProcess, api: client.ApiClient,
+                                                           core: client.CoreV1Api, namespace: str) -> None:
+    """24 clients stalled mid-body (every thread of the replica, and more): /healthz still answers and a pod
+    created through the apiserver is admitted with its volume (the apiserver's own 10 s timeout is the bound).
+    Without the read timeout the stalled connections hold all 16 threads until their clients give up."""
+    with _stalled_clients(webhook, STALLED) as clients:
+        time.sleep(0.5)  # every stalled connection has reached a thread and is blocked in its body read
+        started = time.monotonic()
+        health = _session(webhook).get(webhook.url + "/healthz", timeout=20)
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
+        pod = pod_dict(api, core.create_namespaced_pod(namespace, task_pod("stall", f"r-{uuid.uuid4().hex[:8]}")))
+        assert staging_pvc_of(pod), "the pod was admitted without its staging volume"
+        assert time.monotonic() - started < 20
+        dropped = 0
+        for tls in clients:  # the server closed every stalled connection (EOF or a reset), none was answered
+            tls.settimeout(10)
+            try:
+                dropped += tls.recv(1) == b""
+            except (ConnectionResetError, ssl.SSLError):
+                dropped += 1
+        assert dropped == STALLED
+
+
+def _raw_exchange(webhook: WebhookProcess, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` on a fresh TLS connection and read until the server closes or answers in full."""
+    with socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as raw, \
+            webhook.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(request)
+        data = b""
+        while True:
+            try:
+                chunk = tls.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                break
+            if not chunk:
+                break
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            lengths = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")]
+            if sep and lengths and len(body) >= lengths[0]:
+                break
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize("body", [
+    b"zz\r\n{}\r\n0\r\n\r\n",  # a chunk size that is not hexadecimal
+    b"2\r\n{}XX0\r\n\r\n",  # a chunk without its CRLF terminator
+])
+def test_a_malformed_chunked_body_is_a_400_and_no_error_in_the_log(webhook: WebhookProcess, body: bytes) -> None:
+    log = webhook.workdir / "webhook.log"
+    before = log.stat().st_size
+    status, answer = _raw_exchange(webhook, b"POST /mutate HTTP/1.1\r\nHost: webhook\r\n"
+                                   b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert status == 400, answer
+    assert "could not be read" in json.loads(answer)["error"]
+    time.sleep(0.2)  # the log line is written by the worker right after the answer
+    with log.open("rb") as f:
+        f.seek(before)
+        written = f.read().decode(errors="replace")
+    assert "Traceback" not in written and '"level": "error"' not in written and "[ERROR]" not in written, written
+    assert "unreadable request body" in written
+
+
+def test_a_malformed_request_with_a_uid_is_answered_as_a_review_echoing_it(webhook: WebhookProcess) -> None:
+    review = admission_review(task_pod("etl", "r"), "default", uid="7f0c6c1e-uid-to-echo")
+    review["request"]["operation"] = "TELEPORT"
+    r = _session(webhook).post(webhook.url + "/mutate", json=review, timeout=10)
+    assert r.status_code == 400
+    answer = r.json()
+    assert (answer["apiVersion"], answer["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
+    assert answer["response"]["uid"] == "7f0c6c1e-uid-to-echo"
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["code"] == 400
+    assert "request.operation" in answer["response"]["status"]["message"]
+    no_uid = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}}
+    r = _session(webhook).post(webhook.url + "/mutate", json=no_uid, timeout=10)
+    assert r.status_code == 400 and "request.uid" in r.json()["error"]
