@@ -48,10 +48,11 @@ class Bench:
         if self._provisioner is None:
             self._provisioner = VolumeProvisioner(
                 engine=self.engine, reader=self.engine, kube=self.kube,
-                classes=lambda *, fresh=False: self.kube.list_storage_classes(),
+                classes=lambda *, fresh=False: self.kube.list_storage_classes(),  # noqa: PLW0108 - the ClassSource signature
                 read_claim=self.read_claim or (lambda namespace, name, _uid: self.kube.read_claim(namespace, name)),
                 class_policy=ClassPolicy(configured=None), db_timeout=5, kube_timeout=5,
-                clock=lambda: self.clock())  # noqa: PLW0108 - the clock may be replaced later
+                clock=lambda: self.clock(),  # noqa: PLW0108 - the clock may be replaced later
+            )
         return self._provisioner
 
     def admit(self, dag_id: str, run_id: str) -> str:
