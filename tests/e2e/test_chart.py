@@ -46,7 +46,11 @@ def test_defaults_render_a_safe_install(assets: Path) -> None:
     assert {"checksum/config", "checksum/tls"} <= set(deploy["spec"]["template"]["metadata"]["annotations"])
     env = {e["name"]: e for e in container["env"]}
     assert env["LEOFLOW_STAGING_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "leoflow-db", "key": "url"}
-    assert one(objs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    assert env["LEOFLOW_STAGING_READ_TIMEOUT"]["value"] == "2"
+    assert not {"LEOFLOW_STAGING_CLASS_CACHE_SECONDS", "LEOFLOW_STAGING_PVC_CACHE_SECONDS",
+                "LEOFLOW_STAGING_WATCH_CACHES"} & set(env)  # settings the product no longer has
+    assert one(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert not by_kind(objs, "NetworkPolicy")  # opt-in
     [hook] = one(objs, "MutatingWebhookConfiguration")["webhooks"]
     assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "NoneOnDryRun"
     assert hook["timeoutSeconds"] <= 10 and hook["admissionReviewVersions"] == ["v1"]
@@ -99,6 +103,11 @@ def test_value_sets(assets: Path) -> None:
     assert env["LEOFLOW_STAGING_FAILED_TTL"] == "48h" and env["LEOFLOW_STAGING_STORAGE_CLASS"] == "nfs"
     assert env["LEOFLOW_STAGING_IDENTITY"] == "airflow"
 
+    timeout = render(assets, values={"webhook": {"readTimeout": 0.5}})
+    assert isinstance(timeout, list)
+    container = one(timeout, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "LEOFLOW_STAGING_READ_TIMEOUT", "value": "0.5"} in container["env"]
+
 
 @pytest.mark.parametrize(("values", "fragment"), [
     ({"webhook": {"timeoutSeconds": 30}}, "timeoutSeconds"),
@@ -110,10 +119,88 @@ def test_value_sets(assets: Path) -> None:
     ({"config": {"runs": {"table": "dag_run; drop"}}}, "table"),
     ({"database": {"existingSecret": ""}}, "existingSecret"),
     ({"config": {"requestBudget": 10}}, "must be below webhook.timeoutSeconds"),
+    ({"config": {"watchCaches": False}}, "watchCaches"),  # removed settings are unknown keys
+    ({"config": {"pvcCacheSeconds": 5}}, "pvcCacheSeconds"),
+    ({"webhook": {"minAvailable": 1}}, "minAvailable"),
+    ({"webhook": {"maxUnavailable": 0}}, "maxUnavailable"),  # a budget that blocks every drain
+    ({"webhook": {"readTimeout": -1}}, "readTimeout"),
+    ({"webhook": {"networkPolicy": {"enabled": True, "ingress": []}}}, "ingress"),
+    ({"webhook": {"networkPolicy": {"apiserver": [{"ipblock": {"cidr": "10.0.0.0/24"}}]}}}, "ipblock"),
+    ({"webhook": {"networkPolicy": {"enabled": True}}}, "webhook.networkPolicy.apiserver is empty"),
 ])
 def test_schema_rejects_bad_values(assets: Path, values: dict[str, Any], fragment: str) -> None:
     error = render(assets, values=values, check=False)
     assert isinstance(error, str) and fragment in error, error
+
+
+def _disruptions_allowed(pdb: dict[str, Any], replicas: int) -> int:
+    """How many of ``replicas`` healthy pods the budget lets a drain evict at once (integer budgets)."""
+    spec = pdb["spec"]
+    if "maxUnavailable" in spec:
+        assert isinstance(spec["maxUnavailable"], int)
+        return min(spec["maxUnavailable"], replicas)
+    assert isinstance(spec["minAvailable"], int)
+    return max(replicas - spec["minAvailable"], 0)
+
+
+@pytest.mark.parametrize(("webhook", "allowed"), [
+    ({"replicas": 1}, None),  # no budget: a drain evicts the only replica
+    ({"replicas": 2}, 1),
+    ({"replicas": 3}, 1),
+    ({"replicas": 5, "maxUnavailable": 2}, 2),
+    ({"replicas": 2, "maxUnavailable": 4}, 2),
+])
+def test_disruption_budget_never_blocks_a_drain(assets: Path, webhook: dict[str, int], allowed: int | None) -> None:
+    objs = render(assets, values={"webhook": webhook})
+    assert isinstance(objs, list)
+    budgets = by_kind(objs, "PodDisruptionBudget")
+    if allowed is None:
+        assert not budgets
+        return
+    [pdb] = budgets
+    assert _disruptions_allowed(pdb, webhook["replicas"]) == allowed  # >= 1: a drain proceeds
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"  # unready replicas never wait
+    pod_labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+APISERVER = [{"ipBlock": {"cidr": "10.0.0.0/24"}}, {"ipBlock": {"cidr": "172.16.0.0/28", "except": ["172.16.0.8/29"]}}]
+SCRAPERS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+
+
+def test_network_policy_admits_only_the_given_peers_on_the_serving_port(assets: Path, api: client.ApiClient,
+                                                                        release_ns: str) -> None:
+    values = {"webhook": {"port": 9443, "networkPolicy": {"enabled": True, "apiserver": APISERVER,
+                                                          "metrics": SCRAPERS}}}
+    objs = render(assets, namespace=release_ns, values=values)
+    assert isinstance(objs, list)
+    policy = one(objs, "NetworkPolicy")
+    deploy = one(objs, "Deployment")
+    pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert policy["metadata"]["namespace"] == release_ns
+    assert policy["spec"]["podSelector"] == {"matchLabels": deploy["spec"]["selector"]["matchLabels"]}
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [container] = deploy["spec"]["template"]["spec"]["containers"]
+    assert container["ports"] == [{"name": "https", "containerPort": 9443, "protocol": "TCP"}]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 9443, "protocol": "TCP"}],
+                                          "from": APISERVER + SCRAPERS}]
+    stored = apply(api, policy)  # the real apiserver validates the peers as rendered
+    assert stored.to_dict()["spec"]["ingress"] == policy["spec"]["ingress"]
+
+    only_apiserver = render(assets, values={"webhook": {"networkPolicy": {"enabled": True, "apiserver": APISERVER}}})
+    assert isinstance(only_apiserver, list)
+    assert one(only_apiserver, "NetworkPolicy")["spec"]["ingress"] == [
+        {"ports": [{"port": 8443, "protocol": "TCP"}], "from": APISERVER}]
+
+
+def test_network_policy_is_off_by_default_and_with_an_outside_webhook(assets: Path) -> None:
+    default = render(assets, values={"webhook": {"networkPolicy": {"apiserver": APISERVER}}})
+    assert isinstance(default, list) and not by_kind(default, "NetworkPolicy")
+    outside = render(assets, values={"webhook": {"url": "https://127.0.0.1:9443/mutate", "networkPolicy": {
+        "enabled": True, "apiserver": APISERVER}}})
+    assert isinstance(outside, list) and not by_kind(outside, "NetworkPolicy")  # no webhook pods to select
 
 
 @pytest.fixture

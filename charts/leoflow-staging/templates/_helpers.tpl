@@ -71,9 +71,6 @@ app.kubernetes.io/component: webhook
 - {name: LEOFLOW_STAGING_DB_TIMEOUT, value: {{ .dbTimeout | quote }}}
 - {name: LEOFLOW_STAGING_KUBE_TIMEOUT, value: {{ .kubeTimeout | quote }}}
 - {name: LEOFLOW_STAGING_REQUEST_BUDGET, value: {{ .requestBudget | quote }}}
-- {name: LEOFLOW_STAGING_CLASS_CACHE_SECONDS, value: {{ .classCacheSeconds | quote }}}
-- {name: LEOFLOW_STAGING_PVC_CACHE_SECONDS, value: {{ .pvcCacheSeconds | quote }}}
-- {name: LEOFLOW_STAGING_WATCH_CACHES, value: {{ .watchCaches | quote }}}
 - {name: LEOFLOW_STAGING_WATCH_STALE_SECONDS, value: {{ .watchStaleSeconds | quote }}}
 - {name: LEOFLOW_STAGING_METRICS_CACHE_SECONDS, value: {{ .metricsCacheSeconds | quote }}}
 - {name: LEOFLOW_STAGING_EVENTS, value: {{ .events | quote }}}
