@@ -1,8 +1,6 @@
 """The webhook's watch-fed caches against the real apiserver, kube-controller-manager and PostgreSQL.
 
-The webhook here keeps the old TTL caches at an hour (LEOFLOW_STAGING_PVC_CACHE_SECONDS and
-_CLASS_CACHE_SECONDS): if anything but the watches decided, a claim deleted by hand would keep being
-admitted. Reviews are POSTed to the webhook directly (its own installation and database), so no
+The watches decide what the cache may answer; anything they cannot show fresh is read directly. Reviews are POSTed to the webhook directly (its own installation and database), so no
 registration is shared with the other tests. Waits are bounded waits for eventual conditions only.
 """
 
@@ -44,8 +42,6 @@ def server(control_plane: ControlPlane, postgres: Postgres, rwx_class: str,
         "LEOFLOW_STAGING_DATABASE_URL": url,
         "LEOFLOW_STAGING_KUBECONFIG": str(control_plane.kubeconfig_path),
         "LEOFLOW_STAGING_INSTANCE": INSTANCE,
-        "LEOFLOW_STAGING_PVC_CACHE_SECONDS": "3600",
-        "LEOFLOW_STAGING_CLASS_CACHE_SECONDS": "3600",
         "LEOFLOW_STAGING_WATCH_STALE_SECONDS": "1",
         "LEOFLOW_STAGING_WORKERS": "1",  # one process, so /readyz shows the cache the admissions read
         "LEOFLOW_STAGING_MAX_SIZE": "10Gi",
