@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from bench import apiserver_bench, db_read_bench, gc_bench, node_bench, profile_hot_path, report, wrk_bench
+from bench import apiserver_bench, gc_bench, node_bench, profile_hot_path, report, wrk_bench
 from bench.env import bench_env
 
 
@@ -24,9 +24,6 @@ def main() -> int:
         results["profile"] = profile_hot_path.run(env, requests=300 if quick else 2000)
         print("bench: wrk: warm /mutate (realistic pod) vs no-op, keep-alive TLS ...", flush=True)
         results["wrk"] = wrk_bench.run(env, rounds=rounds, seconds=2 if quick else 5)
-        print("bench: the row read, four ways, on PostgreSQL with the tests' and with durable settings ...", flush=True)
-        results["db_read"] = {"fast": db_read_bench.run(rounds=rounds, reads=500 if quick else 3000),
-                              "durable": db_read_bench.run(rounds=rounds, reads=300 if quick else 1000, durable=True)}
         print("bench: through the apiserver (pod CREATE overhead, cold path) ...", flush=True)
         results["apiserver"] = apiserver_bench.run(env, rounds=rounds, pods=30 if quick else 150,
                                                    cold_pods=30 if quick else 150)

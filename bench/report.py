@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench import db_read_bench, wrk_bench
+from bench import wrk_bench
 
 OUT = Path(__file__).resolve().parent
 
@@ -56,10 +56,6 @@ def markdown(results: dict[str, Any]) -> str:
                           "p99 <= 5 ms", ss["p99"] <= 5))
         lines.append(_row(f"warm throughput, {level}", f"{mut['rps']} req/s", ">= 500/s", mut["rps"] >= 500))
     lines += wrk_bench.markdown(results.get("wrk") or {})
-    reads = results.get("db_read") or {}
-    if reads:
-        lines += db_read_bench.markdown(reads["fast"]) + db_read_bench.markdown(
-            reads["durable"], "fsync and synchronous_commit on")
     api = results.get("apiserver", {})
     if api:
         pc = api["pod_create"]

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.naming import MAX_ID_LEN, candidate_pvc_names, id_problem, pvc_name
+from shared.naming import MAX_ID_LEN, id_problem, pvc_name
 from shared.objects import ClaimInfo, PodUse
 from shared.volumes import DeleteReason, RunId, RunState, VolumeRecord, VolumeState
 
@@ -126,7 +126,7 @@ def plan_adoptions(claims: Iterable[ClaimInfo], live: set[tuple[str, str]], *, n
             continue
         problems = [f"its {key} annotation {p}" for key, value in (("dag_id", c.dag_id), ("run_id", c.run_id))
                     if (p := id_problem(value))]
-        if not problems and c.name not in candidate_pvc_names(c.dag_id, c.run_id):  # current or legacy
+        if not problems and c.name != pvc_name(c.dag_id, c.run_id):
             problems.append(f"its name is not the one admission gives that run ({pvc_name(c.dag_id, c.run_id)})")
         if problems:  # admission would never have created it: not ours to record, never ours to delete
             out.append(Decision(action=Action.KEEP, namespace=c.namespace, pvc_name=c.name,

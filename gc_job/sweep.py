@@ -136,7 +136,7 @@ class Sweeper:
                                                                duration=time.monotonic() - started))
                 return 0
             self.check_runs_table()
-            if not self._executor.lock_runs and self._engine.dialect.name == "postgresql":
+            if not self._executor.lock_runs:
                 self._emit(logging.WARNING, {
                     "event": "runs_table_not_lockable",
                     "detail": f"this role lacks UPDATE on {self._config.runs.table}, so the run is re-checked "

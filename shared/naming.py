@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import re
 import unicodedata
@@ -11,7 +10,6 @@ import unicodedata
 PVC_PREFIX = "leoflow-staging-"
 MAX_NAME = 63
 HASH_LEN = 26  # base32 digits of sha256 over the raw (dag_id, run_id) pair: 130 bits
-LEGACY_HASH_LEN = 10  # hex digits of the same sha256 in names given before issue 16.3: 40 bits
 MAX_ID_LEN = 250  # the orchestrator's id columns are VARCHAR(250)
 
 _LABEL_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -33,19 +31,11 @@ def id_problem(value: str) -> str | None:
     return None
 
 
-def _pair_digest(dag_id: str, run_id: str) -> bytes:
-    # The NUL separator keeps ("a-b","c") and ("a","b-c") apart.
-    return hashlib.sha256(f"{dag_id}\x00{run_id}".encode("utf-8", "surrogatepass")).digest()
-
-
 def pair_hash(dag_id: str, run_id: str, length: int = HASH_LEN) -> str:
     """A stable lowercase base32 digest of the raw pair (``a-z2-7``, 5 bits a character)."""
-    return base64.b32encode(_pair_digest(dag_id, run_id)).decode("ascii").lower()[:length]
-
-
-def legacy_pair_hash(dag_id: str, run_id: str) -> str:
-    """The 40-bit hex digest that names given before issue 16.3 end with."""
-    return _pair_digest(dag_id, run_id).hex()[:LEGACY_HASH_LEN]
+    # The NUL separator keeps ("a-b","c") and ("a","b-c") apart.
+    digest = hashlib.sha256(f"{dag_id}\x00{run_id}".encode("utf-8", "surrogatepass")).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:length]
 
 
 def is_label_value(value: str) -> bool:
@@ -84,22 +74,6 @@ def pvc_name(dag_id: str, run_id: str) -> str:
     """``leoflow-staging-<dag part>-<run part>-<hash>``: a DNS-1123 label of <= 63 characters,
     deterministic for the pair, readable parts from the ids, unique through a 130-bit hash."""
     return _compose(dag_id, run_id, pair_hash(dag_id, run_id))
-
-
-def legacy_pvc_name(dag_id: str, run_id: str) -> str:
-    """The name given to the pair before issue 16.3 (same rule, a 40-bit hex hash); claims and rows made
-    under it are still the run's own."""
-    return _compose(dag_id, run_id, legacy_pair_hash(dag_id, run_id))
-
-
-@functools.lru_cache(maxsize=4096)
-def candidate_pvc_names(dag_id: str, run_id: str) -> tuple[str, str]:
-    """Every name the run's claim may have: the current one first, then the legacy one. The two never
-    coincide, and neither is ever a name of the other kind for another pair: a legacy name has ``-`` 11
-    characters from its end, where a current name has a hash character. Cached: every pod of a run asks."""
-    digest = _pair_digest(dag_id, run_id)
-    return (_compose(dag_id, run_id, base64.b32encode(digest).decode("ascii").lower()[:HASH_LEN]),
-            _compose(dag_id, run_id, digest.hex()[:LEGACY_HASH_LEN]))
 
 
 def is_staging_pvc_name(name: str) -> bool:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from shared.db.engine import translate_errors
+from shared.db.runs_repo import end_date_utc
 from shared.db.schema import LIVE, runs_table, staging_volumes
 from shared.db.sweeps_repo import read_health
 from shared.quantity import QuantityError, parse_quantity
@@ -78,12 +79,6 @@ def _bytes(size: str) -> float:
         return 0.0  # an adopted claim without a size request claims nothing we can count
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is None:  # SQLite returns naive datetimes (stored UTC)
-        return value.replace(tzinfo=dt.UTC)
-    return value
-
-
 def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) -> Inventory:
     """The inventory in three aggregate statements (sizes are text quantities: summed here)."""
     grouped = conn.execute(
@@ -92,8 +87,8 @@ def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) ->
         .where(LIVE).group_by(T.c.state, T.c.namespace, T.c.storage_class, T.c.size)
     ).all()
     counts: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0.0])
-    reclaiming = [started for row in grouped if row.state == VolumeState.RECLAIMING.value
-                  and (started := _utc(row.reclaim_started)) is not None]
+    reclaiming = [row.reclaim_started for row in grouped if row.state == VolumeState.RECLAIMING.value
+                  and row.reclaim_started is not None]
     for row in grouped:
         acc = counts[(row.state, row.namespace, row.storage_class)]
         acc[0] += row.n
@@ -109,7 +104,7 @@ def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) ->
                 .select_from(T.join(run, sa.and_(run.c.dag_id == T.c.dag_id, run.c.run_id == T.c.run_id)))
                 .where(T.c.state == VolumeState.ACTIVE.value, run.c.state.in_(runs.failed_states))
             ).one()
-        failed_kept, oldest = int(failed.n or 0), _utc(failed.oldest)
+        failed_kept, oldest = int(failed.n or 0), end_date_utc(failed.oldest)
     except (exc.ProgrammingError, exc.OperationalError):
         pass
     reclaims = {row.delete_reason: int(row.n) for row in conn.execute(

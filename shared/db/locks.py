@@ -1,5 +1,4 @@
-"""Single flight for the GC: a transaction-scoped PostgreSQL advisory lock held for the sweep, or a file
-lock beside a SQLite file.
+"""Single flight for the GC: a transaction-scoped PostgreSQL advisory lock held for the sweep.
 
 The lock lives in one open transaction on a connection of its own and cannot outlive its holder:
 
@@ -22,8 +21,6 @@ raises ``LockLost`` and its sweep stops.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -78,7 +75,12 @@ def _lock_settings(idle_timeout: float, server_version: tuple[int, ...]) -> dict
 
 
 @contextlib.contextmanager
-def _postgres_lock(engine: sa.Engine, idle_timeout: float) -> Iterator[GcLock]:
+def single_flight(engine: sa.Engine, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Iterator[GcLock]:
+    """Yields the GC lock, truthy when this process holds it (until the block ends), else falsy.
+
+    ``idle_timeout``: seconds the holder may go without ``touch`` before the server ends its session (and the
+    lock with it); it must exceed the longest step between two touches of a live sweep.
+    """
     conn = engine.connect()
     try:
         # All transaction-local: they end with the lock, and never stay on a pooled server connection.
@@ -97,40 +99,3 @@ def _postgres_lock(engine: sa.Engine, idle_timeout: float) -> Iterator[GcLock]:
             conn.invalidate()  # the session was ended (timeout, terminated): so was the lock
         finally:
             conn.close()
-
-
-@contextlib.contextmanager
-def _file_lock(engine: sa.Engine) -> Iterator[GcLock]:
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    path = f"{database}.gc.lock" if database and database != ":memory:" else None
-    if path is None:
-        yield GcLock(None, held=True, idle_timeout=DEFAULT_IDLE_TIMEOUT)  # an in-memory database: one process
-        return
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)  # the kernel drops a flock with its holder's last fd
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield GcLock(None, held=False, idle_timeout=DEFAULT_IDLE_TIMEOUT)
-            return
-        try:
-            yield GcLock(None, held=True, idle_timeout=DEFAULT_IDLE_TIMEOUT)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def single_flight(engine: sa.Engine, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Iterator[GcLock]:
-    """Yields the GC lock, truthy when this process holds it (until the block ends), else falsy.
-
-    ``idle_timeout``: seconds the holder may go without ``touch`` before the server ends its session (and the
-    lock with it); it must exceed the longest step between two touches of a live sweep.
-    """
-    if engine.dialect.name == "postgresql":
-        with _postgres_lock(engine, idle_timeout) as lock:
-            yield lock
-        return
-    with _file_lock(engine) as lock:
-        yield lock

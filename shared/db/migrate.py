@@ -59,9 +59,8 @@ def schema_problem(engine: sa.Engine) -> str | None:
 def upgrade(engine: sa.Engine, revision: str = "head") -> str:
     """Bring the schema to ``revision``; safe to run again. Returns the revision reached."""
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Two migrate Jobs at once (a re-run hook) wait for each other instead of racing.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('leoflow-staging-migrate'))"))
+        # Two migrate Jobs at once (a re-run hook) wait for each other instead of racing.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('leoflow-staging-migrate'))"))
         command.upgrade(_config(conn), revision)
     reached = current(engine)
     return reached or ""

@@ -22,25 +22,28 @@ def run_states(conn: sa.Connection, config: RunsTable, runs: Iterable[RunId]) ->
         return {}
     table = runs_table(config)
     columns = (table.c.dag_id, table.c.run_id, table.c.state, table.c.end_date)
-    if conn.dialect.name == "postgresql":
-        # Join against unnest(arrays): one index lookup per pair. A row-value IN list of hundreds
-        # of pairs makes PostgreSQL scan the whole runs table for every batch.
-        text_array = postgresql.ARRAY(sa.String)
-        wanted_t = sa.func.unnest(sa.bindparam("dags", type_=text_array), sa.bindparam("runs", type_=text_array)
-                                  ).table_valued("d", "r").render_derived(name="wanted")
-        query = sa.select(*columns).join_from(
-            table, wanted_t, sa.and_(table.c.dag_id == wanted_t.c.d, table.c.run_id == wanted_t.c.r))
-        rows = conn.execute(query, {"dags": [d for d, _ in wanted], "runs": [r for _, r in wanted]})
-    else:
-        rows = conn.execute(sa.select(*columns).where(sa.tuple_(table.c.dag_id, table.c.run_id).in_(wanted)))
+    # Join against unnest(arrays): one index lookup per pair. A row-value IN list of hundreds
+    # of pairs makes PostgreSQL scan the whole runs table for every batch.
+    text_array = postgresql.ARRAY(sa.String)
+    wanted_t = sa.func.unnest(sa.bindparam("dags", type_=text_array), sa.bindparam("runs", type_=text_array)
+                              ).table_valued("d", "r").render_derived(name="wanted")
+    query = sa.select(*columns).join_from(
+        table, wanted_t, sa.and_(table.c.dag_id == wanted_t.c.d, table.c.run_id == wanted_t.c.r))
+    rows = conn.execute(query, {"dags": [d for d, _ in wanted], "runs": [r for _, r in wanted]})
     return {RunId(row.dag_id, row.run_id): _run_state(row) for row in rows}
 
 
+def end_date_utc(value: Any) -> Any:
+    """An end date of the orchestrator's runs table as an aware datetime. That table is not ours: its
+    ``end_date`` may be ``timestamp without time zone``, which the driver returns naive; a naive end date
+    means UTC (contracts 4; ``make_engine`` sets the session's TimeZone to UTC so SQL reads it the same)."""
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
 def _run_state(row: Any) -> RunState:
-    end = row.end_date
-    if isinstance(end, dt.datetime) and end.tzinfo is None:  # SQLite returns naive datetimes
-        end = end.replace(tzinfo=dt.UTC)
-    return RunState(row.state, end)
+    return RunState(row.state, end_date_utc(row.end_date))
 
 
 def _match(table: sa.Table, dag_id: Any, run_id: Any) -> sa.ColumnElement[bool]:
@@ -67,8 +70,6 @@ def reclaimable_condition(config: RunsTable, reason: DeleteReason, *, now: dt.da
 def can_lock_runs(conn: sa.Connection, config: RunsTable) -> bool:
     """Whether this role may take row locks on the runs table (PostgreSQL wants UPDATE privilege
     for SELECT ... FOR SHARE, though nothing is written)."""
-    if conn.dialect.name != "postgresql":
-        return False
     return bool(conn.execute(sa.text("SELECT has_table_privilege(current_user, :t, 'UPDATE')"),
                              {"t": config.table}).scalar())
 
@@ -79,7 +80,7 @@ def read_run_locked(conn: sa.Connection, config: RunsTable, run: RunId, *, lock:
     state between this read and the PVC delete that follows it in the same transaction."""
     table = runs_table(config)
     query = sa.select(table.c.state, table.c.end_date).where(_match(table, run.dag_id, run.run_id))
-    if lock and conn.dialect.name == "postgresql":
+    if lock:
         query = query.with_for_update(read=True)
     row = conn.execute(query).first()
     return _run_state(row) if row else None
@@ -109,8 +110,6 @@ def read_runs_locked(conn: sa.Connection, config: RunsTable, runs: Iterable[RunI
     wanted = sorted({(r.dag_id, r.run_id) for r in runs})
     if not wanted:
         return {}
-    if conn.dialect.name != "postgresql":
-        return run_states(conn, config, (RunId(d, r) for d, r in wanted))
     table = runs_table(config)
     text_array = postgresql.ARRAY(sa.String)
     wanted_t = sa.func.unnest(sa.bindparam("dags", type_=text_array), sa.bindparam("runs", type_=text_array)

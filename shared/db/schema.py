@@ -10,12 +10,10 @@ from shared.volumes import DeleteReason, VolumeState
 
 metadata = sa.MetaData()
 
-_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
-
 staging_volumes = sa.Table(
     "staging_volumes",
     metadata,
-    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
     sa.Column("namespace", sa.String(63), nullable=False),
     sa.Column("pvc_name", sa.String(63), nullable=False),
     sa.Column("pvc_uid", sa.String(64), nullable=True),
@@ -49,7 +47,6 @@ sa.Index(
     staging_volumes.c.pvc_name,
     unique=True,
     postgresql_where=sa.text("state <> 'deleted'"),
-    sqlite_where=sa.text("state <> 'deleted'"),
 )
 sa.Index("ix_staging_volumes_state_id", staging_volumes.c.state, staging_volumes.c.id)
 sa.Index("ix_staging_volumes_run", staging_volumes.c.dag_id, staging_volumes.c.run_id)
@@ -73,7 +70,7 @@ def runs_table(config: RunsTable) -> sa.Table:
 gc_sweeps = sa.Table(
     "gc_sweeps",
     metadata,
-    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,12 +12,6 @@ from shared.sweeps import OUTCOMES, GcHealth, SweepRecord, SweepStatus
 
 T = gc_sweeps
 RETAIN = 2000  # rows kept: about a week of sweeps every 5 minutes, skipped ones included
-
-
-def _utc(value: Any) -> Any:
-    if isinstance(value, dt.datetime) and value.tzinfo is None:  # SQLite: naive, stored UTC
-        return value.replace(tzinfo=dt.UTC)
-    return value
 
 
 def record_sweep(conn: sa.Connection, record: SweepRecord, *, retain: int = RETAIN) -> None:
@@ -33,7 +26,7 @@ def record_sweep(conn: sa.Connection, record: SweepRecord, *, retain: int = RETA
 
 def _record(row: Any) -> SweepRecord:
     m = row._mapping
-    return SweepRecord(started_at=_utc(m["started_at"]), finished_at=_utc(m["finished_at"]),
+    return SweepRecord(started_at=m["started_at"], finished_at=m["finished_at"],
                        status=SweepStatus(m["status"]), duration_seconds=float(m["duration_seconds"]),
                        counts={name: int(m[name]) for name in OUTCOMES})
 
@@ -48,7 +41,7 @@ def read_health(conn: sa.Connection) -> GcHealth:
         skipped = skipped.where(T.c.id > last.id)
     row = conn.execute(skipped).one()
     return GcHealth(last_success=_record(last) if last is not None else None,
-                    skipped_since_success=int(row.n or 0), last_skipped_at=_utc(row.at))
+                    skipped_since_success=int(row.n or 0), last_skipped_at=row.at)
 
 
 def save_sweep(engine: sa.Engine, record: SweepRecord) -> None:

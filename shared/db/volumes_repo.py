@@ -1,25 +1,20 @@
-"""Reads and writes of ``staging_volumes``; every function takes a connection, returns plain data."""
+"""Reads and writes of ``staging_volumes``; every function takes a connection (the warm path's one read an
+engine), returns plain data."""
 
 from __future__ import annotations
 
 import datetime as dt
-import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
-from shared.db.live_read import RawRead
 from shared.db.schema import LIVE, staging_volumes
 from shared.volumes import DeleteReason, NewVolume, VolumeRecord, VolumeState
 
 T = staging_volumes
-
-
-def _record(row: sa.Row[Any]) -> VolumeRecord:
-    return _from_columns(row._mapping)
 
 
 # A dict lookup, not the Enum call (~1 us a row on the warm path and over a sweep's 100k rows); an unknown
@@ -28,23 +23,17 @@ _STATES: dict[str, VolumeState] = {s.value: s for s in VolumeState}
 _REASONS: dict[str, DeleteReason] = {r.value: r for r in DeleteReason}
 
 
-def _from_columns(m: Mapping[Any, Any]) -> VolumeRecord:
+def _record(row: sa.Row[Any]) -> VolumeRecord:
+    m = row._mapping
     state, reason = m["state"], m["delete_reason"]
     return VolumeRecord(
         id=m["id"], namespace=m["namespace"], pvc_name=m["pvc_name"], pvc_uid=m["pvc_uid"],
         dag_id=m["dag_id"], run_id=m["run_id"], storage_class=m["storage_class"], size=m["size"],
-        state=_STATES.get(state) or VolumeState(state), created_at=_utc(m["created_at"]),
-        reclaim_started_at=_utc(m["reclaim_started_at"]), deleted_at=_utc(m["deleted_at"]),
+        state=_STATES.get(state) or VolumeState(state), created_at=m["created_at"],
+        reclaim_started_at=m["reclaim_started_at"], deleted_at=m["deleted_at"],
         delete_reason=(_REASONS.get(reason) or DeleteReason(reason)) if reason else None,
         detail=m["detail"],
     )
-
-
-def _utc(value: Any) -> Any:
-    """SQLite returns naive datetimes; everything we store is UTC."""
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
 
 
 _LIVE_ROW = sa.select(T).where(T.c.namespace == sa.bindparam("ns"), T.c.pvc_name == sa.bindparam("name"), LIVE)
@@ -58,37 +47,25 @@ def live_volume(conn: sa.Connection, namespace: str, pvc_name: str, *, lock: boo
     return _record(row) if row else None
 
 
-_LIVE_ROWS_NAMED = sa.select(T).where(
-    T.c.namespace == sa.bindparam("ns"), T.c.pvc_name.in_(sa.bindparam("names", expanding=True)), LIVE,
-).order_by(T.c.id).with_for_update(read=True)
-# The same read on PostgreSQL: the function of migration 0003 (its plan is kept per session).
-LIVE_ROWS_CALL = "SELECT * FROM leoflow_staging_live_rows(%(ns)s, %(names)s)"
+def read_live_volume(engine: sa.Engine, namespace: str, pvc_name: str) -> VolumeRecord | None:
+    """The not-deleted row for the PVC (None when there is none): the webhook's warm-path read.
 
-_RAW_READS: weakref.WeakKeyDictionary[sa.Engine, RawRead[VolumeRecord]] = weakref.WeakKeyDictionary()
-
-
-def read_live_volumes_named(engine: sa.Engine, namespace: str, names: Sequence[str]) -> list[VolumeRecord]:
-    """The not-deleted rows under any of ``names`` in ``namespace``, oldest first, in one statement:
-    ``FOR SHARE`` on PostgreSQL, so a GC transition in flight is waited for and then seen. ``engine``
-    should be autocommit (one round trip). On PostgreSQL the read is the function of migration 0003, called
-    on the pool's raw driver connection (``live_read``: the cheaper read, without a WAL flush for the row
-    lock); a pooled connection found dead (the database restarted) is replaced and the read retried once."""
-    if engine.dialect.name == "postgresql":
-        reader = _RAW_READS.get(engine)
-        if reader is None:
-            reader = _RAW_READS.setdefault(engine, RawRead(engine, LIVE_ROWS_CALL, _from_columns))
-        return reader.read(ns=namespace, names=list(names))
+    One statement, ``SELECT ... FOR SHARE``: a GC transition to ``reclaiming`` in flight is waited for, then
+    seen. ``engine`` should be autocommit (``make_engine(autocommit=True)``): the statement is its own
+    transaction, one round trip, and the row lock ends with it. A pooled connection found dead (the
+    database restarted) is discarded by SQLAlchemy and the read retried once on a fresh one.
+    """
     for attempt in (1, 2):
         try:
             with engine.connect() as conn:
-                rows = conn.execute(_LIVE_ROWS_NAMED, {"ns": namespace, "names": list(names)}).all()
-                conn.commit()
-            return [_record(r) for r in rows]
+                row = conn.execute(_LIVE_ROW_SHARED, {"ns": namespace, "name": pvc_name}).first()
+                conn.commit()  # no round trip on an autocommit engine; ends the transaction on another
+            return _record(row) if row else None
         except exc.DBAPIError as err:
             if attempt == 1 and err.connection_invalidated:
                 continue
             raise
-    return []  # pragma: no cover - the loop returns or raises
+    return None  # pragma: no cover - the loop returns or raises
 
 
 def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -> None:
@@ -98,8 +75,7 @@ def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -
         "dag_id": volume.dag_id, "run_id": volume.run_id, "storage_class": volume.storage_class,
         "size": volume.size, "state": VolumeState.ACTIVE.value, "created_at": now,
     }
-    insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[conn.dialect.name]
-    conn.execute(insert(T).values(values).on_conflict_do_nothing(
+    conn.execute(postgresql.insert(T).values(values).on_conflict_do_nothing(
         index_elements=["namespace", "pvc_name"], index_where=sa.text("state <> 'deleted'")))
 
 
@@ -195,17 +171,13 @@ def live_names(conn: sa.Connection, keys: Sequence[tuple[str, str]], *, chunk: i
     found: set[tuple[str, str]] = set()
     for start in range(0, len(keys), chunk):
         part = list(keys[start:start + chunk])
-        if conn.dialect.name == "postgresql":
-            # Join against unnest(arrays): one lookup in the live-name index per key (a row-value IN list
-            # of hundreds of pairs is planned as a scan of the table, per chunk).
-            text_array = postgresql.ARRAY(sa.String)
-            wanted = sa.func.unnest(sa.bindparam("nss", type_=text_array), sa.bindparam("names", type_=text_array)
-                                    ).table_valued("n", "p").render_derived(name="wanted")
-            query = sa.select(T.c.namespace, T.c.pvc_name).join_from(
-                T, wanted, sa.and_(T.c.namespace == wanted.c.n, T.c.pvc_name == wanted.c.p)).where(LIVE)
-            rows = conn.execute(query, {"nss": [n for n, _ in part], "names": [p for _, p in part]})
-        else:
-            rows = conn.execute(sa.select(T.c.namespace, T.c.pvc_name).where(
-                LIVE, sa.tuple_(T.c.namespace, T.c.pvc_name).in_(part)))
+        # Join against unnest(arrays): one lookup in the live-name index per key (a row-value IN list
+        # of hundreds of pairs is planned as a scan of the table, per chunk).
+        text_array = postgresql.ARRAY(sa.String)
+        wanted = sa.func.unnest(sa.bindparam("nss", type_=text_array), sa.bindparam("names", type_=text_array)
+                                ).table_valued("n", "p").render_derived(name="wanted")
+        query = sa.select(T.c.namespace, T.c.pvc_name).join_from(
+            T, wanted, sa.and_(T.c.namespace == wanted.c.n, T.c.pvc_name == wanted.c.p)).where(LIVE)
+        rows = conn.execute(query, {"nss": [n for n, _ in part], "names": [p for _, p in part]})
         found |= {(r.namespace, r.pvc_name) for r in rows}
     return found

@@ -29,9 +29,9 @@ def _run(*args: str, url: str | None = None, **env: str) -> subprocess.Completed
 def test_migrate_then_volumes(database_url: str) -> None:
     first = _run("migrate", url=database_url)
     assert first.returncode == 0, first.stderr
-    assert "schema at revision 0003 (was empty)" in first.stdout and "***" not in first.stdout
+    assert "schema at revision 0004 (was empty)" in first.stdout and "***" not in first.stdout
     again = _run("migrate", url=database_url)
-    assert "(was 0003)" in again.stdout
+    assert "(was 0004)" in again.stdout
     engine = sa.create_engine(database_url)
     now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
     with engine.begin() as conn:
@@ -56,3 +56,8 @@ def test_clear_errors_and_exit_codes(database_url: str) -> None:
     assert down.returncode == 3 and "reading staging_volumes" in down.stderr and "Traceback" not in down.stderr
     serve = _run("serve", url=database_url)
     assert serve.returncode == 2 and "--cert-file" in serve.stderr
+    for command in ("migrate", "gc", "volumes"):  # PostgreSQL only: no URL, no default
+        missing = _run(command)
+        assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
+        assert f"leoflow-staging {command}: configuration error: LEOFLOW_STAGING_DATABASE_URL is not set" \
+            in missing.stderr, missing.stderr

@@ -1,17 +1,18 @@
-"""Migrations and the volumes repository on real PostgreSQL (and the SQLite trial default)."""
+"""Migrations and the volumes repository on real PostgreSQL."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
-from shared.db import volumes_repo
+from shared.db import migrate, volumes_repo
 from shared.db.engine import make_engine
 from shared.db.migrate import VERSION_TABLE, current, head, upgrade
+from shared.errors import SettingsError
 from shared.volumes import DeleteReason, NewVolume, VolumeState
 
 pytestmark = pytest.mark.db
@@ -29,6 +30,7 @@ def test_migrations_use_their_own_version_table_and_are_idempotent(database_url:
         conn.execute(sa.text("CREATE TABLE alembic_version (version_num varchar(32) primary key)"))
         conn.execute(sa.text("INSERT INTO alembic_version VALUES ('orchestrator_rev_42')"))
     assert current(engine) is None
+    assert head() == "0004"
     assert upgrade(engine) == head()
     assert upgrade(engine) == head()
     tables = set(sa.inspect(engine).get_table_names())
@@ -84,17 +86,6 @@ def test_concurrent_inserts_leave_exactly_one_live_row(database_url: str) -> Non
     engine.dispose()
 
 
-def test_sqlite_trial_default_works(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'trial.db'}", timeout=2)
-    upgrade(engine)
-    with engine.begin() as conn:
-        volumes_repo.insert_active(conn, _vol(), now=NOW)
-        volumes_repo.insert_active(conn, _vol("uid-x"), now=NOW)
-        row = volumes_repo.live_volume(conn, "ns", _vol().pvc_name, lock=True)
-    assert row is not None and row.created_at == NOW
-    engine.dispose()
-
-
 def test_schema_problem_accepts_current_and_newer_revisions(database_url: str) -> None:
     from shared.db.migrate import schema_problem
 
@@ -106,3 +97,30 @@ def test_schema_problem_accepts_current_and_newer_revisions(database_url: str) -
         conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '9999_later'"))
     assert schema_problem(engine) is None
     engine.dispose()
+
+
+def _live_rows_function(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'leoflow_staging_live_rows'")).scalar_one())
+
+
+def test_revision_0004_drops_0003s_function_and_its_downgrade_restores_it(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    assert upgrade(engine, "0003") == "0003" and _live_rows_function(engine) == 1
+    assert upgrade(engine) == "0004" and _live_rows_function(engine) == 0
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), "0003")
+    assert current(engine) == "0003" and _live_rows_function(engine) == 1
+    assert upgrade(engine) == "0004" and _live_rows_function(engine) == 0
+    engine.dispose()
+
+
+def test_the_metadatabase_is_postgresql_and_its_url_is_required() -> None:
+    for url in (None, ""):
+        with pytest.raises(SettingsError, match="LEOFLOW_STAGING_DATABASE_URL is not set"):
+            make_engine(url, timeout=1)
+    with pytest.raises(SettingsError, match="not supported"):
+        make_engine("sqlite:///trial.db", timeout=1)
+    with pytest.raises(SettingsError, match="not a database URL"):
+        make_engine("postgres ql://x", timeout=1)

@@ -7,15 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.naming import (
-    candidate_pvc_names,
-    is_label_value,
-    label_safe,
-    legacy_pair_hash,
-    legacy_pvc_name,
-    pair_hash,
-    pvc_name,
-)
+from shared.naming import is_label_value, label_safe, pair_hash, pvc_name
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ids = st.text(min_size=0, max_size=300)
@@ -72,55 +64,22 @@ def test_ids_differing_only_by_case_or_punctuation_get_distinct_names() -> None:
 
 
 LONG_HASH = re.compile(r"-[a-z2-7]{26}$")  # 130 bits of base32: a collision is out of reach
-LEGACY_HASH = re.compile(r"-[0-9a-f]{10}$")
 
 
 @given(ids, ids)
-def test_current_names_carry_a_130_bit_hash(dag: str, run: str) -> None:
+def test_names_carry_a_130_bit_hash(dag: str, run: str) -> None:
     name = pvc_name(dag, run)
     assert LONG_HASH.search(name), name
     assert len(pair_hash(dag, run)) * 5 >= 128
 
 
-@given(ids, ids)
-def test_legacy_names_are_the_names_given_before(dag: str, run: str) -> None:
-    legacy = legacy_pvc_name(dag, run)
-    assert len(legacy) <= 63 and DNS1123.match(legacy), legacy
-    assert LEGACY_HASH.search(legacy) and legacy.endswith(legacy_pair_hash(dag, run))
-
-
-def test_legacy_names_are_unchanged() -> None:
-    # The examples the integrators' guide gave before issue 16.3: claims and rows made under them still exist.
-    assert legacy_pvc_name("etl_daily", "manual__2026-05-23T10:00:00+00:00") == \
-        "leoflow-staging-etl-daily-manual-2026-05-23t10-00-00-084b0a4228"
-    assert legacy_pvc_name("etl_daily", "scheduled__2026-05-23T00:00:00+00:00") == \
-        "leoflow-staging-etl-daily-scheduled-2026-05-23t00-00-ed027800a3"
-    assert legacy_pvc_name("a-b", "c") == "leoflow-staging-a-b-c-695274f6b8"
-    assert legacy_pvc_name("a", "b-c") == "leoflow-staging-a-b-c-02654a5c0c"
-
-
-def test_current_name_examples() -> None:
+def test_name_examples() -> None:
     assert pvc_name("etl_daily", "manual__2026-05-23T10:00:00+00:00") == \
         "leoflow-staging-etl-daily-manual-202-bbfquqri2tfudhdh3tgt4okgas"
     assert pvc_name("a-b", "c") == "leoflow-staging-a-b-c-nfjhj5vynzxjaxjnmnqa7k5jg7"
 
 
-@given(ids, ids)
-def test_candidates_are_the_current_name_then_the_legacy_one(dag: str, run: str) -> None:
-    current, legacy = candidate_pvc_names(dag, run)
-    assert (current, legacy) == (pvc_name(dag, run), legacy_pvc_name(dag, run))
-    assert current != legacy
-
-
 @given(ids, ids, ids, ids)
-def test_a_current_name_is_never_a_legacy_name(d1: str, r1: str, d2: str, r2: str) -> None:
-    # A legacy name has "-" 11 characters from its end, a current name a hash character there: a new claim can
-    # never take the name an old one of another run has (nor of the same run).
-    assert pvc_name(d1, r1) != legacy_pvc_name(d2, r2)
-    assert pvc_name(d1, r1)[-11] != "-" and legacy_pvc_name(d2, r2)[-11] == "-"
-
-
-@given(ids, ids, ids, ids)
-def test_different_pairs_never_share_a_current_name(d1: str, r1: str, d2: str, r2: str) -> None:
+def test_different_pairs_never_share_a_name(d1: str, r1: str, d2: str, r2: str) -> None:
     if (d1, r1) != (d2, r2):
         assert pvc_name(d1, r1) != pvc_name(d2, r2)

@@ -17,10 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    big_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
     op.create_table(
         "staging_volumes",
-        sa.Column("id", big_id, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
         sa.Column("namespace", sa.String(63), nullable=False),
         sa.Column("pvc_name", sa.String(63), nullable=False),
         sa.Column("pvc_uid", sa.String(64), nullable=True),
@@ -43,7 +42,7 @@ def upgrade() -> None:
     )
     op.create_index(
         "uq_staging_volumes_live", "staging_volumes", ["namespace", "pvc_name"], unique=True,
-        postgresql_where=sa.text("state <> 'deleted'"), sqlite_where=sa.text("state <> 'deleted'"),
+        postgresql_where=sa.text("state <> 'deleted'"),
     )
     op.create_index("ix_staging_volumes_state_id", "staging_volumes", ["state", "id"])
     op.create_index("ix_staging_volumes_run", "staging_volumes", ["dag_id", "run_id"])

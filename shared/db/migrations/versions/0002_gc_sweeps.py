@@ -17,10 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    big_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
     op.create_table(
         "gc_sweeps",
-        sa.Column("id", big_id, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),

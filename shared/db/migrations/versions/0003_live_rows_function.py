@@ -1,11 +1,8 @@
 """leoflow_staging_live_rows(namespace, names): the webhook's per-admission read as a PL/pgSQL function.
 
-PL/pgSQL keeps the plan of the statement inside a function for the whole database session, so each
-admission skips parsing and planning it (about a third of the read's server time, docs/performance.md).
-Unlike a prepared statement this needs no state on the connection, so it works the same through a
-transaction-pooling PgBouncer. The statement is the Core statement ``volumes_repo._LIVE_ROWS_NAMED``;
-tests/integration/test_live_read.py checks that the two return the same rows. PostgreSQL only (SQLite
-reads with the Core statement).
+PL/pgSQL kept the plan of the statement inside the function for the whole database session. Revision 0004
+drops the function again: the webhook reads with one SQLAlchemy Core statement
+(``volumes_repo.read_live_volume``).
 
 Revision ID: 0003
 Revises: 0002
@@ -38,10 +35,8 @@ $body$
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(FUNCTION)
+    op.execute(FUNCTION)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP FUNCTION IF EXISTS leoflow_staging_live_rows(varchar, varchar[])")
+    op.execute("DROP FUNCTION IF EXISTS leoflow_staging_live_rows(varchar, varchar[])")
