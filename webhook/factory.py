@@ -56,7 +56,7 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
         db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout,
         # The warm path's one read: autocommit, and no WAL flush wait for its row lock's commit record.
         reader=make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads,
-                           autocommit=True, synchronous_commit=False),
+                           autocommit=True, synchronous_commit=False, pre_ping=False),  # the read retries once
     )
     recorder = event_recorder(settings)
     handler = AdmissionHandler(provisioner=provisioner,

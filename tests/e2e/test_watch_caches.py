@@ -1,6 +1,7 @@
 """The webhook's watch-fed caches against the real apiserver, kube-controller-manager and PostgreSQL.
 
-The watches decide what the cache may answer; anything they cannot show fresh is read directly. Reviews are POSTed to the webhook directly (its own installation and database), so no
+The watches decide what the cache may answer; anything they cannot show fresh is read directly.
+Reviews are POSTed to the webhook directly (its own installation and database), so no
 registration is shared with the other tests. Waits are bounded waits for eventual conditions only.
 """
 
