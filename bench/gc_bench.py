@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from kubernetes import client, config
 
+from bench.cpu import tree_cpu_seconds
 from bench.env import NAMESPACE, RWX_CLASS, BenchEnv, create_database
 from bench.gc_profile import Split
 from gc_job.plan import GcPolicy, plan_batch
@@ -171,31 +172,6 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
     return out
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """CPU (user + system) of ``pids`` and their live descendants, each with what it has reaped (PostgreSQL's
-    backends that exited: the postmaster's ``cutime``/``cstime``), from /proc."""
-    tick, stats = os.sysconf("SC_CLK_TCK"), {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stats[int(proc.name)] = [int(f) for f in (proc / "stat").read_text().rsplit(")", 1)[1].split()[1:15]]
-            except (OSError, ValueError):
-                continue
-    children: dict[int, list[int]] = {}
-    for pid, fields in stats.items():
-        children.setdefault(fields[0], []).append(pid)
-    total, todo, seen = 0, list(pids), set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen or pid not in stats:
-            continue
-        seen.add(pid)
-        fields = stats[pid]  # fields[10:14]: utime, stime, and cutime, cstime (its reaped children's)
-        total += fields[10] + fields[11] + fields[12] + fields[13]
-        todo += children.get(pid, [])
-    return total / tick
-
-
 def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, parallelism: int,
                       settings: dict[str, str] | None = None) -> dict[str, Any]:
     """``leoflow-staging gc`` as the CronJob runs it (default settings but the benchmark's instance, batch
@@ -209,7 +185,7 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
         **{f"LEOFLOW_STAGING_{k}": v for k, v in (settings or {}).items()}})
     plane = [p.pid for p in env.plane.processes]  # etcd, kube-apiserver, kube-controller-manager
     pg = [env.pg.process.pid] if env.pg.process else []
-    before = _cpu_seconds(plane), _cpu_seconds(pg)
+    before = tree_cpu_seconds(plane), tree_cpu_seconds(pg)
     with tempfile.NamedTemporaryFile(prefix=f"leoflow-gc{rows}-", suffix=".log", delete=False) as log:
         started = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "leoflow_staging", "gc"], env=environ,
@@ -221,7 +197,7 @@ def _sweep_as_program(env: BenchEnv | GcEnv, rows: int, *, batch_size: int, para
         sampler.join()
         wall = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
-    plane_cpu, pg_cpu = _cpu_seconds(plane) - before[0], _cpu_seconds(pg) - before[1]
+    plane_cpu, pg_cpu = tree_cpu_seconds(plane) - before[0], tree_cpu_seconds(pg) - before[1]
     if child.returncode != 0:
         tail = Path(log.name).read_text(errors="replace").splitlines()[-3:]
         print(f"bench: the GC program exited {child.returncode} (whole log: {log.name}):", *tail, sep="\n  ",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pyinstrument import Profiler
 
-from bench.env import BenchEnv
-from bench.wrk_bench import realistic_review
+from bench.env import NAMESPACE, BenchEnv
+from bench.realistic_pod import realistic_review
 from shared.settings import Settings
 from webhook.factory import build_app
 
@@ -20,7 +20,7 @@ def run(env: BenchEnv, *, requests: int = 2000) -> dict[str, float]:
     settings = Settings(database_url=env.db_url, kubeconfig=str(env.plane.kubeconfig_path))
     app = build_app(settings)
     web = app.test_client()
-    body = realistic_review("profile_dag", "manual__profile")  # the ~6 KB pod of the wrk benchmark
+    body = realistic_review("profile_dag", "manual__profile", NAMESPACE)  # the pod of the wrk benchmark
     assert web.post("/mutate", data=body, content_type="application/json").status_code == 200  # warm it
     profiler = Profiler(interval=0.0002)
     profiler.start()
