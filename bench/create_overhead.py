@@ -148,29 +148,35 @@ class _Scrapes:
 
     def finish(self) -> dict[str, Any]:
         conns = {arm: t.finish() for arm, t in self.trackers.items()}  # before this reading's own connection
-        after, before = self._read(), self.before
-        calls = difference(histogram_totals(after["apiserver"], WEBHOOK_CALL, "name"),
-                           histogram_totals(before["apiserver"], WEBHOOK_CALL, "name"))
-        checks = difference(histogram_totals(after["apiserver"], POLICY_CHECK, "policy"),
-                            histogram_totals(before["apiserver"], POLICY_CHECK, "policy"))
-        metric = after["server_metric"]
-        server = difference(histogram_totals(after["server"], metric), histogram_totals(before["server"], metric)) \
-            if metric else {}
+        after = self._read()
+        conns.setdefault("minimal", {})["accepts"] = after["minimal"]["accepts"] - self.before["minimal"]["accepts"]
+        return {**_apiserver_share(after["apiserver"], self.before["apiserver"]),
+                **self._servers_own(after), "connections": conns}
+
+    def _servers_own(self, after: dict[str, Any]) -> dict[str, Any]:
+        """Each server's own time per admission: the real webhook's histogram (and its log lines), the minimal
+        server's timer."""
+        before, metric = self.before, after["server_metric"]
+        server = difference(histogram_totals(after["server"], metric),
+                            histogram_totals(before["server"], metric)) if metric else {}
         log_ms = server_side_ms(self._log(), before["log_offset"], "patched")
         minimal_ms = after["minimal"]["times_ms"][len(before["minimal"]["times_ms"]):]
-        conns.setdefault("minimal", {})["accepts"] = after["minimal"]["accepts"] - before["minimal"]["accepts"]
-        return {
-            "apiserver_webhook_call": {arm: _totals(calls.get(name, Totals()))
+        return {"webhook_server": {"metric": metric, **_totals(server.get("", Totals())),
+                                   "log_p50_ms": round(percentile(log_ms, 50), 3),
+                                   "log_p99_ms": round(percentile(log_ms, 99), 3)},
+                "minimal_server": {"mean_ms": round(sum(minimal_ms) / len(minimal_ms), 3) if minimal_ms else None,
+                                   "p50_ms": round(percentile(minimal_ms, 50), 3),
+                                   "p99_ms": round(percentile(minimal_ms, 99), 3), "count": len(minimal_ms)}}
+
+
+def _apiserver_share(after: str, before: str) -> dict[str, Any]:
+    """The apiserver's own histograms: its call to each webhook, the policy's check."""
+    calls = difference(histogram_totals(after, WEBHOOK_CALL, "name"), histogram_totals(before, WEBHOOK_CALL, "name"))
+    checks = difference(histogram_totals(after, POLICY_CHECK, "policy"),
+                        histogram_totals(before, POLICY_CHECK, "policy"))
+    return {"apiserver_webhook_call": {arm: _totals(calls.get(name, Totals()))
                                        for arm, name in arms.WEBHOOK_NAMES.items()},
-            "apiserver_policy_check": _totals(checks.get(arms.POLICY, Totals())),
-            "webhook_server": {"metric": metric, **_totals(server.get("", Totals())),
-                               "log_p50_ms": round(percentile(log_ms, 50), 3),
-                               "log_p99_ms": round(percentile(log_ms, 99), 3)},
-            "minimal_server": {"mean_ms": round(sum(minimal_ms) / len(minimal_ms), 3) if minimal_ms else None,
-                               "p50_ms": round(percentile(minimal_ms, 50), 3),
-                               "p99_ms": round(percentile(minimal_ms, 99), 3), "count": len(minimal_ms)},
-            "connections": conns,
-        }
+            "apiserver_policy_check": _totals(checks.get(arms.POLICY, Totals()))}
 
 
 def _totals(t: Totals) -> dict[str, float]:
