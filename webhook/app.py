@@ -88,6 +88,8 @@ def _read_body(max_body_bytes: int) -> bytes | Response:
         return _bad_request(f"the request body could not be read: {str(exc)[:200] or type(exc).__name__}")
     if len(raw) > max_body_bytes:
         return _bad_request(f"body larger than {max_body_bytes} bytes", 413)
+    if length is not None and len(raw) < length:  # the client stalled or went away mid-body
+        return _bad_request(f"the request body ended after {len(raw)} of its {length} bytes")
     if not raw:
         return _bad_request("empty body; expected an AdmissionReview")
     return raw
