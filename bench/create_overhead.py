@@ -5,7 +5,8 @@ per arm, in a shuffled order; the i-th creates of an iteration are paired. Betwe
 
 Besides the client's latencies, where the webhook's extra milliseconds go: the apiserver's own histograms (the call
 to each webhook, the policy's check), the servers' own time (the real webhook's latency histogram, looked up by
-name pattern in its /metrics; the minimal server's timer) and the TCP connections the apiserver opened to each.
+name pattern in its /metrics; the minimal server's timer), each server's CPU per call (/proc: utime + stime, whose
+sum the kernel keeps exact) and the TCP connections the apiserver opened to each.
 
 ``python -m bench.create_overhead [rounds] [per_round]`` runs it alone. Figures only: goals are reported, never
 asserted.
@@ -29,6 +30,7 @@ import requests
 
 from bench import arms
 from bench.admin_api import AdminApi, timed_create
+from bench.cpu import tree_cpu_seconds
 from bench.env import BenchEnv
 from bench.minimal_webhook import MinimalWebhook
 from bench.promtext import Totals, difference, histogram_names, histogram_totals
@@ -124,6 +126,7 @@ class _Scrapes:
     def __init__(self, env: BenchEnv, api: AdminApi, minimal: MinimalWebhook) -> None:
         self.env, self.api, self.minimal = env, api, minimal
         self.before: dict[str, Any] = {}
+        self.cpu_before: dict[str, float] = {}
         self.trackers = {arm: ConnectionTracker(port) for arm, port in (
             ("webhook", env.webhook.port), ("minimal", minimal.port))} if ConnectionTracker.available() else {}
 
@@ -137,8 +140,15 @@ class _Scrapes:
         assert self.env.webhook.process is not None
         return self.env.webhook.process.log_path
 
+    def _cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each server's process tree (the gunicorn master and workers; the minimal one)."""
+        assert self.env.webhook.process is not None and self.minimal.process is not None
+        return {"webhook": tree_cpu_seconds([self.env.webhook.process.pid]),
+                "minimal": tree_cpu_seconds([self.minimal.process.pid])}
+
     def start(self) -> None:
         self.before = self._read()
+        self.cpu_before = self._cpu()  # after the scrape of the webhook's /metrics
         for tracker in self.trackers.values():
             tracker.start()
 
@@ -148,10 +158,13 @@ class _Scrapes:
 
     def finish(self) -> dict[str, Any]:
         conns = {arm: t.finish() for arm, t in self.trackers.items()}  # before this reading's own connection
+        cpu = {arm: seconds - self.cpu_before[arm] for arm, seconds in self._cpu().items()}
         after = self._read()
         conns.setdefault("minimal", {})["accepts"] = after["minimal"]["accepts"] - self.before["minimal"]["accepts"]
-        return {**_apiserver_share(after["apiserver"], self.before["apiserver"]),
-                **self._servers_own(after), "connections": conns}
+        share = _apiserver_share(after["apiserver"], self.before["apiserver"])
+        calls = share["apiserver_webhook_call"]
+        return {**share, **self._servers_own(after), "connections": conns, "server_cpu_ms_per_call": {
+            arm: round(cpu[arm] * 1000 / calls[arm]["count"], 3) if calls[arm]["count"] else None for arm in cpu}}
 
     def _servers_own(self, after: dict[str, Any]) -> dict[str, Any]:
         """Each server's own time per admission: the real webhook's histogram (and its log lines), the minimal
@@ -281,6 +294,8 @@ def where_markdown(res: dict[str, Any]) -> list[str]:
         f"| server's own time ({server['metric']}; the minimal server's timer) | | {server['mean_ms']} "
         f"(n={server['count']}; log p50 {server['log_p50_ms']}, p99 {server['log_p99_ms']}) | {minimal['mean_ms']} "
         f"(n={minimal['count']}; p50 {minimal['p50_ms']}, p99 {minimal['p99_ms']}) |",
+        f"| server's CPU per call (its process tree, /proc) | | {w['server_cpu_ms_per_call']['webhook']} | "
+        f"{w['server_cpu_ms_per_call']['minimal']} |",
         f"| between: network, TLS, HTTP, the apiserver's encode/decode/patch (call minus server) | | "
         f"{outside(calls['webhook']['mean_ms'], server['mean_ms'])} | "
         f"{outside(calls['minimal']['mean_ms'], minimal['mean_ms'])} |",
