@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from webhook import codec, metrics
 from webhook.handler import AdmissionHandler, Outcome
 from webhook.review import AdmissionRequest, ReviewError, encode_response, parse_review, request_uid
+from webhook.tls_connection import request_arrival
 from webhook.verdicts import deny
 
 if TYPE_CHECKING:
@@ -57,13 +58,16 @@ def _pod_name(req: AdmissionRequest) -> str:
     return ""
 
 
-def _log_outcome(outcome: Outcome, req: AdmissionRequest, elapsed: float) -> None:
-    """One JSON line per admission: uid, namespace, pod (or generateName*), ids, pvc, decision, ms."""
+def _log_outcome(outcome: Outcome, req: AdmissionRequest, elapsed: float, waited: float) -> None:
+    """One JSON line per admission: uid, namespace, pod (or generateName*), ids, pvc, decision, ms (and the ms the
+    request waited for a thread before it, when that is over 1 ms)."""
     verdict = outcome.verdict
     fields: dict[str, Any] = {"event": "admission", "uid": req.uid, "namespace": req.namespace,
                               "operation": req.operation, "kind": req.kind["kind"], "pod": _pod_name(req),
                               "allowed": verdict.allowed, "decision": verdict.reason,
                               "ms": round(elapsed * 1000, 2)}
+    if waited > 0.001:
+        fields["waited_ms"] = round(waited * 1000, 1)
     if outcome.intent is not None:
         fields.update(dag_id=outcome.intent.dag_id, run_id=outcome.intent.run_id, pvc=outcome.intent.pvc_name)
     if outcome.ensured is not None:
@@ -103,7 +107,8 @@ def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: 
 
     @app.post("/mutate", provide_automatic_options=False)
     def mutate() -> Response:
-        started = time.perf_counter()
+        started = time.monotonic()
+        arrived = request_arrival(request.environ)
         if request.mimetype != "application/json":
             return _bad_request(f"Content-Type must be application/json, got {request.mimetype!r}", 415)
         raw = _read_body(max_body_bytes)
@@ -121,19 +126,19 @@ def create_app(*, handler: AdmissionHandler, ready: ReadyCheck, max_body_bytes: 
                 return _malformed_review(uid, str(exc))
             return _bad_request(f"not an AdmissionReview v1 request: {exc}")
         try:
-            outcome = handler.handle(req)
+            outcome = handler.handle(req, arrived=arrived)
         except Exception:  # the last line of defence: answer, log the traceback, keep serving
             log.exception("unexpected error while handling admission %s", req.uid)
             outcome = Outcome(deny("internal_error", "leoflow-staging: internal error while admitting the "
                                    "pod (see the webhook's logs); retry", code=500, retriable=True))
-        elapsed = time.perf_counter() - started
+        elapsed = time.monotonic() - started
         verdict = outcome.verdict
         kind = "denied" if not verdict.allowed else ("patched" if verdict.patch else "allowed")
         metrics.ADMISSIONS.labels(kind, verdict.reason).inc()
         if outcome.ensured is not None and outcome.ensured.created:
             metrics.PVCS_CREATED.inc()
         metrics.LATENCY.observe(elapsed)
-        _log_outcome(outcome, req, elapsed)
+        _log_outcome(outcome, req, elapsed, started - arrived if arrived is not None else 0.0)
         return _json(encode_response(req.uid, verdict))
 
     @app.get("/healthz", provide_automatic_options=False)

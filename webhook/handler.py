@@ -37,7 +37,8 @@ class AdmissionHandler:
         self._identity = identity
         self._events = events  # best effort and non-blocking (shared.kube.events)
 
-    def handle(self, req: AdmissionRequest) -> Outcome:
+    def handle(self, req: AdmissionRequest, *, arrived: float | None = None) -> Outcome:
+        """The verdict for ``req``; its time budget counts from ``arrived`` (``time.monotonic()``) when known."""
         if not req.is_pod:
             return Outcome(allow("not_a_pod"))
         if req.operation != "CREATE":
@@ -58,7 +59,7 @@ class AdmissionHandler:
         ops = plan_patch(pod, intent.pvc_name)  # conflicts are found before any side effect
         if isinstance(ops, Verdict):
             return Outcome(ops, intent)
-        deadline = Deadline(self._budget)
+        deadline = Deadline(self._budget, arrived) if arrived is not None else Deadline(self._budget)
         try:
             if req.dry_run:  # sideEffects: NoneOnDryRun: validate, create nothing, record nothing
                 self._provisioner.choose_class(intent, deadline)

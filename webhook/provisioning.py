@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from shared.db import volumes_repo
@@ -43,13 +43,11 @@ class ClassSource(Protocol):
 
 @dataclass
 class Deadline:
-    """The time budget of one admission; a step starts only if its worst case still fits."""
+    """The time budget of one admission, counted from ``started`` (``time.monotonic()``: the request's arrival
+    where the server can tell it, else now); a step starts only if its worst case still fits."""
 
     budget: float
-    started: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.started = time.monotonic()
+    started: float = field(default_factory=time.monotonic)
 
     def remaining(self) -> float:
         return self.budget - (time.monotonic() - self.started)

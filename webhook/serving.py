@@ -1,5 +1,5 @@
 """Serving the webhook with gunicorn's stock gthread worker (keep-alive), TLS >= 1.2 with reads bounded in time
-(``webhook.bounded_tls``: stalled clients cannot hold the threads), metrics across workers."""
+(``webhook.tls_connection``: stalled clients cannot hold the threads), metrics across workers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gunicorn.app.base import BaseApplication
 
 from shared.errors import SettingsError
 from shared.settings import Settings
-from webhook.bounded_tls import bounded_read_context
+from webhook.tls_connection import bounded_read_context
 
 
 def _ssl_context(read_timeout: float, config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:

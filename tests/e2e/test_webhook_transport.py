@@ -1,9 +1,10 @@
 """The webhook's transport against hostile or broken clients (real server over TLS, real apiserver).
 
 - Stalled clients cannot stall admissions: a read that waits longer than LEOFLOW_STAGING_READ_TIMEOUT ends its
-  connection (webhook.bounded_tls), so connections that sent headers and half a body give their threads back.
+  connection (webhook.tls_connection), so connections that sent headers and half a body give their threads back.
 - A malformed chunked body is the client's fault: HTTP 400, logged at WARNING at most, never a traceback.
 - A review whose ``request`` is malformed but carries a uid is answered as an AdmissionReview echoing that uid.
+- An admission's budget counts from its request's arrival, including the wait for a thread.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ import ssl
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 from kubernetes import client
 
+from leoflow_staging.devenv.controlplane import ControlPlane
+from leoflow_staging.devenv.postgres import Postgres
+from shared.db.migrate import upgrade
 from tests.e2e.conftest import pod_dict, staging_pvc_of
 from tests.support.pods import admission_review, task_pod
 from tests.support.webhook import WebhookProcess
@@ -136,3 +142,74 @@ def test_a_malformed_request_with_a_uid_is_answered_as_a_review_echoing_it(webho
     no_uid = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}}
     r = _session(webhook).post(webhook.url + "/mutate", json=no_uid, timeout=10)
     assert r.status_code == 400 and "request.uid" in r.json()["error"]
+
+
+@pytest.fixture
+def one_thread(control_plane: ControlPlane, postgres: Postgres, rwx_class: str,
+               tmp_path: Path) -> Iterator[tuple[WebhookProcess, sa.Engine]]:
+    """A webhook with one worker of one thread, its own database, a 3.5 s budget and a 2 s database timeout."""
+    url = postgres.create_database(f"queue_{uuid.uuid4().hex[:8]}")
+    engine = sa.create_engine(url)
+    upgrade(engine)
+    proc = WebhookProcess(workdir=tmp_path, env={
+        "LEOFLOW_STAGING_DATABASE_URL": url,
+        "LEOFLOW_STAGING_KUBECONFIG": str(control_plane.kubeconfig_path),
+        "LEOFLOW_STAGING_INSTANCE": f"q-{uuid.uuid4().hex[:8]}",
+        "LEOFLOW_STAGING_WORKERS": "1", "LEOFLOW_STAGING_THREADS": "1",
+        "LEOFLOW_STAGING_REQUEST_BUDGET": "3.5", "LEOFLOW_STAGING_DB_TIMEOUT": "2",
+        "LEOFLOW_STAGING_KUBE_TIMEOUT": "1", "LEOFLOW_STAGING_DEFAULT_SIZE": "1Gi",
+    })
+    proc.start()
+    try:
+        yield proc, engine
+    finally:
+        proc.stop()
+        engine.dispose()
+
+
+def _post(tls: ssl.SSLSocket, review: dict[str, object]) -> None:
+    body = json.dumps(review).encode()
+    tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_the_budget_counts_the_wait_for_a_thread(one_thread: tuple[WebhookProcess, sa.Engine],
+                                                  namespace: str) -> None:
+    """With every thread busy, a request waits in gunicorn's queue before anything reads it. Its budget counts from
+    its arrival (the kernel's TCP_INFO), so a request that waited most of its budget away is refused at once
+    ("ran out of time") instead of starting work whose answer would come after the apiserver gave up. Here the one
+    thread is held for the 2 s database timeout by a row lock; the second request, queued behind it, has 3.5 - ~1.7
+    s left, less than its first step's worst case (3 s). Counted from the handler's start (today's main) it would
+    have had the full 3.5 s, started its read, and waited another 2 s on the lock."""
+    server, engine = one_thread
+    run = f"r-{uuid.uuid4().hex[:8]}"
+    warm = _session(server).post(server.url + "/mutate", timeout=20,
+                                 json=admission_review(task_pod("queue", run), namespace, uid="cold"))
+    assert warm.json()["response"]["allowed"], warm.json()  # the run's claim and row exist
+    connections = []
+    for _ in range(2):  # kept-alive connections, as the apiserver's: a first request answered, then idle
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        tls = server.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1")
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: webhook\r\n\r\n")
+        assert _read_answer(tls)[0] == 200
+        connections.append(tls)
+    try:
+        with engine.begin() as conn:  # holds the run's row: the warm path's FOR SHARE read waits for it
+            conn.execute(sa.text("SELECT id FROM staging_volumes WHERE namespace = :ns FOR UPDATE"),
+                         {"ns": namespace})
+            _post(connections[0], admission_review(task_pod("queue", run), namespace, uid="first"))
+            time.sleep(0.3)  # the first request holds the only thread
+            _post(connections[1], admission_review(task_pod("queue", run), namespace, uid="second"))
+            first, second = (_read_answer(tls) for tls in connections)
+    finally:
+        for tls in connections:
+            tls.close()
+    first_response = json.loads(first[1])["response"]
+    assert (first_response["allowed"], first_response["status"]["code"]) == (False, 503)  # the lock's timeout
+    second_response = json.loads(second[1])["response"]
+    assert second_response["uid"] == "second" and second_response["allowed"] is False
+    assert "ran out of time before reading staging_volumes" in second_response["status"]["message"]
+    assert second_response["status"]["code"] == 504
+    lines = [json.loads(line) for line in (server.workdir / "webhook.log").read_text().splitlines()
+             if line.startswith("{") and '"uid": "second"' in line]
+    assert lines and lines[0]["waited_ms"] >= 1000, lines

@@ -20,7 +20,7 @@ class StubHandler:
         self.outcome = outcome
         self.seen: list[AdmissionRequest] = []
 
-    def handle(self, req: AdmissionRequest) -> Outcome:
+    def handle(self, req: AdmissionRequest, *, arrived: float | None = None) -> Outcome:
         self.seen.append(req)
         if isinstance(self.outcome, Exception):
             raise self.outcome

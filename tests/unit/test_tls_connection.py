@@ -1,4 +1,4 @@
-"""TLS connections whose reads are bounded in time (webhook.bounded_tls), on real sockets over loopback."""
+"""TLS connections whose reads are bounded in time (webhook.tls_connection), on real sockets over loopback."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from certs.issuance import issue_ca, issue_serving
-from webhook.bounded_tls import bounded_read_context
+from webhook.tls_connection import bounded_read_context
 
 TIMEOUT = 0.3
 
