@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 
-def server_side_ms(log: Path, offset: int, decision: str) -> list[float]:
-    """The webhook's own per-admission time (the "ms" of its JSON log lines) since ``offset``."""
+def admission_lines(log: Path, offset: int, decision: str) -> list[dict[str, Any]]:
+    """The webhook's JSON log lines of admissions with ``decision`` since ``offset``."""
     out = []
     with open(log, "rb") as fh:
         fh.seek(offset)
@@ -19,5 +20,10 @@ def server_side_ms(log: Path, offset: int, decision: str) -> list[float]:
                 continue
             line = json.loads(raw)
             if line.get("decision") == decision:
-                out.append(float(line["ms"]))
+                out.append(line)
     return out
+
+
+def server_side_ms(log: Path, offset: int, decision: str) -> list[float]:
+    """The webhook's own per-admission time (the "ms" of its JSON log lines) since ``offset``."""
+    return [float(line["ms"]) for line in admission_lines(log, offset, decision)]
