@@ -52,6 +52,12 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
+# docs/configuration.md, generated from the settings' own definitions (tests/unit/test_configuration_doc.py
+# fails when it is stale).
+.PHONY: docs
+docs: install
+	$(PY) -m hack.configuration_doc
+
 # The node's images (pause, task, provisioner, product, the Airflow worker) as OCI archives: cold ~6-8 min, warm ~1 s.
 images: node-packages
 	bash hack/build-images.sh all airflow >/dev/null

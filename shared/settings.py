@@ -1,6 +1,8 @@
 """Settings: the only reader of the environment. Read once at an entry point, passed down.
 
-Every variable is ``LEOFLOW_STAGING_<NAME>``; the README's configuration table lists them.
+Every variable is ``LEOFLOW_STAGING_<NAME>`` (``LEOFLOW_STAGING_RUNS_<NAME>`` for the runs table). Each field
+carries its own documentation (``field(metadata=...)``, see ``_doc``); ``docs/configuration.md`` is rendered
+from it by ``python -m hack.configuration_doc`` (``make docs``), and a unit test fails when the two differ.
 """
 
 from __future__ import annotations
@@ -17,60 +19,167 @@ PREFIX = "LEOFLOW_STAGING_"
 IDENTITIES = ("leoflow", "airflow")  # the keys of webhook.identity.SOURCES
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
+_RUNS_READERS = "gc, serve (`/metrics`), volumes (`--summary`)"
+
+
+def _doc(text: str, *, used_by: str, chart: str = "", flag: str = "", unset: str = "") -> dict[str, str]:
+    """A setting's documentation, kept in its definition (``dataclasses.field(metadata=...)``).
+
+    ``text`` says what it does, with its type or unit; ``used_by`` names the commands that read it;
+    ``chart`` is the Helm chart value that sets it (empty: none); ``flag`` the command-line flag that overrides
+    it (empty: none); ``unset`` what a ``None`` default means. Markdown, rendered into docs/configuration.md.
+    """
+    return {"doc": text, "used_by": used_by, "chart": chart, "flag": flag, "unset": unset}
+
 
 @dataclass(frozen=True)
 class RunsTable:
     """Where the orchestrator keeps its runs (read only)."""
 
-    table: str = "dag_run"
-    dag_id_column: str = "dag_id"
-    run_id_column: str = "run_id"
-    state_column: str = "state"
-    end_date_column: str = "end_date"
-    success_states: tuple[str, ...] = ("success",)
-    failed_states: tuple[str, ...] = ("failed",)
+    table: str = field(default="dag_run", metadata=_doc(
+        "SQL identifier: the orchestrator's runs table (read only), optionally `schema.table`.",
+        used_by=_RUNS_READERS, chart="config.runs.table"))
+    dag_id_column: str = field(default="dag_id", metadata=_doc(
+        "SQL identifier: its DAG id column.", used_by=_RUNS_READERS, chart="config.runs.dagIdColumn"))
+    run_id_column: str = field(default="run_id", metadata=_doc(
+        "SQL identifier: its run id column.", used_by=_RUNS_READERS, chart="config.runs.runIdColumn"))
+    state_column: str = field(default="state", metadata=_doc(
+        "SQL identifier: its state column.", used_by=_RUNS_READERS, chart="config.runs.stateColumn"))
+    end_date_column: str = field(default="end_date", metadata=_doc(
+        "SQL identifier: its end date column. The failed-run TTL counts from here.",
+        used_by=_RUNS_READERS, chart="config.runs.endDateColumn"))
+    success_states: tuple[str, ...] = field(default=("success",), metadata=_doc(
+        "List: the states whose volume is reclaimed at once.", used_by="gc", chart="config.runs.successStates"))
+    failed_states: tuple[str, ...] = field(default=("failed",), metadata=_doc(
+        "List: the states whose volume is kept for the failed-run TTL (`LEOFLOW_STAGING_FAILED_TTL`).",
+        used_by=_RUNS_READERS, chart="config.runs.failedStates"))
 
 
 @dataclass(frozen=True)
 class Settings:
     """Every setting of both programs, with its default."""
 
-    database_url: str | None = None  # PostgreSQL; required by every command that uses the database
-    identity: str = "leoflow"  # where a pod's raw ids are: leoflow (contracts 1) or airflow (stock Airflow 3)
-    instance: str = "default"  # label value on our PVCs: one per installation (metadatabase) on a cluster
-    kubeconfig: str | None = None  # None: in-cluster config, else ~/.kube/config
-    storage_class: str | None = None  # a configured class must exist
-    rwx_provisioners: tuple[str, ...] = ()  # extra provisioners known to give filesystem RWX
-    default_size: str = "10Gi"
-    max_size: str = "1Ti"
-    failed_ttl: dt.timedelta = dt.timedelta(hours=24)
-    runs: RunsTable = field(default_factory=RunsTable)
-    db_timeout: float = 2.0  # seconds: connect and statement timeout
-    kube_timeout: float = 2.0  # seconds: each Kubernetes API call
-    request_budget: float = 7.0  # seconds: one admission answers within this (webhook timeout is 10)
-    host: str = "0.0.0.0"  # a webhook serves the cluster network
-    port: int = 8443
-    cert_file: str | None = None
-    key_file: str | None = None
-    workers: int = 2
-    threads: int = 8
-    # seconds one read from a client may wait for data (TLS handshake, headers, body): a client that stalls
-    # longer is disconnected, so stalled connections cannot hold the webhook's threads (0: never)
-    read_timeout: float = 2.0
-    max_body_bytes: int = 3 * 1024 * 1024  # etcd's request limit; no pod is larger
-    gc_batch_size: int = 500
-    adopt_min_age: dt.timedelta = dt.timedelta(minutes=2)
-    gc_parallelism: int = 8  # Kubernetes calls a sweep has in flight at once (PVC deletes of a batch)
-    gc_settle_seconds: float = 10.0  # how long a sweep waits for deleted PVCs to disappear
-    gc_delete_finished_pods: bool = True  # delete Succeeded/Failed pods that hold a reclaimed claim
-    gc_db_timeout: float = 30.0  # seconds: the GC's connect, statement and lock waits (batch reads)
-    log_level: str = "INFO"
-    metrics_cache_seconds: float = 5.0  # how long /metrics reuses one inventory read of the database
-    events: bool = True  # Kubernetes Events on staging PVCs (best effort)
-    pod_name: str | None = None  # the events' reportingInstance (the chart sets it); None: the host name
-    # The webhook's watch-fed caches of the installation's PVCs and the StorageClasses (per worker): a cache whose
-    # watch is broken longer than this is not used (admissions then read the API directly).
-    watch_stale_seconds: float = 1.0  # a cache whose watch is broken longer than this is not used
+    database_url: str | None = field(default=None, metadata=_doc(
+        "URL of the metadatabase (PostgreSQL), which holds both `staging_volumes` and the orchestrator's runs "
+        "table. Plain `postgresql://` (or `postgres://`) URLs use psycopg2. There is no default: unset, a "
+        "command that needs the database stops with a configuration error naming this variable. The chart "
+        "reads it from the Secret `database.existingSecret`, key `database.secretKey` (`url`).",
+        used_by="serve, gc, migrate, volumes", chart="database.existingSecret", flag="--database-url",
+        unset="unset (required)"))
+    identity: str = field(default="leoflow", metadata=_doc(
+        "`leoflow` or `airflow`: where an opted-in pod's raw run identity is read. `leoflow`: the "
+        "`leoflow.io/dag-id` and `leoflow.io/run-id` annotations, labels as a fallback "
+        "([integrators.md](integrators.md#1-the-task-pod)). `airflow`: stock Apache Airflow 3, the `dag_id` and "
+        "`run_id` annotations its KubernetesExecutor writes; Airflow's labels are hashed and never read "
+        "([airflow.md](airflow.md)).",
+        used_by="serve", chart="config.identity"))
+    instance: str = field(default="default", metadata=_doc(
+        "DNS label: this installation's name, set as label `leoflow.io/staging-instance` on every PVC it "
+        "creates. The GC lists, adopts and deletes only PVCs with its own instance, so two installations (two "
+        "metadatabases) can share a cluster. The chart sets the release name when `config.instance` is empty.",
+        used_by="serve, gc", chart="config.instance"))
+    kubeconfig: str | None = field(default=None, metadata=_doc(
+        "Path of the kubeconfig file to use.",
+        used_by="serve, gc, certs, check-admission", flag="--kubeconfig",
+        unset="unset: in-cluster config, else the default kubeconfig (`$KUBECONFIG` or `~/.kube/config`)"))
+    storage_class: str | None = field(default=None, metadata=_doc(
+        "Name of the StorageClass for staging PVCs. It must exist; its ReadWriteMany capability is not checked. "
+        "Unset: the webhook chooses a ReadWriteMany-capable class "
+        "([operators.md](operators.md#choosing-a-readwritemany-storageclass)).",
+        used_by="serve", chart="config.storageClass", unset="unset: choose an RWX-capable class"))
+    rwx_provisioners: tuple[str, ...] = field(default=(), metadata=_doc(
+        "List: extra provisioners known to give filesystem ReadWriteMany.",
+        used_by="serve", chart="config.rwxProvisioners"))
+    default_size: str = field(default="10Gi", metadata=_doc(
+        "Size: a run's PVC size when the pod has no `leoflow.io/staging-size` annotation.",
+        used_by="serve", chart="config.defaultSize"))
+    max_size: str = field(default="1Ti", metadata=_doc(
+        "Size: the largest `leoflow.io/staging-size` a pod may ask for. At least the default size.",
+        used_by="serve", chart="config.maxSize"))
+    failed_ttl: dt.timedelta = field(default=dt.timedelta(hours=24), metadata=_doc(
+        "Duration: how long a failed run keeps its volume, counted from the run's `end_date`.",
+        used_by="gc", chart="config.failedTtl"))
+    runs: RunsTable = field(default_factory=RunsTable)  # LEOFLOW_STAGING_RUNS_*, documented on RunsTable
+    db_timeout: float = field(default=2.0, metadata=_doc(
+        "Seconds: the database connect, statement and lock timeout. `migrate` uses at least 30.",
+        used_by="serve, migrate, volumes", chart="config.dbTimeout"))
+    kube_timeout: float = field(default=2.0, metadata=_doc(
+        "Seconds: the timeout of each Kubernetes API call. The GC uses at least 5, `certs` and "
+        "`check-admission` at least 10.",
+        used_by="serve, gc, certs, check-admission", chart="config.kubeTimeout"))
+    request_budget: float = field(default=7.0, metadata=_doc(
+        "Seconds within which one admission answers, counted from the request's arrival. Keep it below the "
+        "webhook's `timeoutSeconds` (chart value `webhook.timeoutSeconds`, 10; the chart refuses to render "
+        "otherwise). At most 29.",
+        used_by="serve", chart="config.requestBudget"))
+    host: str = field(default="0.0.0.0", metadata=_doc(  # a webhook serves the cluster network
+        "Listen address. The chart keeps the default.", used_by="serve", flag="--host"))
+    port: int = field(default=8443, metadata=_doc(
+        "HTTPS port.", used_by="serve", chart="webhook.port", flag="--port"))
+    cert_file: str | None = field(default=None, metadata=_doc(
+        "Path of the TLS certificate (PEM). The chart mounts its certificate Secret and passes `/tls/tls.crt`.",
+        used_by="serve", flag="--cert-file", unset="unset (required)"))
+    key_file: str | None = field(default=None, metadata=_doc(
+        "Path of the TLS private key (PEM). The chart mounts its certificate Secret and passes `/tls/tls.key`.",
+        used_by="serve", flag="--key-file", unset="unset (required)"))
+    workers: int = field(default=2, metadata=_doc(
+        "Count: gunicorn worker processes (its stock `gthread` worker).",
+        used_by="serve", chart="webhook.workers", flag="--workers"))
+    threads: int = field(default=8, metadata=_doc(
+        "Count: threads per worker. The webhook answers at most `workers x threads` requests at once, and a "
+        "request waits for a free thread. Also the size of each worker's Kubernetes connection pool and of its "
+        "two database pools (one for the warm path's read, one for writes and the readiness check); `/metrics` "
+        "has a third, of one connection (2 overflow).",
+        used_by="serve", chart="webhook.threads", flag="--threads"))
+    read_timeout: float = field(default=2.0, metadata=_doc(
+        "Seconds one read from a client (the TLS handshake, the headers, the body) may wait for data before the "
+        "connection is closed, so stalled clients cannot hold the webhook's threads. Idle keep-alive "
+        "connections are not affected. `0`: no limit.",
+        used_by="serve", chart="webhook.readTimeout"))
+    max_body_bytes: int = field(default=3 * 1024 * 1024, metadata=_doc(  # etcd's request limit; no pod is larger
+        "Bytes: the largest admission request body accepted (etcd's own request limit is 3 MiB).",
+        used_by="serve", chart="webhook.maxBodyBytes"))
+    gc_batch_size: int = field(default=500, metadata=_doc(
+        "Count: `staging_volumes` rows read per batch.", used_by="gc", chart="gc.batchSize"))
+    adopt_min_age: dt.timedelta = field(default=dt.timedelta(minutes=2), metadata=_doc(
+        "Duration: the grace for admissions in flight. A PVC of ours with no row is adopted, a row whose PVC is "
+        "missing is closed, and a row whose run is not in the runs table is reclaimed as `orphaned` (the orphan "
+        "grace), only once it is this old.",
+        used_by="gc", chart="gc.adoptMinAge"))
+    gc_parallelism: int = field(default=8, metadata=_doc(
+        "Count: Kubernetes calls a sweep has in flight at once: the PVC deletes of a batch (whose guarded "
+        "transitions are batched), or single actions (resumes, heals, adoptions). The database pool and "
+        "Kubernetes connections are sized from it.",
+        used_by="gc", chart="gc.parallelism"))
+    gc_settle_seconds: float = field(default=10.0, metadata=_doc(
+        "Seconds a sweep waits for deleted PVCs to disappear before it names the pods that hold them.",
+        used_by="gc", chart="gc.settleSeconds"))
+    gc_delete_finished_pods: bool = field(default=True, metadata=_doc(
+        "Boolean: delete the Succeeded/Failed pods that keep a reclaimed claim Terminating (never Pending, "
+        "Running or Unknown ones). Off: such claims wait until someone deletes those pods, and the chart grants "
+        "the GC no `delete` on pods.",
+        used_by="gc", chart="gc.deleteFinishedPods"))
+    gc_db_timeout: float = field(default=30.0, metadata=_doc(
+        "Seconds: the GC's database connect, statement and lock timeout (batch reads).",
+        used_by="gc", chart="gc.dbTimeout"))
+    log_level: str = field(default="INFO", metadata=_doc(
+        "`DEBUG`, `INFO`, `WARNING` or `ERROR`.", used_by="serve, gc", chart="config.logLevel"))
+    metrics_cache_seconds: float = field(default=5.0, metadata=_doc(
+        "Seconds `/metrics` reuses one database read of the inventory and the GC's health (per worker; "
+        "failures too).",
+        used_by="serve", chart="config.metricsCacheSeconds"))
+    events: bool = field(default=True, metadata=_doc(
+        "Boolean: write best-effort Kubernetes Events on staging PVCs "
+        "([operators.md](operators.md#kubernetes-events-on-staging-pvcs)).",
+        used_by="serve, gc", chart="config.events"))
+    pod_name: str | None = field(default=None, metadata=_doc(
+        "The Events' `reportingInstance`. The chart sets it to the pod's name.",
+        used_by="serve, gc", unset="unset: the host name"))
+    watch_stale_seconds: float = field(default=1.0, metadata=_doc(
+        "Seconds a webhook worker still uses its watch-fed caches (this installation's PVCs, the "
+        "StorageClasses) while their watch is broken; after that each admission reads the API directly "
+        "([operators.md](operators.md#watch-fed-caches)).",
+        used_by="serve", chart="config.watchStaleSeconds"))
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced (flags given on the command line)."""
