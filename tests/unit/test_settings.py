@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -46,3 +47,12 @@ def test_unknown_variables_are_reported_not_fatal() -> None:
     env = {"LEOFLOW_STAGING_TYPO": "1", "LEOFLOW_DEV_CACHE": "/x", "LEOFLOW_STAGING_PORT": "1"}
     assert unknown_settings(env) == ["LEOFLOW_STAGING_TYPO"]
     assert from_env(env).port == 1
+
+
+def test_documented_fields_keep_dataclass_behaviour() -> None:
+    s = from_env({"LEOFLOW_STAGING_READ_TIMEOUT": "0", "LEOFLOW_STAGING_ADOPT_MIN_AGE": "30s"})
+    assert s.read_timeout == 0.0 and s.adopt_min_age == dt.timedelta(seconds=30)  # 0: reads never time out
+    assert Settings().read_timeout == 2.0 and Settings().database_url is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.port = 1  # type: ignore[misc]
+    assert s.with_overrides(port=9443, host=None).port == 9443 and s.with_overrides(host=None).host == "0.0.0.0"
