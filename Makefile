@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install binaries node-packages wrk postgres airflow lint typecheck test unit demo bench dev-up dev-down clean image images
+.PHONY: help check install binaries node-packages wrk postgres airflow lint typecheck test unit demo bench dev-up dev-down clean image images
 
 help:
+	@echo "make check    - the fast loop: ruff, mypy, import contracts, unit tests and PostgreSQL-only tests (no root, no node)"
 	@echo "make test     - install everything, build/find the control plane, ruff + mypy + import contracts + pytest"
 	@echo "make demo     - the whole lifecycle on a local control plane"
 	@echo "make dev-up   - start etcd, kube-apiserver, kube-controller-manager and PostgreSQL in the background"
@@ -51,6 +52,11 @@ typecheck: install
 
 unit: install
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+# The fast loop (no root, no node, no Kubernetes build): PostgreSQL comes from the machine (hack/ensure-postgres.sh).
+check: lint typecheck
+	bash hack/ensure-postgres.sh
+	$(BIN)/pytest tests/unit tests/integration -q $(PYTEST_ARGS)
 
 # docs/configuration.md, generated from the settings' own definitions (tests/unit/test_configuration_doc.py
 # fails when it is stale).

@@ -31,6 +31,20 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+# Markers by directory (a ``pytestmark`` in a conftest.py has no effect): ``-m "not node"`` and the like work.
+_TIER_MARKERS = {"unit": "unit", "integration": "db", "e2e": "e2e", "node": "node", "airflow": "airflow",
+                 "rules": "rules"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        parts = item.path.resolve().relative_to(tests_dir).parts
+        marker = _TIER_MARKERS.get(parts[0]) if len(parts) > 1 else None
+        if marker:
+            item.add_marker(getattr(pytest.mark, marker))
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     try:

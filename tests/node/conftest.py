@@ -24,8 +24,6 @@ from leoflow_staging.devenv.processes import log_tail
 from shared.db.migrate import upgrade
 from tests.conftest import unavailable
 
-pytestmark = pytest.mark.node
-
 
 @pytest.fixture(scope="session")
 def node_assets() -> Path:
