@@ -27,6 +27,10 @@ from certs.issuance import KeyPair, issue_ca, issue_client, issue_serving
 from leoflow_staging.devenv.processes import ManagedProcess, free_port
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+# kube-controller-manager's informers resync every min-resync-period to twice that (client-go's jitter): an event
+# missed around an apiserver restart is acted on by then. Tests bound their waits for a controller by this.
+KCM_MIN_RESYNC_SECONDS = 15
+KCM_RESYNC_BOUND_SECONDS = 2 * KCM_MIN_RESYNC_SECONDS
 # pvc-protection removes the finalizer of a deleted claim; the garbage collector follows
 # ownerReferences; namespace deletes a namespace's content; serviceaccount makes "default";
 # resourcequota computes quota usage (quota admission enforces nothing without it).
@@ -237,6 +241,7 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             f"--cert-dir={self.workdir / 'kcm-certs'}",
             "--use-service-account-credentials=true",
+            f"--min-resync-period={KCM_MIN_RESYNC_SECONDS}s",  # the default 12h: see KCM_RESYNC_BOUND_SECONDS
             "--kube-api-qps=200",  # the default 20 makes pvc-protection take minutes for big sweeps
             "--kube-api-burst=400",
             "--v=1",

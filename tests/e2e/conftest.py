@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.controlplane import ControlPlane
+from leoflow_staging.devenv.controlplane import KCM_RESYNC_BOUND_SECONDS, ControlPlane
 from leoflow_staging.devenv.postgres import Postgres
 from shared import labels
 from shared.db.migrate import upgrade
@@ -109,8 +109,11 @@ def staging_pvc_of(pod: dict[str, Any]) -> str | None:
     return value
 
 
-def wait_until_gone(core: client.CoreV1Api, namespace: str, *, timeout: float = 30.0) -> None:
-    """Wait until the namespace has no PVC left (kube-controller-manager removes the finalizer)."""
+def wait_until_gone(core: client.CoreV1Api, namespace: str, *,
+                    timeout: float = KCM_RESYNC_BOUND_SECONDS + 30.0) -> None:
+    """Wait until the namespace has no PVC left (kube-controller-manager's pvc-protection removes the finalizer).
+    The bound is the controller's own: an event it missed (e.g. around an apiserver restart) is acted on at its
+    next resync, plus time for its watches to reconnect and for a loaded machine."""
     deadline = time.monotonic() + timeout
     while core.list_namespaced_persistent_volume_claim(namespace).items:
         if time.monotonic() > deadline:
