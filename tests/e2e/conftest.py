@@ -119,3 +119,16 @@ def wait_until_gone(core: client.CoreV1Api, namespace: str, *,
         if time.monotonic() > deadline:
             raise AssertionError(f"PVCs in {namespace} still present after {timeout}s")
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def fault_postgres() -> Iterator[Postgres]:
+    """The fault tests' own PostgreSQL server (they stop and restart it, so it is not the session's shared one);
+    started once, a database per test."""
+    pg = Postgres(die_with_parent=True)
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+        pg.cleanup()

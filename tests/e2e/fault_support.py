@@ -64,10 +64,12 @@ def admit(session: requests.Session, server: WebhookProcess, namespace: str, dag
 
 
 @pytest.fixture
-def fault_bench(control_plane: ControlPlane, tmp_path: Path, rwx_class: str) -> Iterator[FaultBench]:
-    pg = Postgres(die_with_parent=True)
-    pg.start()
-    url = pg.url("postgres")
+def fault_bench(fault_postgres: Postgres, control_plane: ControlPlane, tmp_path: Path,
+                rwx_class: str) -> Iterator[FaultBench]:
+    pg = fault_postgres
+    if pg.process is None or not pg.process.alive():  # a test that stopped it failed before its restart
+        pg.start()
+    url = pg.create_database(f"fault_{uuid.uuid4().hex[:10]}")
     engine = sa.create_engine(url)
     upgrade(engine)
     create_runs_table(engine)
@@ -78,5 +80,5 @@ def fault_bench(control_plane: ControlPlane, tmp_path: Path, rwx_class: str) -> 
     finally:
         for s in bench.servers:
             s.stop()
-        pg.stop()
-        pg.cleanup()
+        if pg.process is None or not pg.process.alive():
+            pg.start()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -121,11 +122,8 @@ def test_slow_database_answers_inside_the_budget(fault_bench: FaultBench, namesp
 
 
 def test_unmigrated_database_is_a_clear_denial_and_not_ready(fault_bench: FaultBench, namespace: str) -> None:
-    admin = sa.create_engine(fault_bench.pg.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text("CREATE DATABASE empty"))
-    admin.dispose()
-    server = fault_bench.server("a", LEOFLOW_STAGING_DATABASE_URL=fault_bench.pg.url("empty"))
+    empty = fault_bench.pg.create_database(f"empty_{uuid.uuid4().hex[:8]}")
+    server = fault_bench.server("a", LEOFLOW_STAGING_DATABASE_URL=empty)
     session = session_for(server)
     resp = admit(session, server, namespace, "etl", "r")
     status = resp["status"]
