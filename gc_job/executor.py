@@ -141,7 +141,13 @@ class Executor:
                     d = replace(d, reason=current, run_state=run.state if run else None,
                                 run_end=run.end_date if run else None)
                 if not self._kube.delete_claim(v.namespace, v.pvc_name, uid=v.pvc_uid):
-                    return self._finish_in(conn, d, v)
+                    # Gone (or its name taken by another PVC) before our delete: the GC deleted nothing, and the
+                    # audit must not say it did (the batch path does the same).
+                    reclaim_batches.close_missing_reclaiming(
+                        conn, [v.id], now=self._clock(), detail="PVC not found by the GC when it came to delete it")
+                    return Result(replace(d, action=Action.HEAL, reason=DeleteReason.PVC_MISSING,
+                                          why="the PVC no longer exists"),
+                                  Outcome.HEALED, "row closed: its PVC no longer exists")
         return Result(d, Outcome.TERMINATING, "delete issued")
 
     def _finish(self, d: Decision, v: VolumeRecord) -> Result:

@@ -202,10 +202,6 @@ def test_a_claim_recreated_between_the_read_and_the_delete_survives_apply(world:
     assert world.db.rows[row.id].state is VolumeState.DELETED and resumed.outcome is not Outcome.FAILED
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug, gc_job/executor.py:143-144: on the one-at-a-time path (resumed `reclaiming` rows), a delete "
-    "that finds the PVC already gone (NotFound -> False) finishes the row with its GC reason, while "
-    "reclaim_batch closes it as pvc_missing (issue 16.5: the GC deleted nothing, the audit must not say it did)"))
 def test_a_resumed_reclaim_whose_claim_vanishes_before_its_delete_is_audited_as_pvc_missing(world: World) -> None:
     row = world.volume("r", "success", row_state=VolumeState.RECLAIMING, reason=DeleteReason.RUN_SUCCEEDED)
     world.kube.hooks["read_claim"] = lambda: world.kube.claims.pop(("ns", row.pvc_name))  # deleted by hand
