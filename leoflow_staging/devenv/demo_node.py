@@ -2,7 +2,10 @@
 
 The chart is installed with the product image; task pods (busybox) write and verify files; the
 orchestrator's runs table is written as Leoflow does; the GC runs as Jobs made from the chart's
-CronJob, and its JSON lines are shown. The node and everything else are stopped at the end.
+CronJob, and its JSON lines are shown. Every promise of the design record is shown: a retry and a
+clear+re-run find the files, a failed run is kept for its TTL (24 h) and reclaimed as ``ttl_expired``
+after it, a success is reclaimed at once and the disk comes back, and a pod is refused with a clear
+message when no ReadWriteMany class exists. The node and everything else are stopped at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from leoflow_staging.devenv.cluster import NodeCluster
 from leoflow_staging.devenv.narrate import BOLD, DIM, RESET, say, show
 from leoflow_staging.devenv.orchestrator import create_runs_table, set_run
 from leoflow_staging.devenv.pods import task_pod
+from leoflow_staging.devenv.provisioner import STORAGE_CLASS
 from shared import labels
 
 NS, TENANT, DAG = "leoflow-staging", "team-etl", "etl_daily"
@@ -74,6 +78,16 @@ class NodeDemo:
                                            "reclaimed_total", "kept") if record.get(k) is not None}
             show("  " + json.dumps(keep))
 
+    def claim_going(self, claim: str) -> bool:
+        """The claim is gone, or Terminating (its finished task pod still holds it)."""
+        try:
+            pvc = self.core.read_namespaced_persistent_volume_claim(claim, TENANT)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return pvc.metadata.deletion_timestamp is not None
+
     def folder(self, claim: str) -> Path | None:
         found = [p for p in self.cluster.data_dir.iterdir() if p.name.endswith(f"_{TENANT}_{claim}")]
         return found[0] if found else None
@@ -92,6 +106,12 @@ def play(cluster: NodeCluster) -> None:
     demo.core.create_namespace({"metadata": {"name": TENANT}})
     run = f"manual__2026-11-28T10:00:00+00:00-{uuid.uuid4().hex[:4]}"
 
+    say("A run that failed yesterday: its task wrote to /staging; the run ended 25 h ago (its TTL is 24 h)")
+    old_run = f"scheduled__2026-11-27T10:00:00+00:00-{uuid.uuid4().hex[:4]}"
+    demo.run_state(old_run, "running")
+    old_claim = demo.task(old_run, "extract", "echo partial > $LEOFLOW_STAGING_DIR/part-1 && exit 1")
+    demo.run_state(old_run, "failed", dt.datetime.now(dt.UTC) - dt.timedelta(hours=25))
+
     say(f"Run {run}: the extract task writes 64 MiB to /staging (temporary name, then rename)")
     demo.run_state(run, "running")
     claim = demo.task(run, "extract", EXTRACT)
@@ -102,8 +122,10 @@ def play(cluster: NodeCluster) -> None:
     say("The transform task verifies every file, then fails: the run is marked failed")
     demo.task(run, "transform", VERIFY + " && echo 'transform: bad input, giving up' && exit 1")
     demo.run_state(run, "failed", dt.datetime.now(dt.UTC))
-    say("A GC sweep keeps the failed run's volume for its TTL (24 h), and says so")
+    say("A GC sweep keeps the failed run's volume for its TTL (24 h), and reclaims yesterday's (ttl_expired)")
     demo.gc("gc-after-failure")
+    show(f"yesterday's claim {old_claim}: "
+         f"{'gone or going' if demo.claim_going(old_claim) else 'still there'}")
 
     say("Clear + re-run: the run is running again; the new transform finds the upstream files")
     demo.run_state(run, "running", None)
@@ -125,6 +147,18 @@ def play(cluster: NodeCluster) -> None:
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT pvc_name, state, delete_reason FROM staging_volumes")).all()
     show("staging_volumes: " + "; ".join(f"{r.pvc_name} {r.state} {r.delete_reason}" for r in rows))
+
+    say("No ReadWriteMany StorageClass (the platform team marks the only one as not RWX): a new run's pod is "
+        "refused at once, with the reason")
+    storage = client.StorageV1Api(cluster.api)
+    storage.patch_storage_class(STORAGE_CLASS, {"metadata": {"annotations": {labels.RWX_CLASS: "false"}}})
+    try:
+        demo.core.create_namespaced_pod(TENANT, task_pod(DAG, f"manual__no-rwx-{uuid.uuid4().hex[:4]}"))
+        show("unexpected: the pod was admitted")
+    except client.ApiException as exc:
+        show(json.loads(exc.body)["message"])
+    finally:
+        storage.patch_storage_class(STORAGE_CLASS, {"metadata": {"annotations": {labels.RWX_CLASS: "true"}}})
     engine.dispose()
 
 
