@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help check install binaries node-packages wrk postgres airflow lint typecheck test unit demo bench dev-up dev-down clean image images
+.PHONY: help check install binaries node-packages buildah wrk postgres airflow lint typecheck test unit demo bench dev-up dev-down clean image images
 
 help:
 	@echo "make check    - the fast loop: ruff, mypy, import contracts, unit tests and PostgreSQL-only tests (no root, no node)"
@@ -64,8 +64,13 @@ check: lint typecheck
 docs: install
 	$(PY) -m hack.configuration_doc
 
-# The node's images (pause, task, provisioner, product, the Airflow worker) as OCI archives: cold ~6-8 min, warm ~1 s.
-images: node-packages
+# buildah (and skopeo, debootstrap, busybox-static) from Debian's packages, for the image builds.
+buildah:
+	bash hack/ensure-buildah.sh
+
+# The node's images (pause, task, provisioner, product, the Airflow worker), built with buildah from their
+# recipes (Dockerfile, hack/images/*/Containerfile) into OCI archives: cold ~5 min, warm ~10 s.
+images: buildah
 	bash hack/build-images.sh all airflow >/dev/null
 
 test: install binaries postgres node-packages images airflow lint typecheck
@@ -84,7 +89,9 @@ demo: install binaries postgres
 bench: install binaries postgres wrk
 	$(PY) -m bench
 
-image: install
+# The product image from the Dockerfile (the one recipe) into dist/leoflow-staging-<tag>.oci.tar with buildah, no
+# Docker, no registry (docs/images.md); imported into a running dev node. Cold ~2 min, nothing changed ~5 s.
+image: install buildah
 	@set -o pipefail; bash hack/build-images.sh product | $(PY) -m leoflow_staging.devenv import-image
 
 clean: dev-down

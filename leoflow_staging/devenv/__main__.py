@@ -151,7 +151,8 @@ def status(*, quiet: bool = False) -> int:
 def import_image() -> int:
     """Read build-images.sh's JSON on stdin; print the product image and import it into a running dev node."""
     product = json.load(sys.stdin)["product"]
-    print(f"image   {product['ref']}\narchive {product['archive']}")
+    print(f"image   {product['ref']}\narchive {product['archive']}\nid      {product['id']}\n"
+          f"digest  {product['digest']}")
     state = _state()
     node_workdir = state.get("node_workdir") if state else None
     if not isinstance(node_workdir, str) or status(quiet=True) != 0:

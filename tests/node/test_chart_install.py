@@ -8,16 +8,20 @@ share one module-scoped release.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
+from leoflow_staging.devenv.assets import REPO
 from leoflow_staging.devenv.cluster import CHART, NodeCluster
+from leoflow_staging.devenv.images import archive_digests
 from leoflow_staging.devenv.pods import task_pod
 from leoflow_staging.devenv.provisioner import STORAGE_CLASS
 from tests.node.test_node import wait_bound, wait_phase
@@ -67,6 +71,60 @@ def test_install_runs_two_webhook_replicas_behind_the_service(cluster: NodeClust
     # The hook Jobs (certificates, migration) ran as pods and cleaned up after themselves.
     jobs = client.BatchV1Api(cluster.api).list_namespaced_job(NS).items
     assert [j.metadata.name for j in jobs if not j.metadata.owner_references] == []
+
+
+def test_the_webhook_pods_run_the_image_make_image_built(cluster: NodeCluster, release: dict[str, Any],
+                                                          core: client.CoreV1Api) -> None:
+    """What ships is what is tested: the node runs the archive built from the Dockerfile (the session built it
+    with hack/build-images.sh, as `make image` does), the running webhook pods' imageID is its digest, and
+    `make image` now builds the same image into dist/."""
+    product = cluster.images["product"]
+    assert product.archive.parent == REPO / "dist", product.archive
+    pods = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/component=webhook").items
+    running = [p for p in pods if p.status.phase == "Running"]
+    statuses = [s for p in running for s in (p.status.container_statuses or [])]
+    assert len(statuses) >= 2, [p.metadata.name for p in pods]
+    for status in statuses:
+        assert status.image == product.ref, status.image
+        # containerd names an imported image (no registry, so no repo digest) by its image ID, the digest of
+        # its config; a pulled one would be <repository>@<manifest digest>.
+        assert status.image_id in (product.id, f"{product.ref.rsplit(':', 1)[0]}@{product.digest}"), (
+            status.image_id, product)
+    started = min(p.metadata.creation_timestamp.timestamp() for p in running)
+
+    made = subprocess.run(["make", "--no-print-directory", "image"], cwd=REPO, capture_output=True, text=True,
+                          check=False, timeout=900)
+    assert made.returncode == 0, f"make image failed:\n{made.stdout}\n{made.stderr}"
+    printed: dict[str, str] = {}
+    for line in made.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("image", "archive", "id", "digest"):
+            printed[key] = value.strip()
+    archive = Path(printed["archive"])
+    assert archive.parent == REPO / "dist" and archive.is_file(), printed
+    assert archive_digests(archive) == (printed["id"], printed["digest"]), printed
+    if printed["id"] != product.id:
+        # Only a change of the build's inputs while the session ran explains another image (a shared checkout).
+        changed = [str(p.relative_to(REPO)) for p in _image_inputs() if p.stat().st_mtime > started]
+        if changed:
+            pytest.skip(f"the image's inputs changed while the node ran ({', '.join(changed[:5])}): "
+                        "the digests cannot be compared")
+    assert (printed["id"], printed["digest"]) == (product.id, product.digest), (
+        "`make image` builds another image than the node runs")
+    assert printed["image"] == product.ref
+
+
+def _image_inputs() -> list[Path]:
+    """The files the product image is built from (the Dockerfile's context and recipe, the base's recipe)."""
+    roots = ["Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "requirements/image.lock",
+             "leoflow_staging", "webhook", "gc_job", "shared", "certs", "hack/images/python-base",
+             "hack/build-images.sh"]
+    files: list[Path] = []
+    for root in roots:
+        path = REPO / root
+        found = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+        files += [f for f in found if "__pycache__" not in f.parts and "devenv" not in f.parts]
+    return files
 
 
 def test_an_opted_in_task_pod_runs_with_staging_and_writes_bytes(
