@@ -40,7 +40,8 @@ def _row(name: str, value: Any, target: str, met: bool | None) -> str:
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [f"Machine: {m['cpus']} cores ({m['cpu']}), {m['memory_mb']} MiB, Python {m['python']}, {m['postgres']}",
-             f"Kubernetes {results.get('kubernetes', '?')}; medians of {results.get('rounds', '?')} rounds.", "",
+             f"Kubernetes {results.get('kubernetes', '?')}; {results.get('rounds', '?')} rounds (pod CREATE: the "
+             "creates of all rounds pooled, differences paired; wrk: medians of the rounds).", "",
              "| figure | measured | target |", "| --- | --- | --- |"]
     lines += create_overhead.markdown(results.get("create_overhead") or {})
     lines += wrk_bench.markdown(results.get("wrk") or {})
