@@ -78,13 +78,13 @@ test: install binaries postgres node-packages images airflow lint typecheck
 
 NODE ?=
 dev-up: install binaries postgres $(if $(NODE),node-packages)
-	$(PY) -m leoflow_staging.devenv up $(if $(NODE),--node)
+	$(PY) -m devenv up $(if $(NODE),--node)
 
 dev-down:
-	@if [ -x $(PY) ]; then $(PY) -m leoflow_staging.devenv down; else echo "nothing running"; fi
+	@if [ -x $(PY) ]; then $(PY) -m devenv down; else echo "nothing running"; fi
 
 demo: install binaries postgres
-	$(PY) -m leoflow_staging.devenv.demo
+	$(PY) -m devenv.demo
 
 bench: install binaries postgres wrk
 	$(PY) -m bench
@@ -92,7 +92,7 @@ bench: install binaries postgres wrk
 # The product image from the Dockerfile (the one recipe) into dist/leoflow-staging-<tag>.oci.tar with buildah, no
 # Docker, no registry (docs/images.md); imported into a running dev node. Cold ~2 min, nothing changed ~5 s.
 image: install buildah
-	@set -o pipefail; bash hack/build-images.sh product | $(PY) -m leoflow_staging.devenv import-image
+	@set -o pipefail; bash hack/build-images.sh product | $(PY) -m devenv import-image
 
 clean: dev-down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 
-from leoflow_staging.devenv.controlplane import ControlPlane
+from devenv.controlplane import ControlPlane
 
 
 @dataclass

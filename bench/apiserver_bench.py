@@ -11,7 +11,7 @@ from bench.admin_api import AdminApi, timed_create
 from bench.env import NAMESPACE, BenchEnv
 from bench.server_bench import server_side_ms
 from bench.stats import percentile, summary_ms
-from leoflow_staging.devenv.pods import task_pod
+from devenv.pods import task_pod
 
 
 def run(env: BenchEnv, *, cold_pods: int = 150) -> dict[str, Any]:

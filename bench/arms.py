@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.admin_api import AdminApi
 from bench.realistic_pod import PRIORITY_CLASS
-from leoflow_staging.devenv.webhook import TEST_WEBHOOK_LABEL, WebhookProcess
+from devenv.webhook import TEST_WEBHOOK_LABEL, WebhookProcess
 from shared import labels
 
 ARMS = ("plain", "policy", "webhook", "minimal")

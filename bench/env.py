@@ -11,11 +11,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from kubernetes import client, config
 
-from leoflow_staging.devenv.assets import ensure_assets
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.orchestrator import create_runs_table
-from leoflow_staging.devenv.postgres import Postgres
-from leoflow_staging.devenv.webhook import WebhookProcess
+from devenv.assets import ensure_assets
+from devenv.controlplane import ControlPlane
+from devenv.orchestrator import create_runs_table
+from devenv.postgres import Postgres
+from devenv.webhook import WebhookProcess
 from shared.db.migrate import upgrade
 
 NAMESPACE = "bench"

@@ -35,11 +35,11 @@ from kubernetes import client, config
 from bench.cpu import tree_cpu_seconds
 from bench.env import NAMESPACE, RWX_CLASS, BenchEnv, create_database
 from bench.gc_profile import Split
+from devenv.assets import ensure_assets
+from devenv.controlplane import ControlPlane
+from devenv.postgres import Postgres
 from gc_job.plan import GcPolicy, plan_batch
 from gc_job.sweep import SweepConfig, Sweeper
-from leoflow_staging.devenv.assets import ensure_assets
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.postgres import Postgres
 from shared.db import runs_repo, volumes_repo
 from shared.kube import KubeApi, make_api_client
 from shared.naming import pvc_name

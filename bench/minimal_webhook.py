@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from certs.issuance import KeyPair, issue_ca, issue_serving
-from leoflow_staging.devenv.processes import ManagedProcess, free_port
+from devenv.processes import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from kubernetes import client, watch
 
 from bench.stats import percentile
-from leoflow_staging.devenv.assets import ensure_assets
-from leoflow_staging.devenv.cluster import NodeCluster
-from leoflow_staging.devenv.orchestrator import create_runs_table, set_run
-from leoflow_staging.devenv.pods import task_pod
-from leoflow_staging.devenv.provisioner import STORAGE_CLASS
+from devenv.assets import ensure_assets
+from devenv.cluster import NodeCluster
+from devenv.orchestrator import create_runs_table, set_run
+from devenv.pods import task_pod
+from devenv.provisioner import STORAGE_CLASS
 
 TENANT = "bench-node"
 

@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from leoflow_staging.devenv.pods import admission_review, task_pod
+from devenv.pods import admission_review, task_pod
 
 PRIORITY_CLASS = "batch-normal"  # the pod names it: the apiserver's Priority admission needs it to exist
 

@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client, config
 
-from leoflow_staging.devenv.assets import ensure_assets
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.postgres import Postgres
-from leoflow_staging.devenv.processes import log_tail
+from devenv.assets import ensure_assets
+from devenv.controlplane import ControlPlane
+from devenv.postgres import Postgres
+from devenv.processes import log_tail
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.postgres import Postgres
-from leoflow_staging.devenv.webhook import TEST_WEBHOOK_LABEL
+from devenv.controlplane import ControlPlane
+from devenv.postgres import Postgres
+from devenv.webhook import TEST_WEBHOOK_LABEL
 from shared.db.migrate import upgrade
 from tests.support.airflow import Airflow
 from tests.support.webhook import WebhookProcess

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.postgres import Postgres
+from devenv.postgres import Postgres
 from shared.naming import pvc_name
 from tests.airflow.conftest import UNICODE_DAG
 from tests.support.airflow import Airflow

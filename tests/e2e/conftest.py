@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.controlplane import KCM_RESYNC_BOUND_SECONDS, ControlPlane
-from leoflow_staging.devenv.postgres import Postgres
+from devenv.controlplane import KCM_RESYNC_BOUND_SECONDS, ControlPlane
+from devenv.postgres import Postgres
 from shared import labels
 from shared.db.migrate import upgrade
 from tests.e2e.gc_support import Bench, own_kube

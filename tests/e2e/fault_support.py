@@ -13,9 +13,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.postgres import Postgres
-from leoflow_staging.devenv.webhook import WebhookProcess
+from devenv.controlplane import ControlPlane
+from devenv.postgres import Postgres
+from devenv.webhook import WebhookProcess
 from shared.db.migrate import upgrade
 from tests.support.orchestrator import create_runs_table
 from tests.support.pods import admission_review, task_pod

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from leoflow_staging.devenv.controlplane import ControlPlane
+from devenv.controlplane import ControlPlane
 from tests.e2e.conftest import pod_dict, staging_pvc_of
 from tests.support.helm import CHART, apply, by_kind, helm, one, render
 from tests.support.pods import task_pod

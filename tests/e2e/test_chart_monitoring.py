@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from leoflow_staging.devenv.prometheus_assets import ensure_prometheus
+from devenv.prometheus_assets import ensure_prometheus
 from tests.conftest import unavailable
 from tests.support.helm import apply, one, render
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from leoflow_staging.devenv.controlplane import ControlPlane
+from devenv.controlplane import ControlPlane
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from kubernetes import client
 
 from certs.issuance import KeyPair, issue_client
-from leoflow_staging.devenv.controlplane import ControlPlane, kubeconfig
+from devenv.controlplane import ControlPlane, kubeconfig
 from tests.e2e.fault_support import FaultBench, admit, fault_bench, session_for
 from tests.support.orchestrator import set_run
 from tests.support.webhook import console_script

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from certs.issuance import issue_ca, issue_serving
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.processes import free_port
+from devenv.controlplane import ControlPlane
+from devenv.processes import free_port
 from tests.e2e.fault_support import FaultBench, admit, fault_bench, session_for  # noqa: F401 - fixture
 
 Rule = Callable[[str, str], bool]  # (method, path) -> throttle?

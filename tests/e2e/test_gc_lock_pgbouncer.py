@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from leoflow_staging.devenv.postgres import Postgres
+from devenv.postgres import Postgres
 from shared.db import volumes_repo
 from shared.db.engine import make_engine
 from shared.db.locks import single_flight

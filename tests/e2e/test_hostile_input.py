@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
 
-from leoflow_staging.devenv.webhook import WebhookProcess
+from devenv.webhook import WebhookProcess
 from tests.support.pods import admission_review, task_pod
 
 pytestmark = pytest.mark.e2e

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from leoflow_staging.devenv.processes import ManagedProcess, free_port
-from leoflow_staging.devenv.prometheus_assets import ensure_prometheus
+from devenv.processes import ManagedProcess, free_port
+from devenv.prometheus_assets import ensure_prometheus
 from shared.db.locks import single_flight
 from shared.db.migrate import upgrade
 from tests.conftest import unavailable

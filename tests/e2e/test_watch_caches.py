@@ -18,8 +18,8 @@ import requests
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.postgres import Postgres
+from devenv.controlplane import ControlPlane
+from devenv.postgres import Postgres
 from shared import labels
 from shared.db.migrate import upgrade
 from shared.naming import pvc_name

@@ -23,8 +23,8 @@ import requests
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.postgres import Postgres
+from devenv.controlplane import ControlPlane
+from devenv.postgres import Postgres
 from shared.db.migrate import upgrade
 from tests.e2e.conftest import pod_dict, staging_pvc_of
 from tests.support.pods import admission_review, task_pod

@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client, config
 
-from leoflow_staging.devenv.assets import ensure_assets
-from leoflow_staging.devenv.cluster import NodeCluster
-from leoflow_staging.devenv.orchestrator import create_runs_table
-from leoflow_staging.devenv.processes import log_tail
+from devenv.assets import ensure_assets
+from devenv.cluster import NodeCluster
+from devenv.orchestrator import create_runs_table
+from devenv.processes import log_tail
 from shared.db.migrate import upgrade
 from tests.conftest import unavailable
 

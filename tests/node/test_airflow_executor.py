@@ -22,10 +22,10 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.cluster import NodeCluster
-from leoflow_staging.devenv.images import build_images
-from leoflow_staging.devenv.node import primary_ip
-from leoflow_staging.devenv.processes import ManagedProcess, free_port, log_tail
+from devenv.cluster import NodeCluster
+from devenv.images import build_images
+from devenv.node import primary_ip
+from devenv.processes import ManagedProcess, free_port, log_tail
 from shared.naming import pvc_name
 from tests.support.airflow import Airflow
 

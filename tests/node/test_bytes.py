@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.cluster import NodeCluster
-from leoflow_staging.devenv.orchestrator import create_runs_table, set_run
-from leoflow_staging.devenv.pods import task_pod
+from devenv.cluster import NodeCluster
+from devenv.orchestrator import create_runs_table, set_run
+from devenv.pods import task_pod
 from shared import labels
 from tests.node.test_node import wait_bound, wait_phase
 

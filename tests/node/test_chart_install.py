@@ -19,11 +19,11 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.assets import REPO
-from leoflow_staging.devenv.cluster import CHART, NodeCluster
-from leoflow_staging.devenv.images import archive_digests
-from leoflow_staging.devenv.pods import task_pod
-from leoflow_staging.devenv.provisioner import STORAGE_CLASS
+from devenv.assets import REPO
+from devenv.cluster import CHART, NodeCluster
+from devenv.images import archive_digests
+from devenv.pods import task_pod
+from devenv.provisioner import STORAGE_CLASS
 from tests.node.test_node import wait_bound, wait_phase
 
 RELEASE = "leoflow-staging"

@@ -7,8 +7,8 @@ import uuid
 
 from kubernetes import client
 
-from leoflow_staging.devenv import provisioner
-from leoflow_staging.devenv.cluster import CHART, NodeCluster
+from devenv import provisioner
+from devenv.cluster import CHART, NodeCluster
 
 
 def test_unreachable_database_fails_the_install_clearly_and_installs_nothing(

@@ -8,8 +8,8 @@ from typing import Any
 
 from kubernetes import client
 
-from leoflow_staging.devenv import provisioner
-from leoflow_staging.devenv.cluster import NodeCluster
+from devenv import provisioner
+from devenv.cluster import NodeCluster
 
 
 def task_pod(name: str, image: str, script: str, claim: str | None = None) -> dict[str, Any]:

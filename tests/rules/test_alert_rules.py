@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from leoflow_staging.devenv.prometheus_assets import ensure_prometheus
+from devenv.prometheus_assets import ensure_prometheus
 from tests.conftest import unavailable
 from tests.support.helm import render
 

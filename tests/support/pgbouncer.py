@@ -9,8 +9,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from leoflow_staging.devenv.postgres import SUPERUSER, Postgres, _run_as
-from leoflow_staging.devenv.processes import ManagedProcess, free_port
+from devenv.postgres import SUPERUSER, Postgres, _run_as
+from devenv.processes import ManagedProcess, free_port
 
 
 def find_pgbouncer() -> str:

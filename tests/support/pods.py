@@ -1,5 +1,5 @@
 """Task pods for tests (live in devenv: the demo and bench use them too)."""
 
-from leoflow_staging.devenv.pods import admission_review, task_pod
+from devenv.pods import admission_review, task_pod
 
 __all__ = ["admission_review", "task_pod"]

@@ -9,9 +9,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leoflow_staging.devenv import provisioner
-from leoflow_staging.devenv.hostnet import GUARD_CHAIN, guard_rules, strip_owned_rules
-from leoflow_staging.devenv.node import (
+from devenv import provisioner
+from devenv.hostnet import GUARD_CHAIN, guard_rules, strip_owned_rules
+from devenv.node import (
     POD_CIDR,
     POD_CIDR_BLOCK,
     cni_config,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from leoflow_staging.devenv.processes import ManagedProcess, free_port
+from devenv.processes import ManagedProcess, free_port
 
 SUPERUSER = "leoflow"
 

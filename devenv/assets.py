@@ -6,9 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from leoflow_staging.devenv.controlplane import BINARIES
+from devenv.controlplane import BINARIES
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "hack" / "build-control-plane.sh"
 
 

@@ -23,11 +23,11 @@ from typing import Any
 import sqlalchemy as sa
 from kubernetes import client, config
 
-from leoflow_staging.devenv import __main__ as dev
-from leoflow_staging.devenv import demo_node, orchestrator
-from leoflow_staging.devenv.narrate import DIM, RESET, say, show
-from leoflow_staging.devenv.pods import task_pod
-from leoflow_staging.devenv.webhook import WebhookProcess
+from devenv import __main__ as dev
+from devenv import demo_node, orchestrator
+from devenv.narrate import DIM, RESET, say, show
+from devenv.pods import task_pod
+from devenv.webhook import WebhookProcess
 from shared.db.engine import make_engine
 
 NS = "leoflow-demo"

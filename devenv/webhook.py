@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes import client
 
 from certs.issuance import KeyPair, issue_ca, issue_serving
-from leoflow_staging.devenv.processes import ManagedProcess, free_port
+from devenv.processes import ManagedProcess, free_port
 from shared import labels
 
 TEST_WEBHOOK_LABEL = "leoflow.io/test-webhook"  # on a namespace: which test webhook sees its pods

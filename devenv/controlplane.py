@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs.issuance import KeyPair, issue_ca, issue_client, issue_serving
-from leoflow_staging.devenv.processes import ManagedProcess, free_port
+from devenv.processes import ManagedProcess, free_port
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 # kube-controller-manager's informers resync every min-resync-period to twice that (client-go's jitter): an event

@@ -1,4 +1,4 @@
-"""``python -m leoflow_staging.devenv up|down|status``: the dev control plane and PostgreSQL.
+"""``python -m devenv up|down|status``: the dev control plane and PostgreSQL.
 
 ``up`` starts them in the background and writes ``.dev/env`` (KUBECONFIG and
 LEOFLOW_STAGING_DATABASE_URL, shell-sourceable); ``down`` stops every process it started.
@@ -16,12 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from leoflow_staging.devenv.assets import REPO, ensure_assets
-from leoflow_staging.devenv.cluster import NodeCluster
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.node import cleanup_host
-from leoflow_staging.devenv.postgres import Postgres, find_bindir
-from leoflow_staging.devenv.processes import kill_group
+from devenv.assets import REPO, ensure_assets
+from devenv.cluster import NodeCluster
+from devenv.controlplane import ControlPlane
+from devenv.node import cleanup_host
+from devenv.postgres import Postgres, find_bindir
+from devenv.processes import kill_group
 
 DEV = REPO / ".dev"
 STATE = DEV / "state.json"
@@ -169,7 +169,7 @@ def import_image() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leoflow_staging.devenv")
+    parser = argparse.ArgumentParser(prog="python -m devenv")
     parser.add_argument("action", choices=["up", "down", "status", "import-image"])
     parser.add_argument("--node", action="store_true", help="also a real node, the RWX provisioner and images")
     args = parser.parse_args(argv)

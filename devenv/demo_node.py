@@ -22,12 +22,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from kubernetes import client
 
-from leoflow_staging.devenv.assets import ensure_assets
-from leoflow_staging.devenv.cluster import NodeCluster
-from leoflow_staging.devenv.narrate import BOLD, DIM, RESET, say, show
-from leoflow_staging.devenv.orchestrator import create_runs_table, set_run
-from leoflow_staging.devenv.pods import task_pod
-from leoflow_staging.devenv.provisioner import STORAGE_CLASS
+from devenv.assets import ensure_assets
+from devenv.cluster import NodeCluster
+from devenv.narrate import BOLD, DIM, RESET, say, show
+from devenv.orchestrator import create_runs_table, set_run
+from devenv.pods import task_pod
+from devenv.provisioner import STORAGE_CLASS
 from shared import labels
 
 NS, TENANT, DAG = "leoflow-staging", "team-etl", "etl_daily"

@@ -17,12 +17,12 @@ from typing import Any
 
 from kubernetes import client, config, dynamic
 
-from leoflow_staging.devenv import provisioner
-from leoflow_staging.devenv.assets import REPO
-from leoflow_staging.devenv.controlplane import ControlPlane
-from leoflow_staging.devenv.images import Image, build_images
-from leoflow_staging.devenv.node import POD_CIDR, Node, primary_ip
-from leoflow_staging.devenv.postgres import Postgres
+from devenv import provisioner
+from devenv.assets import REPO
+from devenv.controlplane import ControlPlane
+from devenv.images import Image, build_images
+from devenv.node import POD_CIDR, Node, primary_ip
+from devenv.postgres import Postgres
 
 CHART = REPO / "charts" / "leoflow-staging"
 

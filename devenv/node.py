@@ -24,9 +24,9 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from leoflow_staging.devenv.controlplane import SERVICE_CIDR, ControlPlane
-from leoflow_staging.devenv.hostnet import HostNetwork
-from leoflow_staging.devenv.processes import ManagedProcess, StartupError, free_port, kill_group, log_tail
+from devenv.controlplane import SERVICE_CIDR, ControlPlane
+from devenv.hostnet import HostNetwork
+from devenv.processes import ManagedProcess, StartupError, free_port, kill_group, log_tail
 
 NODE_NAME = "leoflow-node"
 POD_CIDR = "10.244.0.0/24"

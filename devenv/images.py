@@ -10,7 +10,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from leoflow_staging.devenv.assets import REPO
+from devenv.assets import REPO
 
 BUILD_SCRIPT = REPO / "hack" / "build-images.sh"
 ENSURE_SCRIPT = REPO / "hack" / "ensure-buildah.sh"
