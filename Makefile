@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help check install binaries node-packages buildah wrk postgres airflow lint typecheck test unit demo bench dev-up dev-down clean image images
+.PHONY: soak help check install binaries node-packages buildah wrk postgres airflow lint typecheck test unit demo bench dev-up dev-down clean image images
 
 help:
 	@echo "make check    - the fast loop: ruff, mypy, import contracts, unit tests and PostgreSQL-only tests (no root, no node)"
@@ -16,6 +16,7 @@ help:
 	@echo "make dev-up NODE=1 - also a real node (containerd, kubelet, kube-proxy, scheduler), the RWX provisioner, images"
 	@echo "make dev-down - stop them (and undo the node's host changes)"
 	@echo "make bench    - benchmarks (figures, not assertions)"
+	@echo "make soak     - the stress tests at their large sizes (about 30 min; docs/development.md)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +76,14 @@ images: buildah
 
 test: install binaries postgres node-packages images airflow lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The stress tests at the sizes that make test shrinks (docs/development.md, "Stress sizes").
+SOAK_TESTS := tests/e2e/test_soak.py tests/e2e/test_hostile_input.py tests/e2e/test_faults_processes.py \
+	tests/e2e/test_gc_races.py
+soak: install binaries postgres
+	LEOFLOW_DEV_SOAK_SECONDS=600 LEOFLOW_DEV_KILL_RUNS=100 LEOFLOW_DEV_FUZZ_EXAMPLES=20000 \
+	LEOFLOW_DEV_RACE_ITERATIONS=1500 LEOFLOW_DEV_REPLICA_PODS=1000 \
+	$(BIN)/pytest $(SOAK_TESTS) --timeout=3600 -q -s $(PYTEST_ARGS)
 
 NODE ?=
 dev-up: install binaries postgres $(if $(NODE),node-packages)

@@ -60,7 +60,8 @@ def cni_bin_dir() -> str:
     raise FileNotFoundError("CNI plugins (bridge, host-local) not found: run hack/ensure-node-packages.sh")
 
 
-def containerd_config(*, root: Path, state: Path, socket: Path, sandbox_image: str, cni_conf_dir: Path) -> str:
+def containerd_config(*, root: Path, state: Path, socket: Path, sandbox_image: str, cni_conf_dir: Path,
+                      cni_bin: str) -> str:
     """containerd 1.6 config (version 2) for the CRI on this host (pure)."""
     return f"""version = 2
 root = "{root}"
@@ -94,7 +95,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni_bin_dir()}"
+    bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf_dir}"
 """
 
@@ -224,7 +225,8 @@ class Node:
         runtime.mkdir(parents=True, exist_ok=True)
         conf = runtime / "config.toml"
         conf.write_text(containerd_config(root=runtime / "root", state=runtime / "state", socket=self.socket,
-                                          sandbox_image=self.sandbox_image, cni_conf_dir=cni_conf))
+                                          sandbox_image=self.sandbox_image, cni_conf_dir=cni_conf,
+                                          cni_bin=cni_bin_dir()))
         containerd = self._spawn("containerd", ["containerd", "--config", str(conf), "--log-level", "warn"])
         containerd.wait_healthy(lambda: self.ctr("version", timeout=5).returncode == 0, timeout=timeout)
 

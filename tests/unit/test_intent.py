@@ -51,3 +51,25 @@ def test_any_printable_ids_give_a_valid_intent_or_a_clear_denial(dag: str, run: 
         assert result.pvc_name == pvc_name(dag, run)
     else:
         assert isinstance(result, Verdict) and result.message.startswith("leoflow-staging: ")
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                                 st.dictionaries(st.text(max_size=10), inner,
+                                                                                 max_size=3)), max_leaves=8)
+OUR_KEYS = ["leoflow.io/staging", "leoflow.io/dag-id", "leoflow.io/run-id", "leoflow.io/staging-size",
+            "leoflow.io/staging-storage-class"]
+
+
+@given(st.dictionaries(st.sampled_from(OUR_KEYS), json_values), st.dictionaries(st.sampled_from(OUR_KEYS), json_values))
+def test_any_json_in_our_labels_and_annotations_gives_an_intent_or_a_client_error(
+        labels: dict[str, object], annotations: dict[str, object]) -> None:
+    pod = task_pod("d", "r")
+    pod["metadata"]["labels"].update(labels)
+    pod["metadata"]["annotations"].update(annotations)
+    result = read_intent(pod, SIZES)  # never raises, whatever types the values have
+    if isinstance(result, Verdict):
+        assert not result.allowed and 400 <= result.code < 500, result
+        assert result.message.startswith("leoflow-staging: ")
+    else:
+        assert result is None or isinstance(result, StagingIntent)

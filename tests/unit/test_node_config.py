@@ -74,7 +74,8 @@ def test_pod_cidr_is_inside_the_blackholed_block() -> None:
 
 def test_containerd_config_sets_the_two_fixes_for_these_hosts(tmp_path: Path) -> None:
     text = containerd_config(root=tmp_path / "r", state=tmp_path / "s", socket=tmp_path / "c.sock",
-                             sandbox_image="leoflow.local/pause:3.10", cni_conf_dir=tmp_path / "cni")
+                             sandbox_image="leoflow.local/pause:3.10", cni_conf_dir=tmp_path / "cni",
+                             cni_bin="/usr/lib/cni")
     assert "restrict_oom_score_adj = true" in text  # runc lacks CAP_SYS_RESOURCE here
     assert "SystemdCgroup = false" in text
     assert 'sandbox_image = "leoflow.local/pause:3.10"' in text
