@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from leoflow_staging import __version__
+from leoflow_staging.inspection import DEFAULT_UID
 from shared.errors import SettingsError, StagingError
 from shared.settings import Settings, from_env, unknown_settings
 
@@ -53,6 +54,12 @@ def _certs(settings: Settings, args: argparse.Namespace) -> int:
     from leoflow_staging.commands import certs  # noqa: PLC0415
 
     return certs(settings, args)
+
+
+def _inspect(settings: Settings, args: argparse.Namespace) -> int:
+    from leoflow_staging.inspect_command import inspect  # noqa: PLC0415
+
+    return inspect(settings, args)
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
@@ -104,17 +111,38 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--out-dir", required=True)
     files.add_argument("--host", action="append", required=True, help="DNS name or IP for the SANs (repeat)")
     secret = certs_sub.add_parser("ensure-secret", help="create, reuse or renew the TLS Secret")
-    patch = certs_sub.add_parser("patch-webhook", help="copy the Secret's CA into the webhook configuration")
+    patch = certs_sub.add_parser("patch-webhook", help="copy the Secret's CAs into the webhook configuration and "
+                                                       "complete a CA rotation (docs/operators.md, Certificates)")
     for p in (secret, patch):
         p.add_argument("--namespace", required=True)
         p.add_argument("--secret", required=True)
     secret.add_argument("--service", required=True, help="the webhook Service (names the SANs)")
     patch.add_argument("--webhook-config", required=True, help="the MutatingWebhookConfiguration's name")
+    patch.add_argument("--service", help="the webhook Service: during a CA rotation, drop the old CA once each of "
+                                         "its ready endpoints serves the new CA's certificate")
+    patch.add_argument("--wait", default="240s", help="how long to wait for that (default 240s; then both CAs "
+                                                      "stay trusted until the next run)")
     for p in (files, secret):
         p.add_argument("--validity", default="365d", help="serving certificate lifetime (default 365d)")
         p.add_argument("--ca-validity", default="3650d", help="CA lifetime (default 3650d)")
         p.add_argument("--renew-before", default="30d", help="renew when expiring within this (default 30d)")
     certs.set_defaults(func=_certs)
+
+    look = sub.add_parser("inspect", help="look at a run's staging files through a read-only pod (or say when "
+                                          "and why its volume was reclaimed)")
+    look.add_argument("dag_id", metavar="DAG_ID")
+    look.add_argument("run_id", metavar="RUN_ID")
+    look.add_argument("-n", "--namespace", help="the run's namespace (default: where its volume is recorded)")
+    look.add_argument("--image", required=True,
+                      help="the product image for the pod (the chart's image.repository:image.tag)")
+    look.add_argument("--uid", type=int, default=DEFAULT_UID,
+                      help="the pod's non-root uid; a task's uid reads what it wrote with mode 0600 (default "
+                           f"{DEFAULT_UID})")
+    look.add_argument("--ttl", default="1h", help="the pod ends by itself after this (default 1h)")
+    look.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the pod to run")
+    look.add_argument("--top", type=int, default=20, help="how many of the largest and of the newest files to show")
+    look.add_argument("--limit", type=int, default=100_000, help="rank at most this many files (all are counted)")
+    look.set_defaults(func=_inspect)
 
     check = sub.add_parser("check-admission", help="server-side dry-run an opted-in pod and check it is patched "
                                                    "(the chart's `helm test`)")

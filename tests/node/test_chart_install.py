@@ -7,8 +7,10 @@ share one module-scoped release.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
+from certs.bundle import split_pem
 from devenv.assets import REPO
 from devenv.cluster import CHART, NodeCluster
 from devenv.images import archive_digests
@@ -178,6 +181,61 @@ def test_helm_upgrade_with_a_changed_value_rolls_the_webhook(cluster: NodeCluste
     env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env or []}
     config_maps = [e for e in dep.spec.template.spec.containers[0].env_from or []]
     assert env.get("LEOFLOW_STAGING_LOG_LEVEL") == "DEBUG" or config_maps
+
+
+def test_a_ca_rotation_refuses_no_pod(cluster: NodeCluster, release: dict[str, Any], core: client.CoreV1Api) -> None:
+    """`helm upgrade` that forces a new CA while opted-in pods are created without pause: none is refused, and
+    the old CA leaves the caBundle only after every replica serves the new CA's certificate (docs/operators.md,
+    "A CA rotation refuses no pod"). The pods are never scheduled (a node selector no node has)."""
+    tenant = release["tenant"]
+    reg = client.AdmissionregistrationV1Api(cluster.api)
+
+    def trusted() -> tuple[bytes, ...]:
+        hook = reg.read_mutating_webhook_configuration(RELEASE).webhooks[0]
+        return split_pem(base64.b64decode(hook.client_config.ca_bundle))
+
+    before = trusted()
+    assert len(before) == 1
+    run = f"rotation-{uuid.uuid4().hex[:6]}"
+    stop, admitted, refused = threading.Event(), [], []
+
+    def create() -> None:
+        while not stop.is_set():
+            pod = task_pod("rotation", run, generate_name="rotation-",
+                           containers=[{"name": "task", "image": cluster.images["task"].ref,
+                                        "imagePullPolicy": "Never", "command": ["true"]}])
+            pod["metadata"]["labels"]["leoflow-test/rotation"] = run
+            pod["spec"]["nodeSelector"] = {"leoflow-test/no-such-node": "true"}
+            try:
+                core.create_namespaced_pod(tenant, pod)
+                admitted.append(time.monotonic())
+            except client.ApiException as exc:
+                refused.append(f"{exc.status} {exc.body[:300] if exc.body else exc.reason}")
+            time.sleep(0.2)
+
+    creator = threading.Thread(target=create, daemon=True)
+    creator.start()
+    try:
+        time.sleep(3)
+        started = time.monotonic()
+        cluster.helm("upgrade", RELEASE, str(CHART), "-n", NS, "--reuse-values", "--set",
+                     "certs.renewBefore=1000000h", "--wait", "--timeout", "6m", timeout=420)
+        ended = time.monotonic()
+        time.sleep(3)
+    finally:
+        stop.set()
+        creator.join(timeout=30)
+        core.delete_collection_namespaced_pod(tenant, label_selector=f"leoflow-test/rotation={run}")
+    during = sum(1 for t in admitted if started <= t <= ended)
+    print(f"\nFIGURE CA rotation by helm upgrade: {ended - started:.0f}s, {len(admitted)} pods admitted "
+          f"({during} during the upgrade), {len(refused)} refused")
+    assert refused == [], refused[:5]
+    assert during >= 200, (during, len(admitted))
+    after = trusted()
+    secret = core.read_namespaced_secret(f"{RELEASE}-webhook-tls", NS).data
+    ca = base64.b64decode(secret["ca.crt"])
+    assert after == split_pem(ca) and after != before  # the old CA dropped once every replica served the new
+    assert "next.crt" not in secret and base64.b64decode(secret["trust.crt"]) == ca
 
 
 def test_the_schedule_runs_the_gc(cluster: NodeCluster, release: dict[str, Any]) -> None:
