@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from gc_job.plan import Action, Decision, GcPolicy, finished_holders, reclaim_reason
+from gc_job.plan import Action, Decision, GcPolicy, reclaim_reason, releasable_holders
 from gc_job.results import Outcome, Result
 from shared.db import reclaim_batches, runs_repo, volumes_repo
 from shared.db.engine import translate_errors
@@ -308,12 +308,13 @@ class Executor:
             return f"unexpected {type(exc).__name__}: {exc}"
 
     def _release_finished_pods(self, d: Decision, pods: list[PodUse]) -> list[PodUse]:
-        """Delete the finished pods that hold a reclaimed claim, under the same run re-check as the
-        claim's delete (a clear + re-run in between leaves them alone). Returns the pods deleted."""
+        """Delete the finished pods (when enabled) and the inspect pods that hold a reclaimed claim, under the
+        same run re-check as the claim's delete (a clear + re-run in between leaves them alone). Returns the pods
+        deleted."""
         v, reason = d.volume, d.reason
         assert v is not None
         deleted: list[PodUse] = []
-        for pod in finished_holders(pods):
+        for pod in releasable_holders(pods, finished=self.delete_finished_pods):
             # One short transaction per pod: the run's row is share-locked only around that pod's delete,
             # so a clear waits at most one API call, and no delete ever outlives its guard.
             with translate_errors("deleting a finished pod"), self._engine.begin() as conn:
@@ -323,10 +324,11 @@ class Executor:
                 if self._kube.delete_pod(v.namespace, pod.name, uid=pod.uid):
                     deleted.append(pod)
                     self._on_event(logging.INFO, {
-                        "event": "finished_pod_deleted", "namespace": v.namespace, "pod": pod.name,
-                        "phase": pod.phase, "pvc": v.pvc_name, "dag_id": v.dag_id, "run_id": v.run_id,
-                        "reason": reason.value if reason else None,
-                        "detail": f"{pod.phase} pod held the reclaimed claim; it can never run again"})
+                        "event": "inspect_pod_deleted" if pod.inspect else "finished_pod_deleted",
+                        "namespace": v.namespace, "pod": pod.name, "phase": pod.phase, "pvc": v.pvc_name,
+                        "dag_id": v.dag_id, "run_id": v.run_id, "reason": reason.value if reason else None,
+                        "detail": "an inspect pod held the reclaimed claim (it only reads the files)" if pod.inspect
+                        else f"{pod.phase} pod held the reclaimed claim; it can never run again"})
         return deleted
 
     def _holders(self, waiting: list[Result]) -> tuple[dict[int, list[PodUse]], list[Result]]:
@@ -362,8 +364,8 @@ class Executor:
             touch()
             pods = holders[_row_id(r)]
             try:
-                if self.delete_finished_pods and finished_holders(pods) and self._release_finished_pods(r.decision,
-                                                                                                       pods):
+                releasable = releasable_holders(pods, finished=self.delete_finished_pods)
+                if releasable and self._release_finished_pods(r.decision, pods):
                     released.append(r)
                 else:
                     held.append((r, pods))

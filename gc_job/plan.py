@@ -139,6 +139,7 @@ def plan_adoptions(claims: Iterable[ClaimInfo], live: set[tuple[str, str]], *, n
     return out
 
 
-def finished_holders(pods: Iterable[PodUse]) -> list[PodUse]:
-    """The pods holding a reclaimed claim that may be deleted: only those that can never run again."""
-    return [p for p in pods if p.finished]
+def releasable_holders(pods: Iterable[PodUse], *, finished: bool) -> list[PodUse]:
+    """The pods holding a reclaimed claim that may be deleted: the inspect pods (they only read the files, which
+    are being reclaimed) and, when ``finished``, those that can never run again. Never a task pod that runs."""
+    return [p for p in pods if p.inspect or (finished and p.finished)]

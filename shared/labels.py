@@ -13,6 +13,7 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "leoflow-staging"
 INSTANCE = "leoflow.io/staging-instance"  # which installation (metadatabase) owns the PVC
 DEFAULT_INSTANCE = "default"
+INSPECT = "leoflow.io/inspect"  # on a pod of `leoflow-staging inspect` (the GC deletes it with the run's claim)
 RWX_CLASS = "leoflow.io/rwx"  # on a StorageClass: "true" marks it ReadWriteMany, "false" excludes it
 
 VOLUME_NAME = "leoflow-staging"

@@ -28,6 +28,7 @@ class PodUse:
     name: str
     uid: str
     phase: str  # Pending, Running, Succeeded, Failed, Unknown
+    inspect: bool = False  # a pod of `leoflow-staging inspect` (labelled leoflow.io/inspect): only reads the files
 
     @property
     def finished(self) -> bool:

@@ -12,7 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from shared.errors import KubeForbidden, KubeUnavailable
-from shared.labels import DEFAULT_INSTANCE, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE
+from shared.labels import DEFAULT_INSTANCE, INSPECT, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE
 from shared.objects import (
     ClaimInfo,
     ClaimSpec,
@@ -231,7 +231,8 @@ class KubeApi:
         for pod in pods:
             meta = pod.get("metadata") or {}
             use = PodUse(name=meta.get("name", "?"), uid=meta.get("uid", ""),
-                         phase=(pod.get("status") or {}).get("phase") or "Unknown")
+                         phase=(pod.get("status") or {}).get("phase") or "Unknown",
+                         inspect=(meta.get("labels") or {}).get(INSPECT) == "true")
             claims = {(vol.get("persistentVolumeClaim") or {}).get("claimName")
                       for vol in (pod.get("spec") or {}).get("volumes") or []}
             for claim in claims & wanted:

@@ -8,6 +8,8 @@ suspended so that only these Jobs sweep.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,8 @@ from kubernetes import client
 from devenv.cluster import NodeCluster
 from devenv.orchestrator import create_runs_table, set_run
 from devenv.pods import task_pod
+from devenv.webhook import console_script
+from leoflow_staging.inspection import pod_name
 from shared import labels
 from tests.node.test_node import wait_bound, wait_phase
 
@@ -354,3 +358,59 @@ def test_no_pod_creation_fails_while_a_webhook_pod_dies_and_the_deployment_resta
     assert failures == [], failures[:5]
     for run in runs:
         delete_pods_of(core, run)
+
+
+def _inspect(cluster: NodeCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    assert cluster.postgres is not None and cluster.plane is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEOFLOW_STAGING_")}
+    env |= {"LEOFLOW_STAGING_DATABASE_URL": cluster.postgres.url("node_bytes"),
+            "LEOFLOW_STAGING_KUBECONFIG": str(cluster.plane.kubeconfig_path)}
+    return subprocess.run([console_script(), "inspect", *args], env=env, capture_output=True, text=True,
+                          timeout=240, check=False)
+
+
+def test_inspect_reads_a_failed_runs_files_read_only_and_never_keeps_its_volume(
+        cluster: NodeCluster, core: client.CoreV1Api, release: str, database: sa.Engine) -> None:
+    """docs/operators.md, "A run failed: what now": a task running as uid 1000 wrote a file only it may read,
+    then failed; `inspect --uid 1000` lists the files, the shell it names reads that file and cannot write;
+    when the run's volume is reclaimed the GC deletes the running inspect pod, and `inspect` prints the audit."""
+    dag, run = "etl-inspect", f"manual__{uuid.uuid4().hex[:6]}"
+    set_run(database, dag, run, "running")
+    writer = pod_for(cluster, dag, run, "umask 077 && mkdir -p $LEOFLOW_STAGING_DIR/out && "
+                     "echo private-result > $LEOFLOW_STAGING_DIR/out/result.json && "
+                     "dd if=/dev/zero of=$LEOFLOW_STAGING_DIR/out/big.bin bs=1M count=3 2>/dev/null && exit 1",
+                     "extract")
+    writer["spec"]["securityContext"] = {"runAsUser": 1000, "runAsGroup": 1000}
+    created = core.create_namespaced_pod(TENANT, writer)
+    assert wait_phase(core, TENANT, created.metadata.name, {"Succeeded", "Failed"}, timeout=180).status.phase \
+        == "Failed"
+    claim = created.metadata.annotations[labels.PVC]
+    set_run(database, dag, run, "failed", now())
+
+    image = cluster.images["product"].ref
+    first = _inspect(cluster, dag, run, "--image", image, "--uid", "1000", "--ttl", "10m")
+    assert first.returncode == 0, first.stdout + first.stderr
+    name = pod_name(claim)
+    assert f"started pod {TENANT}/{name}" in first.stdout
+    assert "2 files, 3.0 MiB on /staging" in first.stdout, first.stdout
+    largest = first.stdout.split("largest:")[1].splitlines()[1]
+    assert largest.strip().startswith("3.0 MiB") and largest.endswith("out/big.bin"), first.stdout
+    assert f"kubectl -n {TENANT} exec -it {name} -- sh" in first.stdout
+    read = cluster.kubectl("-n", TENANT, "exec", name, "--", "cat", "/staging/out/result.json")
+    assert read.stdout.strip() == "private-result"  # mode 0600, read as the uid that wrote it
+    write = cluster.kubectl("-n", TENANT, "exec", name, "--", "sh", "-c", "echo x > /staging/out/new", check=False)
+    assert write.returncode != 0 and "Read-only file system" in write.stderr, write.stderr
+    again = _inspect(cluster, dag, run, "--image", image, "--uid", "1000")
+    assert again.returncode == 0 and f"reusing pod {TENANT}/{name}" in again.stdout, again.stdout + again.stderr
+
+    # The run succeeds after a clear: its volume is reclaimed; the running inspect pod does not keep it.
+    set_run(database, dag, run, "success", now())
+    records = cluster.gc_job(NS, "gc-inspect", cronjob=GC_CRONJOB)
+    [gone] = [r for r in records if r.get("event") == "inspect_pod_deleted" and r["pod"] == name]
+    assert gone["phase"] == "Running" and gone["reason"] == "run_succeeded", gone
+    [reclaimed] = events(records, "reclaimed", claim)
+    assert reclaimed["reason"] == "run_succeeded", records
+    assert [r[:2] for r in audit(database, claim)] == [("deleted", "run_succeeded")]
+    after = _inspect(cluster, dag, run, "--image", image)
+    assert after.returncode == 1 and "was reclaimed at" in after.stderr and "(run_succeeded)" in after.stderr, (
+        after.stdout + after.stderr)

@@ -286,8 +286,8 @@ class FakeKube:
         self.claims[namespace, name] = claim
         return claim
 
-    def add_pod(self, *, namespace: str = "ns", name: str, claim: str, phase: str) -> PodUse:
-        pod = PodUse(name=name, uid=f"pod-uid-{next(self._uids)}", phase=phase)
+    def add_pod(self, *, namespace: str = "ns", name: str, claim: str, phase: str, inspect: bool = False) -> PodUse:
+        pod = PodUse(name=name, uid=f"pod-uid-{next(self._uids)}", phase=phase, inspect=inspect)
         self.pods[namespace, name] = (pod, claim)
         return pod
 

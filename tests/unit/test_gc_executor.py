@@ -223,7 +223,7 @@ def _reclaim_held(world: World, phases: dict[str, str], *, delete_finished_pods:
                   run_back: bool = False) -> tuple[VolumeRecord, Result]:
     row = world.volume("r", "success")
     for name, phase in phases.items():
-        world.kube.add_pod(name=name, claim=row.pvc_name, phase=phase)
+        world.kube.add_pod(name=name, claim=row.pvc_name, phase=phase, inspect=name.startswith("leoflow-inspect"))
     world.pod_uids = {name: pod.uid for (_, name), (pod, _) in world.kube.pods.items()}
     [pending] = world.reclaim([world.decision(row)], batch=True)
     assert pending.outcome is Outcome.TERMINATING and world.kube.claims["ns", row.pvc_name].terminating
@@ -249,6 +249,23 @@ def test_a_pod_that_may_still_run_is_never_deleted(world: World, phase: str) -> 
     assert ("ns", "z-live") in world.kube.pods
     assert (done.outcome, done.detail) == (Outcome.TERMINATING, f"Terminating, held by pod(s) z-live ({phase})")
     assert world.db.rows[row.id].detail == done.detail and world.state(row)[0] is VolumeState.RECLAIMING
+
+
+@pytest.mark.parametrize("delete_finished_pods", [True, False])
+def test_a_running_inspect_pod_never_keeps_a_reclaimed_claim(world: World, delete_finished_pods: bool) -> None:
+    row, done = _reclaim_held(world, {"leoflow-inspect-abc": "Running", "a-ok": "Succeeded"},
+                              delete_finished_pods=delete_finished_pods)
+    deleted = [e for e in world.log if e.startswith("kube:delete_pod")]
+    assert f"kube:delete_pod:ns/leoflow-inspect-abc@{world.pod_uids['leoflow-inspect-abc']}" in deleted
+    assert [f["pod"] for _, f in world.events if f["event"] == "inspect_pod_deleted"] == ["leoflow-inspect-abc"]
+    assert (f"kube:delete_pod:ns/a-ok@{world.pod_uids['a-ok']}" in deleted) is delete_finished_pods
+    if delete_finished_pods:
+        assert (done.outcome, world.state(row)[0]) == (Outcome.RECLAIMED, VolumeState.DELETED)
+
+
+def test_an_inspect_pod_stays_when_the_run_came_back(world: World) -> None:
+    _, done = _reclaim_held(world, {"leoflow-inspect-abc": "Running"}, run_back=True)
+    assert [e for e in world.log if e.startswith("kube:delete_pod")] == [] and done.outcome is Outcome.TERMINATING
 
 
 def test_finished_pods_stay_when_the_setting_is_off(world: World) -> None:
