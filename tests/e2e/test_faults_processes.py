@@ -36,6 +36,12 @@ def _live(bench: FaultBench, namespace: str) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _reclaiming(engine: sa.Engine, namespace: str) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.text("SELECT 1 FROM staging_volumes WHERE namespace = :ns AND state = "
+                                         "'reclaiming' LIMIT 1"), {"ns": namespace}).first())
+
+
 def _gc_env(bench: FaultBench, kubeconfig: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEOFLOW_STAGING_")}
     env.update(LEOFLOW_STAGING_DATABASE_URL=bench.db_url, LEOFLOW_STAGING_KUBECONFIG=str(kubeconfig),
@@ -111,7 +117,7 @@ def test_gc_sigkilled_at_random_points_many_times(fault_bench: FaultBench, names
     env = _gc_env(fault_bench, kubeconfig)
     done = 0
     for k in range(kills):
-        if k % 10 == 0:  # keep feeding reclaimable volumes so kills land mid-reclaim
+        if k % 3 == 0:  # keep feeding reclaimable volumes so kills land mid-reclaim
             for j in range(4):
                 run = f"done-{k}-{j}"
                 assert admit(session, server, namespace, "gc", run)["allowed"]
@@ -123,7 +129,13 @@ def test_gc_sigkilled_at_random_points_many_times(fault_bench: FaultBench, names
                             dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
         proc = subprocess.Popen([console_script(), "gc"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.4, 1.4))
+        # The kill lands at a random point in the sweep, not in the program's start-up (which takes longer on a
+        # busy machine): a random delay after the sweep first holds a row in `reclaiming` (when it reclaims
+        # anything), else a random moment up to the usual length of a sweep.
+        deadline = time.monotonic() + rng.uniform(0.4, 1.4) + 3.0
+        while proc.poll() is None and time.monotonic() < deadline and not _reclaiming(engine, namespace):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.15))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         done += 1
