@@ -161,15 +161,17 @@ class NodeCluster:
         repo, tag = self.images["product"].ref.rsplit(":", 1)
         return ["--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
 
-    def install_chart(self, *, release: str, namespace: str, database: str, values: tuple[str, ...] = ()) -> float:
+    def install_chart(self, *, release: str, namespace: str, database: str, values: tuple[str, ...] = (),
+                      chart: Path = CHART) -> float:
         """`helm install --wait` as docs/operators.md "Install" says (namespace, database Secret with the
-        pods' URL of ``database``, install); returns the seconds it took."""
+        pods' URL of ``database``, install); returns the seconds it took. ``values`` come after the image's, so
+        they may name another image (an earlier release's chart and image)."""
         assert self.postgres is not None
         self.kubectl("create", "namespace", namespace)
         self.kubectl("-n", namespace, "create", "secret", "generic", "leoflow-db",
                      f"--from-literal=url={self.postgres.pod_url(database)}")
         start = time.monotonic()
-        self.helm("install", release, str(CHART), "-n", namespace, "--set", "database.existingSecret=leoflow-db",
+        self.helm("install", release, str(chart), "-n", namespace, "--set", "database.existingSecret=leoflow-db",
                   *self.image_values(), *values, "--wait", "--timeout", "5m", timeout=600)
         return time.monotonic() - start
 
