@@ -104,12 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--out-dir", required=True)
     files.add_argument("--host", action="append", required=True, help="DNS name or IP for the SANs (repeat)")
     secret = certs_sub.add_parser("ensure-secret", help="create, reuse or renew the TLS Secret")
-    patch = certs_sub.add_parser("patch-webhook", help="copy the Secret's CA into the webhook configuration")
+    patch = certs_sub.add_parser("patch-webhook", help="copy the Secret's CAs into the webhook configuration and "
+                                                       "complete a CA rotation (docs/operators.md, Certificates)")
     for p in (secret, patch):
         p.add_argument("--namespace", required=True)
         p.add_argument("--secret", required=True)
     secret.add_argument("--service", required=True, help="the webhook Service (names the SANs)")
     patch.add_argument("--webhook-config", required=True, help="the MutatingWebhookConfiguration's name")
+    patch.add_argument("--service", help="the webhook Service: during a CA rotation, drop the old CA once each of "
+                                         "its ready endpoints serves the new CA's certificate")
+    patch.add_argument("--wait", default="240s", help="how long to wait for that (default 240s; then both CAs "
+                                                      "stay trusted until the next run)")
     for p in (files, secret):
         p.add_argument("--validity", default="365d", help="serving certificate lifetime (default 365d)")
         p.add_argument("--ca-validity", default="3650d", help="CA lifetime (default 3650d)")

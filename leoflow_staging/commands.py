@@ -116,12 +116,21 @@ def certs(settings: Settings, args: argparse.Namespace) -> int:
                             labels={"app.kubernetes.io/managed-by": "leoflow-staging"})
         print(f"Secret {ref.namespace}/{ref.name}: {why}")
         return 0
+    from certs.probe import served_certificates  # noqa: PLC0415
+
+    served = None
+    if args.service:
+        service = args.service
+        served = served_certificates(lambda: api.live_endpoints(ref.namespace, service))
     try:
-        count = patch_webhook(api, ref, args.webhook_config)
+        result = patch_webhook(api, ref, args.webhook_config,
+                               labels={"app.kubernetes.io/managed-by": "leoflow-staging"}, served=served,
+                               wait_seconds=parse_duration(args.wait).total_seconds())
     except FileNotFoundError as exc:
         print(f"leoflow-staging certs patch-webhook: {exc}", file=sys.stderr)
         return 1
-    print(f"MutatingWebhookConfiguration {args.webhook_config}: caBundle set on {count} webhook(s)")
+    print(f"MutatingWebhookConfiguration {args.webhook_config}: caBundle set on {result.webhooks} webhook(s), "
+          f"{result.trusted} CA(s) trusted")
     return 0
 
 

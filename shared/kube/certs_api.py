@@ -18,6 +18,7 @@ class CertsKubeApi:
     def __init__(self, api_client: client.ApiClient, *, timeout: float) -> None:
         self._core = client.CoreV1Api(api_client)
         self._admission = client.AdmissionregistrationV1Api(api_client)
+        self._discovery = client.DiscoveryV1Api(api_client)
         self._timeout = timeout
 
     def _fail(self, what: str, exc: ApiException) -> KubeUnavailable:
@@ -65,3 +66,20 @@ class CertsKubeApi:
             return len(patch)
         except ApiException as exc:
             raise self._fail(f"patching caBundle of MutatingWebhookConfiguration {config_name}", exc) from exc
+
+    def live_endpoints(self, namespace: str, service: str) -> list[tuple[str, int]]:
+        """(address, port) of every endpoint of a Service that is not terminating, ready or not yet (a replica
+        that starts may become ready at any moment, serving what its Secret volume held at its start)."""
+        try:
+            slices = self._discovery.list_namespaced_endpoint_slice(
+                namespace, label_selector=f"kubernetes.io/service-name={service}", _request_timeout=self._timeout)
+        except ApiException as exc:
+            raise self._fail(f"listing the endpoints of Service {namespace}/{service}", exc) from exc
+        out: list[tuple[str, int]] = []
+        for item in slices.items:
+            ports = [p.port for p in item.ports or [] if p.port]
+            for endpoint in item.endpoints or []:
+                if endpoint.conditions is not None and endpoint.conditions.terminating:
+                    continue
+                out += [(address, port) for address in endpoint.addresses or [] for port in ports[:1]]
+        return sorted(out)

@@ -184,15 +184,25 @@ def test_network_policy_admits_only_the_given_peers_on_the_serving_port(assets: 
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     [container] = deploy["spec"]["template"]["spec"]["containers"]
     assert container["ports"] == [{"name": "https", "containerPort": 9443, "protocol": "TCP"}]
+    certgen = {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "staging",
+                                               "app.kubernetes.io/component": "certgen"}}}
     assert policy["spec"]["ingress"] == [{"ports": [{"port": 9443, "protocol": "TCP"}],
-                                          "from": APISERVER + SCRAPERS}]
+                                          "from": APISERVER + SCRAPERS + [certgen]}]
+    certgen_jobs = [j for j in by_kind(objs, "Job") if j["metadata"]["labels"].get("app.kubernetes.io/component")
+                    == "certgen"]
+    assert certgen_jobs and all(j["spec"]["template"]["metadata"]["labels"].items()
+                                >= certgen["podSelector"]["matchLabels"].items() for j in certgen_jobs)
     stored = apply(api, policy)  # the real apiserver validates the peers as rendered
     assert stored.to_dict()["spec"]["ingress"] == policy["spec"]["ingress"]
 
     only_apiserver = render(assets, values={"webhook": {"networkPolicy": {"enabled": True, "apiserver": APISERVER}}})
     assert isinstance(only_apiserver, list)
     assert one(only_apiserver, "NetworkPolicy")["spec"]["ingress"] == [
-        {"ports": [{"port": 8443, "protocol": "TCP"}], "from": APISERVER}]
+        {"ports": [{"port": 8443, "protocol": "TCP"}], "from": APISERVER + [certgen]}]
+    cert_manager = render(assets, values={"certs": {"mode": "cert-manager"},
+                                          "webhook": {"networkPolicy": {"enabled": True, "apiserver": APISERVER}}})
+    assert isinstance(cert_manager, list)
+    assert one(cert_manager, "NetworkPolicy")["spec"]["ingress"][0]["from"] == APISERVER  # no certificate Jobs
 
 
 def test_network_policy_is_off_by_default_and_with_an_outside_webhook(assets: Path) -> None:

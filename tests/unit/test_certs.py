@@ -5,8 +5,23 @@ from __future__ import annotations
 import datetime as dt
 
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from certs.bundle import CA_CERT, CA_KEY, TLS_CERT, CertPolicy, plan_bundle, sans, service_hosts, signed_by
+from certs.bundle import (
+    CA_CERT,
+    CA_KEY,
+    NEXT_CERT,
+    TLS_CERT,
+    TRUST,
+    CertPolicy,
+    plan_bundle,
+    read_bundle,
+    sans,
+    service_hosts,
+    signed_by,
+    split_pem,
+)
 from certs.issuance import issue_ca, issue_client, issue_serving, needs_renewal, not_after
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
@@ -50,12 +65,77 @@ def test_changed_service_name_or_foreign_cert_reissues() -> None:
     assert why == "renewed serving certificate"
 
 
-def test_expiring_ca_is_replaced() -> None:
+def test_expiring_ca_is_rotated_in_and_an_expired_or_unreadable_one_replaced_at_once() -> None:
     first, _ = plan_bundle(None, POLICY, now=NOW)
-    _, why = plan_bundle(first.as_secret_data(), POLICY, now=NOW + dt.timedelta(days=3640))
+    later = NOW + dt.timedelta(days=3640)
+    rotating, why = plan_bundle(first.as_secret_data(), POLICY, now=later)
+    assert why == "new CA (rotation pending)"
+    assert rotating.serving == first.serving  # still served until the caBundle trusts the new CA too
+    assert rotating.pending is not None and signed_by(rotating.pending.cert_pem, rotating.ca.cert_pem)
+    assert rotating.trust == (rotating.ca.cert_pem, first.ca.cert_pem) and rotating.rotating
+    again, why = plan_bundle(rotating.as_secret_data(), POLICY, now=later)  # a hook Job retried
+    assert why == "rotation pending (reused)" and again == rotating
+    _, why = plan_bundle(first.as_secret_data(), POLICY, now=NOW + dt.timedelta(days=3651))  # expired
     assert why == "new CA and serving certificate"
     _, why = plan_bundle({CA_CERT: b"garbage", CA_KEY: b"garbage"}, POLICY, now=NOW)
     assert why == "new CA and serving certificate"
+
+
+def test_promotion_then_settling_ends_with_the_new_ca_alone() -> None:
+    first, _ = plan_bundle(None, POLICY, now=NOW)
+    rotating, _ = plan_bundle(first.as_secret_data(), POLICY, now=NOW + dt.timedelta(days=3640))
+    promoted = read_bundle(rotating.as_secret_data()).promoted()
+    assert rotating.pending is not None and promoted.serving == rotating.pending and promoted.pending is None
+    assert promoted.trust == rotating.trust  # replicas still on the old certificate stay trusted
+    assert promoted.settled().trust == (rotating.ca.cert_pem,) and not promoted.settled().rotating
+    assert rotating.settled() == rotating  # never before the promotion
+    stored = promoted.settled().as_secret_data()
+    assert stored[TRUST] == rotating.ca.cert_pem and NEXT_CERT not in stored
+
+
+def test_a_secret_from_before_trust_crt_reads_as_trusting_its_ca() -> None:
+    first, _ = plan_bundle(None, POLICY, now=NOW)
+    old = {k: v for k, v in first.as_secret_data().items() if k != TRUST}
+    assert read_bundle(old).trust == (first.ca.cert_pem,)
+    again, why = plan_bundle(old, POLICY, now=NOW)
+    assert why == "reused" and again.as_secret_data()[TRUST] == first.ca.cert_pem
+
+
+def test_split_pem_keeps_each_certificate_and_ignores_the_rest() -> None:
+    a = issue_ca(common_name="a", now=NOW, validity=dt.timedelta(days=1)).cert_pem
+    b = issue_ca(common_name="b", now=NOW, validity=dt.timedelta(days=1)).cert_pem
+    assert split_pem(a + b) == (a, b)
+    assert split_pem(b"junk\n" + a + b"\nmore junk") == (a,)
+    assert split_pem(b"") == () and split_pem(a[:-30]) == ()
+
+
+STEPS = st.lists(st.sampled_from(["ensure", "rotate", "patch", "settle"]), min_size=1, max_size=8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(STEPS)
+def test_any_sequence_of_hook_runs_keeps_the_served_certificate_trusted(steps: list[str]) -> None:
+    data = plan_bundle(None, POLICY, now=NOW)[0].as_secret_data()
+    served = data[TLS_CERT]  # what the replicas serve (they lag: they see the Secret only at "settle")
+    for step in steps:
+        if step in ("ensure", "rotate"):
+            policy = POLICY if step == "ensure" else CertPolicy(hosts=POLICY.hosts,
+                                                                 renew_before=dt.timedelta(days=100_000))
+            data = plan_bundle(data, policy, now=NOW)[0].as_secret_data()
+        elif step == "patch":
+            data = read_bundle(data).promoted().as_secret_data()
+        else:  # the kubelet caught up, every replica serves tls.crt, the patch Job settles
+            served = data[TLS_CERT]
+            bundle = read_bundle(data)
+            if signed_by(served, bundle.ca.cert_pem):
+                data = bundle.settled().as_secret_data()
+        bundle = read_bundle(data)
+        assert any(signed_by(served, ca) for ca in bundle.trust), steps  # never a refusal window
+        assert any(signed_by(bundle.serving.cert_pem, ca) for ca in bundle.trust), steps
+        assert bundle.trust[0] == bundle.ca.cert_pem and len(bundle.trust) == len(set(bundle.trust)), steps
+        assert len(bundle.trust) <= 1 + steps.count("rotate"), steps
+        if bundle.pending is not None:
+            assert signed_by(bundle.pending.cert_pem, bundle.ca.cert_pem), steps
 
 
 def test_client_certificates_carry_groups() -> None:
