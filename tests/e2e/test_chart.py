@@ -198,7 +198,7 @@ def test_network_policy_admits_only_the_given_peers_on_the_serving_port(assets: 
     only_apiserver = render(assets, values={"webhook": {"networkPolicy": {"enabled": True, "apiserver": APISERVER}}})
     assert isinstance(only_apiserver, list)
     assert one(only_apiserver, "NetworkPolicy")["spec"]["ingress"] == [
-        {"ports": [{"port": 8443, "protocol": "TCP"}], "from": APISERVER + [certgen]}]
+        {"ports": [{"port": 8443, "protocol": "TCP"}], "from": [*APISERVER, certgen]}]
     cert_manager = render(assets, values={"certs": {"mode": "cert-manager"},
                                           "webhook": {"networkPolicy": {"enabled": True, "apiserver": APISERVER}}})
     assert isinstance(cert_manager, list)
