@@ -37,7 +37,7 @@ class ProvisioningWatch:
 
     def __init__(self, *, read: CacheRead, events_about: EventsAbout, observe: Callable[[str, float], None],
                  emit: Callable[[ClaimEvent], None] | None, pending_after: float | None, tick: float = 0.25,
-                 capacity: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 capacity: int = 10_000, clock: Callable[[], float] = time.monotonic, threaded: bool = True) -> None:
         self._read, self._events_about, self._observe, self._emit = read, events_about, observe, emit
         self._pending_after = pending_after or None  # 0: no still-Pending event
         self._tick, self._capacity, self._clock = tick, capacity, clock
@@ -45,6 +45,7 @@ class ProvisioningWatch:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._threaded = threaded  # False: the caller drives ``check`` (tests)
 
     def add(self, namespace: str, name: str, *, uid: str, storage_class: str, provisioner: str) -> None:
         """Watch a claim this process has just created (non-blocking)."""
@@ -53,7 +54,7 @@ class ProvisioningWatch:
                 return
             self._watched[namespace, name] = Watched(namespace, name, uid, storage_class, provisioner,
                                                      started=self._clock())
-            if self._thread is None:
+            if self._thread is None and self._threaded:
                 self._thread = threading.Thread(target=self._run, name="provisioning-watch", daemon=True)
                 self._thread.start()
         self._wake.set()
