@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from shared.claim_events import ClaimEvent
 from shared.errors import KubeUnavailable
-from shared.objects import ClaimInfo, EventSeen
+from shared.objects import ClaimInfo, EventSeen, claim_info, event_seen
 from webhook.pending_claims import MAX_WATCH, UNSEEN_GRACE, Step, Watched, assess
 from webhook.provisioning_watch import ProvisioningWatch, last_word
 
@@ -140,3 +140,14 @@ def test_last_word_skips_our_own_events() -> None:
     ours = EventSeen("StagingVolumeCreated", "x", "leoflow-staging", T0)
     assert last_word([ours]) is None
     assert last_word([EventSeen("ProvisioningFailed", "boom", "p", T0), ours]) == "ProvisioningFailed: boom"
+
+
+def test_event_seen_reads_the_core_view_and_claim_info_the_phase() -> None:
+    seen = event_seen({"reason": "ExternalProvisioning", "message": " Waiting for a volume \n",
+                       "source": {"component": "persistentvolume-controller"},
+                       "lastTimestamp": "2026-12-01T00:00:05Z", "series": {"lastObservedTime": "2026-12-01T00:01:00Z"}})
+    assert seen == EventSeen("ExternalProvisioning", "Waiting for a volume", "persistentvolume-controller",
+                             T0 + dt.timedelta(minutes=1))
+    assert event_seen({"reason": "X", "reportingComponent": "leoflow-staging"}).reporter == "leoflow-staging"
+    assert claim_info({"metadata": {"name": "c"}, "status": {"phase": "Bound"}}).phase == "Bound"
+    assert claim_info({"metadata": {"name": "c"}}).phase == ""
