@@ -28,7 +28,7 @@ class Watched:
     uid: str
     storage_class: str
     provisioner: str
-    started: float  # time.monotonic() right after the create call returned
+    started: float  # time.monotonic() when the creating admission handed it over (after the create and the row)
     told: bool = False  # the still-Pending event was emitted
 
 
