@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.errors import SettingsError
+from shared.settings import from_env
 from shared.storage_profiles import BUILT_IN, OPERATOR, Fact, ProfileError, lookup, parse_overrides
+from webhook.factory import validate
 
 ISSUE_24 = ("efs.csi.aws.com", "filestore.csi.storage.gke.io", "file.csi.azure.com", "cephfs.csi.ceph.com",
             "nfs.csi.k8s.io", "k8s-sigs.io/nfs-subdir-external-provisioner", "csi.juicefs.com",
@@ -81,3 +84,12 @@ def test_any_valid_override_lands_in_the_table(data: dict[str, dict[str, object]
             assert profile.size_enforced.value == given_facts["sizeEnforced"]
         if "provisioning" in given_facts:
             assert profile.speed == given_facts["provisioning"]
+
+
+def test_the_webhook_refuses_to_start_on_a_bad_profile_setting() -> None:
+    settings = from_env({"LEOFLOW_STAGING_STORAGE_PROFILES": '{"x": {"provisioning": "fast"}}',
+                         "LEOFLOW_STAGING_PENDING_EVENT_AFTER": "90s"})
+    assert settings.pending_event_after.total_seconds() == 90
+    with pytest.raises(SettingsError, match="LEOFLOW_STAGING_STORAGE_PROFILES"):
+        validate(settings)
+    validate(from_env({"LEOFLOW_STAGING_STORAGE_PROFILES": json.dumps({"x": {"rwx": True}})}))
