@@ -3,7 +3,9 @@
 The webhook here is a real ``leoflow-staging serve`` (two gunicorn workers) registered with the apiserver for
 namespaces labelled for it only. Its StorageClass ``slow-fs`` has no provisioner running (kube-controller-manager
 says so in an ExternalProvisioning event) and an operator profile saying it ignores sizes and takes minutes. A
-claim is bound for real by creating a PV whose claimRef names it (kube-controller-manager's PV binder binds it).
+claim is bound for real by creating a PV whose claimRef names it: kube-controller-manager's PV binder binds it.
+The session's control plane runs only a few controllers (devenv/controlplane.py), so this module starts a
+second kube-controller-manager running only the PV binder, for its own duration.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+import ssl
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +25,8 @@ import pytest
 import requests
 from kubernetes import client
 
+from devenv.controlplane import ControlPlane
+from devenv.processes import ManagedProcess, free_port
 from devenv.webhook import TEST_WEBHOOK_LABEL
 from shared import labels
 from shared.naming import pvc_name
@@ -34,7 +40,7 @@ SLOW_CLASS = "slow-fs"
 SLOW_PROVISIONER = "example.com/slow-fs"
 PROFILES = {SLOW_PROVISIONER: {"rwx": True, "sizeEnforced": False, "provisioning": "minutes",
                                "source": "this test"}}
-PENDING_AFTER = 2.0
+PENDING_AFTER = 4.0  # past the PV binder's first look at a new claim
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +50,30 @@ def slow_class(api: client.ApiClient) -> Iterator[str]:
                                   "metadata": {"name": SLOW_CLASS}, "provisioner": SLOW_PROVISIONER})
     yield SLOW_CLASS
     storage.delete_storage_class(SLOW_CLASS)
+
+
+@pytest.fixture(scope="module")
+def pv_binder(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """kube-controller-manager with only persistentvolume-binder-controller (as the admin: a test's controller)."""
+    work = tmp_path_factory.mktemp("pv-binder")
+    config, port = str(control_plane.kubeconfig_path), free_port()
+    proc = ManagedProcess("pv-binder", [
+        str(control_plane.assets / "kube-controller-manager"), f"--kubeconfig={config}",
+        f"--authentication-kubeconfig={config}", f"--authorization-kubeconfig={config}",
+        "--controllers=persistentvolume-binder-controller", "--leader-elect=false",
+        f"--secure-port={port}", "--bind-address=127.0.0.1", f"--cert-dir={work / 'certs'}", "--v=1",
+    ], work / "kube-controller-manager.log")
+    proc.start()
+    try:
+        insecure = ssl.create_default_context()  # its self-signed serving cert; loopback only, no proxy
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=insecure))
+        proc.wait_healthy(lambda: opener.open(f"https://127.0.0.1:{port}/healthz", timeout=2).status == 200,
+                          timeout=60)
+        yield
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +151,7 @@ def test_the_admission_that_creates_the_claim_warns_and_the_warm_path_does_not(
 
 
 def test_a_slow_claim_gets_its_event_and_its_provisioning_time_is_counted_once(
-        server: WebhookProcess, core: client.CoreV1Api, ns: str) -> None:
+        server: WebhookProcess, pv_binder: None, core: client.CoreV1Api, ns: str) -> None:
     run, pvc = "latency", pvc_name("etl", "latency")
     series = f'leoflow_staging_claim_provisioning_seconds_count{{storage_class="{SLOW_CLASS}"}}'
     total_series = series.replace("_count", "_sum")
