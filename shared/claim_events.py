@@ -42,6 +42,17 @@ def created(*, namespace: str, pvc_name: str, pvc_uid: str, dag_id: str, run_id:
                       key=pvc_uid, pvc_uid=pvc_uid)
 
 
+def still_pending(*, namespace: str, pvc_name: str, pvc_uid: str, storage_class: str, provisioner: str,
+                  seconds: float, said: str | None) -> ClaimEvent:
+    """A claim still Pending long after its creation, with the provisioner's last word (its own Events)."""
+    heard = (f"the provisioner's last event: {said}" if said else
+             "no event from a provisioner yet (is one running for this class?)")
+    return ClaimEvent(namespace, pvc_name, "ProvisioningSlow", "Wait",
+                      _note(f"still Pending {seconds:.0f}s after its creation; class {storage_class} (provisioner "
+                            f"{provisioner}); {heard}"),
+                      key=pvc_uid, type="Warning", pvc_uid=pvc_uid)
+
+
 def from_gc(fields: dict[str, Any]) -> list[ClaimEvent]:
     """The events a GC log line stands for (none for most lines), with the claim's uid when the line has it
     (then the recorder need not read the claim to learn it)."""

@@ -63,10 +63,34 @@ class ClaimInfo:
     storage_class: str | None = None
     size: str | None = None
     instance: str = labels.DEFAULT_INSTANCE
+    phase: str = ""  # status.phase: Pending, Bound, Lost ("" when absent)
 
     def belongs_to(self, dag_id: str, run_id: str, instance: str) -> bool:
         """Ours (managed-by), this installation's, and this run's."""
         return self.managed and self.instance == instance and self.dag_id == dag_id and self.run_id == run_id
+
+
+@dataclass(frozen=True)
+class EventSeen:
+    """One Event about an object (core/v1 view), e.g. what a provisioner said about a claim."""
+
+    reason: str
+    message: str
+    reporter: str  # reportingComponent, else source.component
+    at: dt.datetime | None  # the last time it was observed
+
+    @property
+    def text(self) -> str:
+        return f"{self.reason}: {self.message}" if self.message else self.reason
+
+
+def event_seen(obj: dict[str, Any]) -> EventSeen:
+    """An EventSeen from a core/v1 Event as JSON."""
+    at = (_parse_time((obj.get("series") or {}).get("lastObservedTime")) or _parse_time(obj.get("lastTimestamp"))
+          or _parse_time(obj.get("eventTime")) or _parse_time((obj.get("metadata") or {}).get("creationTimestamp")))
+    return EventSeen(reason=str(obj.get("reason") or ""), message=str(obj.get("message") or "").strip(),
+                     reporter=str(obj.get("reportingComponent") or (obj.get("source") or {}).get("component") or ""),
+                     at=at)
 
 
 def claim_manifest(spec: ClaimSpec, *, instance: str = labels.DEFAULT_INSTANCE) -> dict[str, Any]:
@@ -121,6 +145,7 @@ def claim_info(obj: dict[str, Any]) -> ClaimInfo:
         storage_class=spec.get("storageClassName"),
         size=((spec.get("resources") or {}).get("requests") or {}).get("storage"),
         instance=str(lab.get(labels.INSTANCE, labels.DEFAULT_INSTANCE)),
+        phase=str((obj.get("status") or {}).get("phase") or ""),
     )
 
 

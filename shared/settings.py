@@ -90,6 +90,18 @@ class Settings:
     rwx_provisioners: tuple[str, ...] = field(default=(), metadata=_doc(
         "List: extra provisioners known to give filesystem ReadWriteMany.",
         used_by="serve", chart="config.rwxProvisioners"))
+    storage_profiles: str | None = field(default=None, metadata=_doc(
+        "JSON object keyed by provisioner: extends or overrides the built-in storage profiles (what each "
+        "ReadWriteMany provisioner honours, [storage.md](storage.md#storage-profiles)). Each value may give "
+        "`rwx` (true/false/null), `sizeEnforced` (true/false/null), `provisioning` (`seconds`, `minutes` or "
+        "`unknown`), `limits` (text) and `source` (where you read it); fields not given keep the built-in fact. "
+        "Used to choose among several eligible classes and for the warnings of a claim's creation.",
+        used_by="serve", chart="storage.profiles", unset="unset: the built-in table"))
+    pending_event_after: dt.timedelta = field(default=dt.timedelta(minutes=5), metadata=_doc(
+        "Duration: a staging PVC the webhook created and still Pending this long after its creation gets one "
+        "Warning Event (`ProvisioningSlow`) naming its class, its provisioner and the provisioner's last event. "
+        "`0`: none.",
+        used_by="serve", chart="config.pendingEventAfter"))
     default_size: str = field(default="10Gi", metadata=_doc(
         "Size: a run's PVC size when the pod has no `leoflow.io/staging-size` annotation.",
         used_by="serve", chart="config.defaultSize"))

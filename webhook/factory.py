@@ -6,6 +6,7 @@ import datetime as dt
 import socket
 from typing import TYPE_CHECKING
 
+from shared import storage_profiles
 from shared.db import migrate
 from shared.db.engine import make_engine, translate_errors
 from shared.db.inventory import load_snapshot
@@ -14,12 +15,14 @@ from shared.kube import KubeApi, make_api_client
 from shared.kube.events import EventRecorder
 from shared.quantity import QuantityError, parse_quantity
 from shared.settings import Settings
+from webhook import metrics
 from webhook.app import create_app
 from webhook.handler import AdmissionHandler
 from webhook.identity import SOURCES
 from webhook.intent import SizePolicy
 from webhook.inventory_metrics import CachedRead, InventoryCollector
-from webhook.provisioning import VolumeProvisioner
+from webhook.provisioning import Ensured, VolumeProvisioner
+from webhook.provisioning_watch import ProvisioningWatch
 from webhook.storage_choice import ClassPolicy
 from webhook.watched import watched_caches
 
@@ -36,6 +39,10 @@ def validate(settings: Settings) -> None:
             raise SettingsError(f"LEOFLOW_STAGING_{name.upper()}: {exc}") from None
     if parse_quantity(settings.default_size) > parse_quantity(settings.max_size):
         raise SettingsError("LEOFLOW_STAGING_DEFAULT_SIZE is larger than LEOFLOW_STAGING_MAX_SIZE")
+    try:
+        storage_profiles.parse_overrides(settings.storage_profiles)
+    except storage_profiles.ProfileError as exc:
+        raise SettingsError(f"LEOFLOW_STAGING_STORAGE_PROFILES: {exc}") from None
     if settings.request_budget > 29:
         raise SettingsError("LEOFLOW_STAGING_REQUEST_BUDGET must stay under the 30 s webhook timeout")
 
@@ -52,17 +59,27 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
     provisioner = VolumeProvisioner(
         engine=engine, kube=kube, classes=caches.storage_classes, read_claim=caches.read_claim,
         class_policy=ClassPolicy(configured=settings.storage_class,
-                                 extra_rwx_provisioners=settings.rwx_provisioners),
+                                 extra_rwx_provisioners=settings.rwx_provisioners,
+                                 profiles=storage_profiles.parse_overrides(settings.storage_profiles)),
         db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout,
         # The warm path's one read: autocommit, and no WAL flush wait for its row lock's commit record.
         reader=make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads,
                            autocommit=True, synchronous_commit=False, pre_ping=False),  # the read retries once
     )
     recorder = event_recorder(settings)
+    watch = ProvisioningWatch(read=caches.claims.get, events_about=kube.events_about,
+                              observe=lambda cls, seconds: metrics.PROVISIONING.labels(cls).observe(seconds),
+                              emit=recorder.emit if recorder else None,
+                              pending_after=settings.pending_event_after.total_seconds())
+
+    def created(namespace: str, ensured: Ensured) -> None:
+        watch.add(namespace, ensured.pvc_name, uid=ensured.pvc_uid, storage_class=ensured.storage_class,
+                  provisioner=ensured.provisioner)
+
     handler = AdmissionHandler(provisioner=provisioner,
                                sizes=SizePolicy(default=settings.default_size, maximum=settings.max_size),
                                budget=settings.request_budget, identity=SOURCES[settings.identity],
-                               events=recorder.emit if recorder else None)
+                               events=recorder.emit if recorder else None, on_created=created)
 
     def ready() -> list[str]:
         problems = []

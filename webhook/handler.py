@@ -32,10 +32,12 @@ class AdmissionHandler:
 
     def __init__(self, *, provisioner: VolumeProvisioner, sizes: SizePolicy, budget: float,
                  identity: IdentitySource = LEOFLOW,
-                 events: Callable[[claim_events.ClaimEvent], None] | None = None) -> None:
+                 events: Callable[[claim_events.ClaimEvent], None] | None = None,
+                 on_created: Callable[[str, Ensured], None] | None = None) -> None:
         self._provisioner, self._sizes, self._budget = provisioner, sizes, budget
         self._identity = identity
         self._events = events  # best effort and non-blocking (shared.kube.events)
+        self._on_created = on_created  # (namespace, ensured) of a claim this process created: non-blocking
 
     def handle(self, req: AdmissionRequest, *, arrived: float | None = None) -> Outcome:
         """The verdict for ``req``; its time budget counts from ``arrived`` (``time.monotonic()``) when known."""
@@ -90,5 +92,7 @@ class AdmissionHandler:
                 namespace=namespace, pvc_name=ensured.pvc_name, pvc_uid=ensured.pvc_uid, dag_id=intent.dag_id,
                 run_id=intent.run_id, pod=str(meta.get("name") or f"{meta.get('generateName') or ''}*")[:253],
                 storage_class=ensured.storage_class, size=intent.size))
-        return Outcome(patched(ops, reason="patched_new_pvc" if ensured.created else "patched"), intent,
-                       ensured)
+        if ensured.created and self._on_created is not None:  # the claim's provisioning is watched
+            self._on_created(namespace, ensured)
+        return Outcome(patched(ops, reason="patched_new_pvc" if ensured.created else "patched",
+                               warnings=ensured.warnings), intent, ensured)

@@ -20,6 +20,13 @@ LATENCY = Histogram(
     "Time to answer one /mutate request, including DB and Kubernetes calls.",
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+PROVISIONING = Histogram(
+    "leoflow_staging_claim_provisioning_seconds",
+    "Seconds from a staging PVC's creation to Bound, by StorageClass; observed once per claim by the webhook worker "
+    "that created it (docs/storage.md, Honest latencies).",
+    ["storage_class"],
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+)
 BAD_REQUESTS = Counter("leoflow_staging_bad_requests_total", "Bodies rejected with HTTP 4xx.", ["status"])
 CACHE_OBJECTS = Gauge("leoflow_staging_cache_objects",
                       "Objects in a worker's watch-fed cache (pvcs, storageclasses), per worker process.",

@@ -21,6 +21,7 @@ from shared.objects import ClaimInfo, ClaimSpec, StorageClassInfo
 from shared.volumes import NewVolume, VolumeState
 from webhook.intent import StagingIntent
 from webhook.storage_choice import ClassPolicy, choose_storage_class
+from webhook.storage_warnings import new_claim_warnings
 from webhook.verdicts import Denied, Verdict, deny
 from webhook.volume_choice import check_row
 
@@ -67,6 +68,8 @@ class Ensured:
     created: bool  # this call created the PVC
     storage_class: str
     pvc_uid: str = ""
+    provisioner: str = ""  # of the class chosen, when this call created the claim
+    warnings: tuple[str, ...] = ()  # for the admission that created the claim (its class's profile)
 
 
 def _reclaiming(name: str) -> Verdict:
@@ -100,17 +103,17 @@ class VolumeProvisioner:
         self._db_t, self._kube_t = db_timeout, kube_timeout
         self._clock = clock
 
-    def choose_class(self, intent: StagingIntent, deadline: Deadline) -> str:
+    def choose_class(self, intent: StagingIntent, deadline: Deadline) -> StorageClassInfo:
         deadline.check("listing StorageClasses", self._kube_t)
         classes = self._classes()
         chosen = choose_storage_class(classes, requested=intent.requested_class, policy=self._policy)
         if isinstance(chosen, Verdict) and chosen.reason in ("no_rwx_class", "storage_class_not_found"):
             deadline.check("listing StorageClasses", self._kube_t)  # a class may just have been added
-            chosen = choose_storage_class(self._classes(fresh=True), requested=intent.requested_class,
-                                          policy=self._policy)
+            classes = self._classes(fresh=True)
+            chosen = choose_storage_class(classes, requested=intent.requested_class, policy=self._policy)
         if isinstance(chosen, Verdict):
             raise Denied(chosen)
-        return chosen
+        return next(c for c in classes if c.name == chosen)
 
     def ensure(self, namespace: str, intent: StagingIntent, deadline: Deadline) -> Ensured:
         """Make sure the run's PVC exists and is recorded; raise ``Denied`` when it cannot be.
@@ -136,7 +139,8 @@ class VolumeProvisioner:
             with translate_errors("closing a stale staging_volumes row"), self._engine.begin() as conn:
                 volumes_repo.close_missing(conn, row.id, now=self._clock(),
                                            detail="PVC not found at admission; a new one was created")
-        storage_class = self.choose_class(intent, deadline)
+        chosen = self.choose_class(intent, deadline)
+        storage_class = chosen.name
         spec = ClaimSpec(namespace=namespace, name=name, dag_id=intent.dag_id,
                          run_id=intent.run_id, storage_class=storage_class, size=intent.size)
         deadline.check("creating the PVC", 2 * self._kube_t)
@@ -156,8 +160,13 @@ class VolumeProvisioner:
             raise Denied(_terminating(name))
         deadline.check("recording the volume", self._db_t)
         self._record(claim, spec)
-        return Ensured(name, created=created, storage_class=claim.storage_class or storage_class,
-                       pvc_uid=claim.uid)
+        if not created:
+            return Ensured(name, created=False, storage_class=claim.storage_class or storage_class,
+                           pvc_uid=claim.uid)
+        warnings = new_claim_warnings(storage_class=storage_class, provisioner=chosen.provisioner,
+                                      size=intent.size, profile=self._policy.profile(chosen))
+        return Ensured(name, created=True, storage_class=storage_class, pvc_uid=claim.uid,
+                       provisioner=chosen.provisioner, warnings=warnings)
 
     def _record(self, claim: ClaimInfo, spec: ClaimSpec) -> None:
         volume = NewVolume(namespace=claim.namespace, pvc_name=claim.name, pvc_uid=claim.uid,

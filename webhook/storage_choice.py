@@ -1,62 +1,30 @@
 """Choosing a StorageClass that gives filesystem ReadWriteMany, or saying clearly why none does (pure).
 
-StorageClasses do not declare access modes, so we rely on a capability map by provisioner
-(after KubeVirt CDI's) and on the admin's ``leoflow.io/rwx`` annotation, which wins both ways.
+StorageClasses do not declare access modes, so we rely on the storage profiles (``shared.storage_profiles``: a
+capability map by provisioner after KubeVirt CDI's, with sizes and provisioning times) and on the admin's
+``leoflow.io/rwx`` annotation, which wins both ways. Among several eligible classes, the faster provisioning
+(where a profile knows it) wins; the configured class and a pod's requested class are taken as given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from shared import labels
+from shared import labels, storage_profiles
 from shared.objects import StorageClassInfo
+from shared.storage_profiles import Profile
 from webhook.verdicts import Verdict, deny
-
-# Provisioners known to give ReadWriteMany with volumeMode Filesystem.
-RWX_PROVISIONERS = frozenset({
-    "nfs.csi.k8s.io",
-    "efs.csi.aws.com",
-    "file.csi.azure.com",
-    "kubernetes.io/azure-file",
-    "cephfs.csi.ceph.com",
-    "filestore.csi.storage.gke.io",
-    "manila.csi.openstack.org",
-    "driver.longhorn.io",
-    "k8s-sigs.io/nfs-subdir-external-provisioner",
-    "nfs.csi.netapp.com",
-    "csi.trident.netapp.io",
-    "kubernetes.io/glusterfs",
-})
-# Provisioners whose RWX (if any) is Block only or that are ReadWriteOnce: never chosen.
-RWO_PROVISIONERS = frozenset({
-    "rancher.io/local-path",
-    "kubernetes.io/no-provisioner",
-    "ebs.csi.aws.com",
-    "kubernetes.io/aws-ebs",
-    "pd.csi.storage.gke.io",
-    "kubernetes.io/gce-pd",
-    "disk.csi.azure.com",
-    "kubernetes.io/azure-disk",
-    "rbd.csi.ceph.com",
-    "cinder.csi.openstack.org",
-    "hostpath.csi.k8s.io",
-    "k8s.io/minikube-hostpath",
-    "topolvm.io",
-    "openebs.io/local",
-})
 
 
 @dataclass(frozen=True)
 class ClassPolicy:
     configured: str | None  # LEOFLOW_STAGING_STORAGE_CLASS
     extra_rwx_provisioners: tuple[str, ...] = ()
+    profiles: Mapping[str, Profile] = field(default_factory=lambda: dict(storage_profiles.BUILT_IN))
 
-
-def _suffix_match(provisioner: str, known: frozenset[str]) -> bool:
-    # Rook and OpenShift prefix the Ceph drivers with the operator namespace:
-    # "rook-ceph.cephfs.csi.ceph.com", "openshift-storage.cephfs.csi.ceph.com".
-    return provisioner in known or any(provisioner.endswith("." + k) for k in known if k.count(".") >= 2)
+    def profile(self, sc: StorageClassInfo) -> Profile | None:
+        return storage_profiles.lookup(sc.provisioner, self.profiles)
 
 
 def rwx_capability(sc: StorageClassInfo, policy: ClassPolicy) -> bool | None:
@@ -67,11 +35,22 @@ def rwx_capability(sc: StorageClassInfo, policy: ClassPolicy) -> bool | None:
             return True
         if value in ("false", "no", "0"):
             return False
-    if sc.provisioner in policy.extra_rwx_provisioners or _suffix_match(sc.provisioner, RWX_PROVISIONERS):
+    if sc.provisioner in policy.extra_rwx_provisioners:
         return True
-    if _suffix_match(sc.provisioner, RWO_PROVISIONERS):
-        return False
-    return None
+    profile = policy.profile(sc)
+    rwx = profile.rwx.value if profile is not None else None
+    return rwx if isinstance(rwx, bool) else None
+
+
+_SPEED_RANK = {"seconds": 0, "unknown": 1, "minutes": 2}
+
+
+def _preference(sc: StorageClassInfo, policy: ClassPolicy) -> tuple[int, bool, bool, str]:
+    """Among eligible classes: the faster provisioning where the profile knows it (seconds, unknown, minutes),
+    then as before: the default class, an annotated class, the name."""
+    profile = policy.profile(sc)
+    speed = _SPEED_RANK[profile.speed] if profile is not None else _SPEED_RANK["unknown"]
+    return (speed, not sc.is_default, sc.rwx_annotation is None, sc.name)
 
 
 def _seen(classes: Sequence[StorageClassInfo]) -> str:
@@ -108,8 +87,7 @@ def choose_storage_class(
                         f"{policy.configured!r} (LEOFLOW_STAGING_STORAGE_CLASS) does not exist; classes "
                         f"seen: {_seen(classes)}")
         return policy.configured
-    qualifying = sorted((c for c in classes if rwx_capability(c, policy)),
-                        key=lambda c: (not c.is_default, c.rwx_annotation is None, c.name))
+    qualifying = sorted((c for c in classes if rwx_capability(c, policy)), key=lambda c: _preference(c, policy))
     if qualifying:
         return qualifying[0].name
     return deny("no_rwx_class", "leoflow-staging: no ReadWriteMany StorageClass is available, so the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -16,10 +17,12 @@ from shared.labels import DEFAULT_INSTANCE, INSPECT, INSTANCE, MANAGED_BY, MANAG
 from shared.objects import (
     ClaimInfo,
     ClaimSpec,
+    EventSeen,
     PodUse,
     StorageClassInfo,
     claim_info,
     claim_manifest,
+    event_seen,
     storage_class_info,
 )
 
@@ -207,6 +210,16 @@ class KubeApi:
         finally:
             resp.close()
             resp.release_conn()
+
+    def events_about(self, namespace: str, uid: str) -> list[EventSeen]:
+        """The Events about the object ``uid`` in ``namespace`` (e.g. a claim's ExternalProvisioning or
+        ProvisioningFailed), oldest first."""
+        with self._errors(f"listing events in {namespace}"):
+            resp = self._core.list_namespaced_event(namespace, field_selector=f"involvedObject.uid={uid}",
+                                                    _preload_content=False, _request_timeout=self._timeout)
+            seen = [event_seen(item) for item in self._json(resp).get("items", [])]
+        epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+        return sorted(seen, key=lambda e: e.at or epoch)
 
     def dry_run_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         """Create ``pod`` with server-side dry run (admission runs, nothing is stored)."""

@@ -31,8 +31,9 @@ BUDGET = 8.0
 class FakeProvisioner:
     """``ensure`` and ``choose_class``: records each call and the deadline it was given; raises ``error``."""
 
-    def __init__(self, *, created: bool = True, error: Exception | None = None) -> None:
-        self.created, self.error = created, error
+    def __init__(self, *, created: bool = True, error: Exception | None = None,
+                 warnings: tuple[str, ...] = ()) -> None:
+        self.created, self.error, self.warnings = created, error, warnings
         self.calls: list[tuple[str, str, StagingIntent]] = []
         self.deadlines: list[Deadline] = []
         self.check_deadline = False  # do what the real one does first: refuse a step that does not fit
@@ -48,7 +49,7 @@ class FakeProvisioner:
     def ensure(self, namespace: str, intent: StagingIntent, deadline: Deadline) -> Ensured:
         self._called("ensure", namespace, intent, deadline)
         return Ensured(intent.pvc_name, created=self.created, storage_class="nfs",
-                       pvc_uid="pvc-uid-1" if self.created else "")
+                       pvc_uid="pvc-uid-1" if self.created else "", warnings=self.warnings)
 
     def choose_class(self, intent: StagingIntent, deadline: Deadline) -> str:
         self._called("choose_class", "", intent, deadline)
@@ -188,6 +189,19 @@ def test_a_created_event_on_the_cold_path_only() -> None:
     assert (event.namespace, event.pvc_name, event.pvc_uid, event.reason) == (
         "team-a", PVC, "pvc-uid-1", "StagingVolumeCreated")
     assert "by pod task-*" in event.note and repr(RUN) in event.note
+
+
+def test_the_creating_admission_carries_the_class_warnings_and_hands_the_claim_to_the_watch() -> None:
+    created: list[tuple[str, Ensured]] = []
+    warning = "leoflow-staging: class nfs (nfs.csi.k8s.io) ignores the requested size 1Gi"
+    cold = AdmissionHandler(provisioner=FakeProvisioner(created=True, warnings=(warning,)), sizes=SIZES,
+                            budget=BUDGET, on_created=lambda ns, e: created.append((ns, e))).handle(request())
+    assert cold.verdict.warnings == (warning,)
+    assert encode_response("review-uid", cold.verdict)["response"]["warnings"] == [warning]
+    warm = AdmissionHandler(provisioner=FakeProvisioner(created=False), sizes=SIZES, budget=BUDGET,
+                            on_created=lambda ns, e: created.append((ns, e))).handle(request())
+    assert warm.verdict.warnings == () and "warnings" not in encode_response("u", warm.verdict)["response"]
+    assert [(ns, e.pvc_uid) for ns, e in created] == [("team-a", "pvc-uid-1")]  # the cold path only
 
 
 def test_a_dry_run_only_chooses_the_class_and_creates_nothing() -> None:

@@ -106,7 +106,9 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
 def test_cold_path_creates_the_claim_then_records_it(world: World) -> None:
     ensured = world.ensure()
     claim = world.kube.claims[NS, PVC]
-    assert ensured == Ensured(PVC, created=True, storage_class="nfs", pvc_uid=claim.uid)
+    assert ensured == Ensured(PVC, created=True, storage_class="nfs", pvc_uid=claim.uid,
+                              provisioner="nfs.csi.k8s.io",  # its profile: the size is not enforced
+                              warnings=("leoflow-staging: class nfs (nfs.csi.k8s.io) ignores the requested size 5Gi",))
     assert (claim.dag_id, claim.run_id, claim.storage_class, claim.size) == (DAG, RUN, "nfs", "5Gi")
     assert world.log == [f"kube:create_claim:{NS}/{PVC}@{claim.uid}", "db:insert_active:1"]  # claim first
     [row] = world.db.rows.values()

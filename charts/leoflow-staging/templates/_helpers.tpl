@@ -72,6 +72,7 @@ app.kubernetes.io/component: webhook
 - {name: LEOFLOW_STAGING_KUBE_TIMEOUT, value: {{ .kubeTimeout | quote }}}
 - {name: LEOFLOW_STAGING_REQUEST_BUDGET, value: {{ .requestBudget | quote }}}
 - {name: LEOFLOW_STAGING_WATCH_STALE_SECONDS, value: {{ .watchStaleSeconds | quote }}}
+- {name: LEOFLOW_STAGING_PENDING_EVENT_AFTER, value: {{ .pendingEventAfter | quote }}}
 - {name: LEOFLOW_STAGING_METRICS_CACHE_SECONDS, value: {{ .metricsCacheSeconds | quote }}}
 - {name: LEOFLOW_STAGING_EVENTS, value: {{ .events | quote }}}
 - {name: LEOFLOW_STAGING_LOG_LEVEL, value: {{ .logLevel | quote }}}
