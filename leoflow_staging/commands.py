@@ -41,7 +41,8 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
                          settle_seconds=settings.gc_settle_seconds, parallelism=settings.gc_parallelism,
                          delete_finished_pods=settings.gc_delete_finished_pods,
                          # longer than any one step between two touches of the lock (a DB wait, a settle)
-                         lock_idle_seconds=max(10 * settings.gc_db_timeout, 3 * settings.gc_settle_seconds))
+                         lock_idle_seconds=max(10 * settings.gc_db_timeout, 3 * settings.gc_settle_seconds),
+                         audit_retention=settings.audit_retention)
     recorder = None if dry_run or not settings.events else EventRecorder(
         make_api_client(settings.kubeconfig, pool_size=1), instance=settings.pod_name or socket.gethostname(),
         timeout=min(settings.kube_timeout, 2.0))

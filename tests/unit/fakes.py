@@ -143,6 +143,10 @@ class FakeDb:
 
     def _allows(self, row: VolumeRecord, guard: Guard) -> bool:
         run = self.runs.get(row.run)
+        if row.held(guard.now):  # volumes_repo.not_held, beside every guard
+            return False
+        if guard.reason is DeleteReason.OPERATOR_REQUEST:
+            return run is None or run.state in (*guard.config.success_states, *guard.config.failed_states)
         if guard.reason is DeleteReason.ORPHANED:
             return run is None
         if guard.reason is DeleteReason.RUN_SUCCEEDED:

@@ -340,7 +340,7 @@ class SweepWorld(World):
         sweeper = Sweeper(engine=self.engine, kube=self.kube, clock=lambda: NOW, out=self.out,
                           on_event=self.lines.append,
                           config=SweepConfig(runs=RUNS, policy=POLICY, batch_size=2, settle_seconds=0,
-                                             parallelism=2))
+                                             parallelism=2, audit_retention=dt.timedelta(0)))
         return sweeper.run(dry_run=dry_run)
 
     def events_of(self, event: str) -> list[dict[str, Any]]:
