@@ -144,7 +144,8 @@ def test_the_migrated_schema_is_the_one_schema_py_describes(database_url: str) -
 
 def _reasons(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {r.reason: r.count for r in conn.execute(sa.text("SELECT reason, count FROM staging_reclaim_counts"))}
+        rows = conn.execute(sa.text("SELECT reason, count FROM staging_reclaim_counts"))
+        return {reason: int(n) for reason, n in rows}
 
 
 def test_revision_0005_counts_the_existing_audit_and_admits_operator_request(database_url: str) -> None:
