@@ -86,6 +86,17 @@ def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -
         index_elements=["namespace", "pvc_name"], index_where=sa.text("state <> 'deleted'")))
 
 
+def last_deleted(conn: sa.Connection, namespace: str, pvc_name: str, *, dag_id: str,
+                 run_id: str) -> VolumeRecord | None:
+    """The run's newest ``deleted`` row for this claim name (None when the run never had one): one lookup in
+    the run index, made only when a claim is being created."""
+    row = conn.execute(
+        sa.select(T).where(T.c.dag_id == dag_id, T.c.run_id == run_id, T.c.namespace == namespace,
+                           T.c.pvc_name == pvc_name, T.c.state == VolumeState.DELETED.value)
+        .order_by(T.c.id.desc()).limit(1)).first()
+    return record_of(row) if row else None
+
+
 def close_missing(conn: sa.Connection, row_id: int, *, now: dt.datetime, detail: str) -> bool:
     """Close an active row whose PVC no longer exists (reason ``pvc_missing``; counted)."""
     result = conn.execute(
