@@ -42,7 +42,7 @@ def test_migrate_then_volumes(database_url: str) -> None:
     table = _run("volumes", url=database_url)
     assert table.returncode == 0
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["NAMESPACE", "PVC", "DAG", "RUN", "STATE", "CREATED", "DELETED", "REASON"]
+    assert lines[0].split() == ["NAMESPACE", "PVC", "DAG", "RUN", "STATE", "CREATED", "DELETED", "REASON", "HELD"]
     assert len(lines) == 3 and "r2\\nspoof" in table.stdout  # a newline in an id cannot forge a row
     as_json = _run("volumes", "--json", "--run", "r1", url=database_url)
     [row] = [json.loads(line) for line in as_json.stdout.splitlines()]
