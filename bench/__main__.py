@@ -12,7 +12,16 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import apiserver_bench, create_overhead, gc_bench, node_bench, profile_hot_path, report, wrk_bench
+from bench import (
+    apiserver_bench,
+    audit_scrape_bench,
+    create_overhead,
+    gc_bench,
+    node_bench,
+    profile_hot_path,
+    report,
+    wrk_bench,
+)
 from bench.env import BenchEnv, bench_env
 
 
@@ -55,6 +64,10 @@ def main() -> int:
         sizes = (1_000,) if quick else tuple(int(n) for n in os.environ.get(
             "LEOFLOW_DEV_BENCH_GC_SIZES", "10000,100000").split(","))
         results["gc"] = _step("GC sweeps", lambda: gc_bench.run(env, sizes=sizes))
+        report.write(results)
+        audit_sizes = (300_000,) if quick else (1_000_000, 3_000_000)
+        results["audit"] = _step("/metrics over a long audit: the scrape's read vs the old full count",
+                                 lambda: audit_scrape_bench.run(env.pg, sizes=audit_sizes))
     report.write(results)
     if os.geteuid() == 0:
         results["node"] = _step("pod create -> running on the real node (a/b/c interleaved; ~2 min)",

@@ -67,6 +67,10 @@ def markdown(results: dict[str, Any]) -> str:
         else:  # in this process, under tracemalloc
             lines.append(_row(f"GC {size}: whole sweep SQL statements / peak memory (tracemalloc)",
                               f"{g['sweep_sql_statements']} / {g['sweep_peak_mb']} MiB", "", None))
+    for size, a in (results.get("audit") or {}).items():
+        lines.append(_row(f"/metrics over {size} deleted audit rows: the scrape's database read vs the old full "
+                          "count of the rows", f"{a['scrape_read_ms']} vs {a['old_full_count_ms']} ms",
+                          "scrape <= 50 ms, whatever the history", a["scrape_read_ms"] <= 50))
     node = results.get("node")
     if node:
         for kind, label in (("a_plain", "(a) pod without staging"), ("b_first_of_run", "(b) first pod of a run"),

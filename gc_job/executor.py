@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from gc_job.plan import Action, Decision, GcPolicy, reclaim_reason, releasable_holders
+from gc_job.plan import Action, Decision, GcPolicy, recheck, reclaim_reason, releasable_holders
 from gc_job.results import Outcome, Result
 from shared.db import reclaim_batches, runs_repo, volumes_repo
 from shared.db.engine import translate_errors
@@ -132,7 +132,7 @@ class Executor:
         if not claim.terminating:
             with translate_errors("deleting the PVC"), self._engine.begin() as conn:
                 run = runs_repo.read_run_locked(conn, self._runs, v.run, lock=self.lock_runs)
-                current = reclaim_reason(run, now=self._clock(), policy=self._policy)
+                current = recheck(reason, run, now=self._clock(), policy=self._policy)
                 if not isinstance(current, DeleteReason):
                     volumes_repo.abort_reclaim(conn, v.id, detail="run came back before its PVC was deleted")
                     return Result(d, Outcome.ABORTED, "the run came back before the delete; the row is active again")
@@ -319,7 +319,9 @@ class Executor:
             # so a clear waits at most one API call, and no delete ever outlives its guard.
             with translate_errors("deleting a finished pod"), self._engine.begin() as conn:
                 run = runs_repo.read_run_locked(conn, self._runs, v.run, lock=self.lock_runs)
-                if not isinstance(reclaim_reason(run, now=self._clock(), policy=self._policy), DeleteReason):
+                verdict = recheck(reason, run, now=self._clock(), policy=self._policy) if reason else \
+                    reclaim_reason(run, now=self._clock(), policy=self._policy)
+                if not isinstance(verdict, DeleteReason):
                     return deleted  # the run came back: its pods are left alone
                 if self._kube.delete_pod(v.namespace, pod.name, uid=pod.uid):
                     deleted.append(pod)

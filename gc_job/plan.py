@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.holds import describe_hold
 from shared.naming import MAX_ID_LEN, id_problem, pvc_name
 from shared.objects import ClaimInfo, PodUse
 from shared.volumes import DeleteReason, RunId, RunState, VolumeRecord, VolumeState
@@ -77,6 +78,22 @@ def reclaim_reason(run: RunState | None, *, now: dt.datetime, policy: GcPolicy) 
     return f"run is {run.state or 'in no state'}"
 
 
+def operator_verdict(run: RunState | None, *, policy: GcPolicy) -> DeleteReason | str:
+    """Whether an operator's ``reclaim`` may free the volume now: only once its run has ended (a success or
+    failed state, TTL or not) or is gone from the runs table; never while it is queued, running or cleared."""
+    if run is None or run.state in policy.success_states or run.state in policy.failed_states:
+        return DeleteReason.OPERATOR_REQUEST
+    return f"run is {run.state or 'in no state'}"
+
+
+def recheck(reason: DeleteReason, run: RunState | None, *, now: dt.datetime, policy: GcPolicy) -> DeleteReason | str:
+    """The rule a reclaim started for ``reason`` is re-checked against just before its delete: the operator's
+    rule for ``operator_request``, the lifecycle rule otherwise."""
+    if reason is DeleteReason.OPERATOR_REQUEST:
+        return operator_verdict(run, policy=policy)
+    return reclaim_reason(run, now=now, policy=policy)
+
+
 def decide(volume: VolumeRecord, run: RunState | None, claim_present: bool | None, *, now: dt.datetime,
            policy: GcPolicy) -> Decision:
     """The decision for one live row. ``claim_present`` is None when unknown (not listed)."""
@@ -87,6 +104,9 @@ def decide(volume: VolumeRecord, run: RunState | None, claim_present: bool | Non
         return _decision(volume, Action.RECLAIM, "resuming an interrupted reclaim", run, reason)
     if claim_present is False:  # gone before the GC deleted anything: the audit says pvc_missing, not a GC reason
         return _decision(volume, Action.HEAL, "the PVC no longer exists", run, DeleteReason.PVC_MISSING)
+    if volume.held_until is not None and volume.held(now):  # a person keeps it, whatever the run's state
+        return _decision(volume, Action.KEEP,
+                         describe_hold(until=volume.held_until, by=volume.held_by, reason=volume.hold_reason), run)
     if verdict is DeleteReason.ORPHANED and now - volume.created_at < policy.adopt_min_age:
         return _decision(volume, Action.KEEP, "its run is not in the runs table (yet); orphan grace", run)
     if isinstance(verdict, DeleteReason):

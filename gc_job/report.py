@@ -42,8 +42,9 @@ def planned_fields(decision: Decision) -> dict[str, Any]:
 LOGGED = {Outcome.RECLAIMED, Outcome.TERMINATING, Outcome.ABORTED, Outcome.HEALED, Outcome.ADOPTED, Outcome.FAILED}
 
 
-def summary(results: Sequence[Result], *, kept: int, duration: float, dry_run: bool) -> dict[str, Any]:
-    """The sweep's closing line: counts by reason, kept, failed, duration."""
+def summary(results: Sequence[Result], *, kept: int, duration: float, dry_run: bool,
+            pruned: int = 0) -> dict[str, Any]:
+    """The sweep's closing line: counts by reason, kept, failed, audit rows pruned, duration."""
     reclaimed = Counter(r.decision.reason.value for r in results
                         if r.outcome is Outcome.RECLAIMED and r.decision.reason)
     outcomes = Counter(r.outcome.value for r in results)
@@ -60,6 +61,7 @@ def summary(results: Sequence[Result], *, kept: int, duration: float, dry_run: b
         "adopted": outcomes.get("adopted", 0),
         "healed": outcomes.get("healed", 0),
         "failed": outcomes.get("failed", 0),
+        "pruned": pruned,
         "duration_s": round(duration, 3),
     }
     if dry_run:

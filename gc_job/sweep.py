@@ -16,7 +16,7 @@ from gc_job import health, report
 from gc_job.executor import Executor, batchable
 from gc_job.plan import Action, Decision, GcPolicy, plan_adoptions, plan_batch
 from gc_job.results import Outcome, Result
-from shared.db import runs_repo, volumes_repo
+from shared.db import audit_prune, runs_repo, volumes_repo
 from shared.db.engine import translate_errors
 from shared.db.locks import DEFAULT_IDLE_TIMEOUT, GcLock, single_flight
 from shared.errors import LockLost, StagingError
@@ -46,6 +46,8 @@ class SweepConfig:
     delete_finished_pods: bool = True  # Succeeded/Failed pods holding a reclaimed claim are deleted
     # A sweep that makes no progress (no touch of its lock) for this long loses the lock to the next one.
     lock_idle_seconds: float = DEFAULT_IDLE_TIMEOUT
+    # Deleted rows older than this are pruned at the end of each sweep (0: never).
+    audit_retention: dt.timedelta = dt.timedelta(days=90)
 
 
 class Sweeper:
@@ -145,16 +147,39 @@ class Sweeper:
             self._lock = acquired
             try:
                 results, kept = self._sweep(dry_run=dry_run)
+                pruned = 0 if dry_run else self._prune(started_at)
             except LockLost as lost:  # the server ended the lock's session: another sweep may run now
                 self._emit(logging.ERROR, {"event": "lock_lost", "detail": str(lost)})
                 raise
             finally:
                 self._lock = None
-        fields = report.summary(results, kept=kept, duration=time.monotonic() - started, dry_run=dry_run)
+        fields = report.summary(results, kept=kept, duration=time.monotonic() - started, dry_run=dry_run,
+                                pruned=pruned)
         self._emit(logging.INFO, fields)
         if not dry_run:
             health.record(self._engine, health.completed(fields, started_at=started_at, finished_at=self._clock()))
         return report.exit_code(results)
+
+    def _prune(self, now: dt.datetime) -> int:
+        """The audit retention: delete rows deleted before ``now - audit_retention`` in bounded batches, keeping
+        the lock alive between them; returns how many went (a failure is logged, the sweep's result stands)."""
+        retention = self._config.audit_retention
+        if retention <= dt.timedelta(0):
+            return 0
+        cutoff = now - retention
+        try:
+            pruned = audit_prune.prune_deleted(self._engine, cutoff=cutoff, between=self._touch)
+        except LockLost:
+            raise
+        except StagingError as exc:
+            self._emit(logging.WARNING, {"event": "audit_prune_failed", "cutoff": cutoff.isoformat(),
+                                         "detail": str(exc)})
+            return 0
+        if pruned:
+            self._emit(logging.INFO, {"event": "audit_pruned", "pruned": pruned, "cutoff": cutoff.isoformat(),
+                                      "detail": f"deleted {pruned} audit row(s) of volumes deleted before the "
+                                                f"retention ({retention})"})
+        return pruned
 
     def _sweep(self, *, dry_run: bool) -> tuple[list[Result], int]:
         """Results of every action taken (kept rows are only counted: memory stays bounded)."""
@@ -235,6 +260,13 @@ class Sweeper:
                 for d in plan_batch(batch, runs, index, now=now, policy=policy):
                     if d.action is Action.KEEP:
                         kept += 1
+                        v = d.volume
+                        if v is not None and v.held_until is not None and v.held(now):
+                            # kept by a person's hold: the on-call sees until when, by whom and why
+                            self._emit(logging.INFO, {"event": "kept_held", **d.as_dict(),
+                                                      "held_until": v.held_until.isoformat(),
+                                                      "held_by": v.held_by, "hold_reason": v.hold_reason})
+                            continue
                         if d.run_state in self._config.policy.failed_states:
                             if d.run_end is None:
                                 self._emit(logging.WARNING, {"event": "kept_without_end_date", **d.as_dict()})

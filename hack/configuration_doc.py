@@ -91,6 +91,8 @@ def format_default(value: Any, *, unset: str) -> str:
         seconds = int(value.total_seconds())
         for unit, size in (("h", 3600), ("m", 60)):
             if seconds and seconds % size == 0:
+                if unit == "h" and seconds > 172800 and seconds % 86400 == 0:  # 90d, not 2160h
+                    return f"`{seconds // 86400}d`"
                 return f"`{seconds // size}{unit}`"
         return f"`{seconds}s`"
     if isinstance(value, bool):

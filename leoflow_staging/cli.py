@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from leoflow_staging import __version__
 from leoflow_staging.inspection import DEFAULT_UID
+from leoflow_staging.run_problem import RunProblem
 from shared.errors import SettingsError, StagingError
+from shared.holds import HoldError
 from shared.settings import Settings, from_env, unknown_settings
 
 EXIT_USAGE = 2
@@ -48,6 +50,26 @@ def _volumes(settings: Settings, args: argparse.Namespace) -> int:
         return summary(settings, as_json=args.json)
     return volumes(settings, state=args.state, dag=args.dag, run=args.run, as_json=args.json,
                    limit=args.limit)
+
+
+def _hold(settings: Settings, args: argparse.Namespace) -> int:
+    from leoflow_staging.run_commands import hold  # noqa: PLC0415
+
+    return hold(settings, dag_id=args.dag_id, run_id=args.run_id, duration=args.duration, reason=args.reason,
+                namespace=args.namespace)
+
+
+def _release(settings: Settings, args: argparse.Namespace) -> int:
+    from leoflow_staging.run_commands import release  # noqa: PLC0415
+
+    return release(settings, dag_id=args.dag_id, run_id=args.run_id, namespace=args.namespace)
+
+
+def _reclaim(settings: Settings, args: argparse.Namespace) -> int:
+    from leoflow_staging.run_commands import ask, reclaim  # noqa: PLC0415
+
+    return reclaim(settings, dag_id=args.dag_id, run_id=args.run_id, namespace=args.namespace, yes=args.yes,
+                   confirm=ask)
 
 
 def _certs(settings: Settings, args: argparse.Namespace) -> int:
@@ -104,6 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     volumes.add_argument("--summary", action="store_true",
                          help="counts, requested storage, kept failed runs and the GC's health (what /metrics exports)")
     volumes.set_defaults(func=_volumes)
+
+    hold = sub.add_parser("hold", help="keep a run's volume past its normal reclaim for a while (also a succeeded "
+                                       "or still running run's)")
+    release = sub.add_parser("release", help="end a run's hold now")
+    reclaim = sub.add_parser("reclaim", help="free a run's volume now (only once the run has ended or is gone)")
+    for p in (hold, release, reclaim):
+        p.add_argument("dag_id", metavar="DAG_ID")
+        p.add_argument("run_id", metavar="RUN_ID")
+        p.add_argument("-n", "--namespace", help="the volume's namespace (needed when the run has several)")
+    hold.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                      help="how long to keep it, e.g. 90m, 72h, 7d (at most 365d)")
+    hold.add_argument("--reason", help="why, for the audit and the GC's log")
+    reclaim.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    hold.set_defaults(func=_hold)
+    release.set_defaults(func=_release)
+    reclaim.set_defaults(func=_reclaim)
 
     certs = sub.add_parser("certs", help="CA and serving certificate generation, Secret and caBundle wiring")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
@@ -163,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"leoflow-staging {args.command}: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (HoldError, RunProblem) as exc:
+        print(f"leoflow-staging {args.command}: {exc}", file=sys.stderr)
+        return exc.code if isinstance(exc, RunProblem) else EXIT_USAGE
     except StagingError as exc:
         print(f"leoflow-staging {args.command}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

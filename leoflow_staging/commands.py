@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import socket
 import sys
@@ -12,7 +13,7 @@ from shared.db import volumes_repo
 from shared.db.engine import describe, make_engine, translate_errors
 from shared.logs import configure_logging
 from shared.settings import Settings, parse_duration
-from shared.volumes import VolumeRecord
+from shared.volumes import VolumeRecord, VolumeState
 
 
 def migrate(settings: Settings) -> int:
@@ -41,7 +42,8 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
                          settle_seconds=settings.gc_settle_seconds, parallelism=settings.gc_parallelism,
                          delete_finished_pods=settings.gc_delete_finished_pods,
                          # longer than any one step between two touches of the lock (a DB wait, a settle)
-                         lock_idle_seconds=max(10 * settings.gc_db_timeout, 3 * settings.gc_settle_seconds))
+                         lock_idle_seconds=max(10 * settings.gc_db_timeout, 3 * settings.gc_settle_seconds),
+                         audit_retention=settings.audit_retention)
     recorder = None if dry_run or not settings.events else EventRecorder(
         make_api_client(settings.kubeconfig, pool_size=1), instance=settings.pod_name or socket.gethostname(),
         timeout=min(settings.kube_timeout, 2.0))
@@ -62,11 +64,21 @@ def _row(v: VolumeRecord) -> dict[str, object]:
         "run_id": v.run_id, "storage_class": v.storage_class, "size": v.size, "state": v.state.value,
         "created_at": v.created_at.isoformat(), "deleted_at": v.deleted_at.isoformat() if v.deleted_at else None,
         "delete_reason": v.delete_reason.value if v.delete_reason else None, "detail": v.detail,
+        "held_until": v.held_until.isoformat() if v.held_until else None, "hold_reason": v.hold_reason,
+        "held_by": v.held_by, "held_at": v.held_at.isoformat() if v.held_at else None,
     }
 
 
+def _held(v: VolumeRecord, now: dt.datetime) -> str:
+    """The HELD column: until when a hold in force keeps the volume."""
+    if v.held_until is None or not v.held(now) or v.state is VolumeState.DELETED:
+        return "-"
+    return "until " + v.held_until.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def volumes(settings: Settings, *, state: str | None, dag: str | None, run: str | None, as_json: bool,
-            limit: int | None) -> int:
+            limit: int | None, now: dt.datetime | None = None) -> int:
+    now = now or dt.datetime.now(dt.UTC)
     engine = make_engine(settings.database_url, timeout=settings.db_timeout)
     with translate_errors("reading staging_volumes"), engine.connect() as conn:
         rows = volumes_repo.list_volumes(conn, state=state, dag_id=dag, run_id=run, limit=limit)
@@ -74,12 +86,12 @@ def volumes(settings: Settings, *, state: str | None, dag: str | None, run: str 
         for v in rows:
             print(json.dumps(_row(v)))
         return 0
-    header = ("NAMESPACE", "PVC", "DAG", "RUN", "STATE", "CREATED", "DELETED", "REASON")
+    header = ("NAMESPACE", "PVC", "DAG", "RUN", "STATE", "CREATED", "DELETED", "REASON", "HELD")
     table = [header] + [
         (v.namespace, v.pvc_name, v.dag_id, v.run_id, v.state.value,
          v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
          v.deleted_at.strftime("%Y-%m-%d %H:%M:%S") if v.deleted_at else "-",
-         v.delete_reason.value if v.delete_reason else "-")
+         v.delete_reason.value if v.delete_reason else "-", _held(v, now))
         for v in rows
     ]
     safe = [[json.dumps(c)[1:-1] for c in r] for r in table]  # ids may hold control characters
@@ -90,7 +102,6 @@ def volumes(settings: Settings, *, state: str | None, dag: str | None, run: str 
 
 
 def certs(settings: Settings, args: argparse.Namespace) -> int:
-    import datetime as dt  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
     from certs.bundle import CertPolicy, service_hosts  # noqa: PLC0415

@@ -39,6 +39,8 @@ def as_dict(snap: Snapshot) -> dict[str, Any]:
         "failed_kept_volumes": inv.failed_kept,
         "oldest_failed_kept_seconds": inv.oldest_failed_kept_seconds(),
         "oldest_reclaiming_seconds": inv.oldest_reclaiming_seconds(),
+        "held_volumes": inv.held,
+        "oldest_hold_seconds": inv.oldest_hold_seconds(),
         "reclaims_total": dict(sorted(inv.reclaims.items())),
         "gc": {
             "last_success": last.finished_at.isoformat() if last else None,
@@ -67,6 +69,10 @@ def lines(snap: Snapshot) -> list[str]:
     if inv.failed_kept:
         kept += f" (oldest run ended {_age(inv.oldest_failed_kept_seconds())} ago)"
     out.append(kept)
+    held = f"  held: {inv.held}"
+    if inv.held:
+        held += f" (oldest hold set {_age(inv.oldest_hold_seconds())} ago; `leoflow-staging volumes` shows until when)"
+    out.append(held)
     if by_state.get("reclaiming"):
         out.append(f"  reclaiming: oldest started {_age(inv.oldest_reclaiming_seconds())} ago")
     out.append("  reclaimed (all time): " + (", ".join(f"{r} {n}" for r, n in sorted(inv.reclaims.items()))

@@ -53,6 +53,29 @@ def still_pending(*, namespace: str, pvc_name: str, pvc_uid: str, storage_class:
                       key=pvc_uid, type="Warning", pvc_uid=pvc_uid)
 
 
+_WHY = {
+    "run_succeeded": "the run had succeeded",
+    "ttl_expired": "the failed run's TTL had passed",
+    "orphaned": "the run was gone from the runs table",
+    "pvc_missing": "the claim had been deleted outside leoflow-staging",
+    "operator_request": "an operator reclaimed it (leoflow-staging reclaim)",
+}
+
+
+def started_empty(*, namespace: str, pvc_name: str, pvc_uid: str, dag_id: str, run_id: str, pod: str,
+                  deleted_at: str | None, reason: str | None) -> ClaimEvent:
+    """A run starts over on a new, empty claim: its previous volume was reclaimed (the pod's upstream inputs are
+    gone). The admission's warning says it in 120 characters; this says it at length."""
+    why = _WHY.get(reason or "", reason or "unknown reason")
+    return ClaimEvent(namespace, pvc_name, "PreviousVolumeReclaimed", "Create",
+                      _note(f"run {run_id!r} of DAG {dag_id!r} had a staging volume before: it was reclaimed at "
+                            f"{deleted_at or 'an unknown time'} ({reason or 'no reason recorded'}: {why}). This "
+                            f"claim, created for pod {pod}, is new and empty: every file the run's earlier tasks "
+                            "wrote is gone, so a task that reads them will fail. Clear the whole run (every task, "
+                            "upstream ones included), not only the failed tasks."),
+                      key=f"{pvc_uid}\0started_empty", type="Warning", pvc_uid=pvc_uid)
+
+
 def from_gc(fields: dict[str, Any]) -> list[ClaimEvent]:
     """The events a GC log line stands for (none for most lines), with the claim's uid when the line has it
     (then the recorder need not read the claim to learn it)."""

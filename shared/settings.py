@@ -111,6 +111,11 @@ class Settings:
     failed_ttl: dt.timedelta = field(default=dt.timedelta(hours=24), metadata=_doc(
         "Duration: how long a failed run keeps its volume, counted from the run's `end_date`.",
         used_by="gc", chart="config.failedTtl"))
+    audit_retention: dt.timedelta = field(default=dt.timedelta(days=90), metadata=_doc(
+        "Duration: how long the audit keeps a `deleted` row of `staging_volumes`, counted from its `deleted_at`. "
+        "Each GC sweep deletes older rows, 5,000 per statement, and logs how many (`audit_pruned`). The "
+        "reclaim counts of `/metrics` are kept apart and never go down. `0`: keep every row forever.",
+        used_by="gc", chart="config.auditRetention"))
     runs: RunsTable = field(default_factory=RunsTable)  # LEOFLOW_STAGING_RUNS_*, documented on RunsTable
     db_timeout: float = field(default=2.0, metadata=_doc(
         "Seconds: the database connect, statement and lock timeout. `migrate` uses at least 30.",

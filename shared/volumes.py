@@ -22,6 +22,7 @@ class DeleteReason(StrEnum):
     TTL_EXPIRED = "ttl_expired"
     ORPHANED = "orphaned"
     PVC_MISSING = "pvc_missing"  # the PVC vanished outside our control; the row is closed
+    OPERATOR_REQUEST = "operator_request"  # `leoflow-staging reclaim`: a person freed a finished run's volume
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,18 @@ class VolumeRecord:
     deleted_at: dt.datetime | None = None
     delete_reason: DeleteReason | None = None
     detail: str | None = None
+    held_until: dt.datetime | None = None  # a hold (`leoflow-staging hold`) keeps the volume until then
+    hold_reason: str | None = None
+    held_by: str | None = None
+    held_at: dt.datetime | None = None
 
     @property
     def run(self) -> RunId:
         return RunId(self.dag_id, self.run_id)
+
+    def held(self, now: dt.datetime) -> bool:
+        """Whether a hold keeps this volume at ``now`` (a hold ends at ``held_until``)."""
+        return self.held_until is not None and now < self.held_until
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ def _log_outcome(outcome: Outcome, req: AdmissionRequest, elapsed: float, waited
         fields.update(dag_id=outcome.intent.dag_id, run_id=outcome.intent.run_id, pvc=outcome.intent.pvc_name)
     if outcome.ensured is not None:
         fields.update(pvc_created=outcome.ensured.created, storage_class=outcome.ensured.storage_class)
+    if verdict.warnings:
+        fields["warnings"] = list(verdict.warnings)
     if not verdict.allowed:
         fields.update(message=verdict.message, retriable=verdict.retriable)
         log.warning("admission denied", extra={"fields": fields})

@@ -12,6 +12,7 @@ from webhook.identity import LEOFLOW, IdentitySource
 from webhook.intent import SizePolicy, StagingIntent, read_intent
 from webhook.patching import plan_patch
 from webhook.provisioning import Deadline, Ensured, VolumeProvisioner
+from webhook.rerun_warning import rerun_warning
 from webhook.review import AdmissionRequest
 from webhook.verdicts import Denied, Verdict, allow, deny, patched
 
@@ -86,13 +87,22 @@ class AdmissionHandler:
             return Outcome(deny("kubernetes_unavailable", f"leoflow-staging: the Kubernetes API cannot be "
                                 f"reached ({exc}); the pod was not admitted. Retry.", code=503,
                                 retriable=True), intent)
+        previous = ensured.previous  # the cold path only: the run's earlier volume was reclaimed
         if ensured.created and self._events is not None:  # the cold path only
             meta = pod.get("metadata") or {}
+            pod_name = str(meta.get("name") or f"{meta.get('generateName') or ''}*")[:253]
             self._events(claim_events.created(
                 namespace=namespace, pvc_name=ensured.pvc_name, pvc_uid=ensured.pvc_uid, dag_id=intent.dag_id,
-                run_id=intent.run_id, pod=str(meta.get("name") or f"{meta.get('generateName') or ''}*")[:253],
-                storage_class=ensured.storage_class, size=intent.size))
+                run_id=intent.run_id, pod=pod_name, storage_class=ensured.storage_class, size=intent.size))
+            if previous is not None:
+                self._events(claim_events.started_empty(
+                    namespace=namespace, pvc_name=ensured.pvc_name, pvc_uid=ensured.pvc_uid, dag_id=intent.dag_id,
+                    run_id=intent.run_id, pod=pod_name,
+                    deleted_at=previous.deleted_at.isoformat() if previous.deleted_at else None,
+                    reason=previous.delete_reason.value if previous.delete_reason else None))
         if ensured.created and self._on_created is not None:  # the claim's provisioning is watched
             self._on_created(namespace, ensured)
-        return Outcome(patched(ops, reason="patched_new_pvc" if ensured.created else "patched",
-                               warnings=ensured.warnings), intent, ensured)
+        warnings = tuple(ensured.warnings) + (() if previous is None else (
+            rerun_warning(deleted_at=previous.deleted_at, reason=previous.delete_reason),))
+        return Outcome(patched(ops, reason="patched_new_pvc" if ensured.created else "patched", warnings=warnings),
+                       intent, ensured)

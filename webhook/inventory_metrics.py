@@ -82,10 +82,17 @@ def inventory_metrics(inv: Inventory) -> list[Metric]:
                                       "Seconds since the oldest kept failed run ended (0 when none is kept).",
                                       value=inv.oldest_failed_kept_seconds()))
     reclaims = CounterMetricFamily("leoflow_staging_reclaims",
-                                   "Reclaimed volumes in the audit rows, by delete reason.", labels=["reason"])
+                                   "Reclaimed volumes by delete reason, all time (pruning old audit rows never "
+                                   "lowers it).", labels=["reason"])
     for reason, n in sorted(inv.reclaims.items()):
         reclaims.add_metric([reason], n)
-    return [volumes, requested, runs_up, *kept, reclaims]
+    held = GaugeMetricFamily("leoflow_staging_held_volumes",
+                             "Live volumes kept by a hold (`leoflow-staging hold`) that has not ended.",
+                             value=inv.held)
+    oldest_hold = GaugeMetricFamily("leoflow_staging_oldest_hold_seconds",
+                                    "Seconds since the oldest hold still in force was set (0 when none is).",
+                                    value=inv.oldest_hold_seconds())
+    return [volumes, requested, runs_up, *kept, reclaims, held, oldest_hold]
 
 
 def gc_metrics(health: GcHealth) -> list[Metric]:

@@ -1,7 +1,8 @@
 """The inventory operators graph and alert on, read from the database in one short transaction.
 
 A handful of aggregate statements per read (never one per series): live volumes grouped by state,
-namespace, class and size; failed runs' kept volumes; reclaims by reason from the audit rows.
+namespace, class and size (with their holds); failed runs' kept volumes; reclaims by reason from
+``staging_reclaim_counts`` (one row per reason: the cost does not grow with the audit's history).
 Every replica reads the same source of truth, so every replica reports the same numbers.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from shared.db import reclaim_counts
 from shared.db.engine import translate_errors
 from shared.db.runs_repo import end_date_utc
 from shared.db.schema import LIVE, runs_table, staging_volumes
@@ -45,8 +47,15 @@ class Inventory:
     failed_kept: int | None  # active volumes whose run failed (TTL running, or due); None: runs table unreadable
     oldest_failed_end: dt.datetime | None  # the end date of the oldest such run
     read_at: dt.datetime  # when the database was read (the ages here are measured from then)
-    reclaims: dict[str, int] = field(default_factory=dict)  # audit rows by delete_reason
+    reclaims: dict[str, int] = field(default_factory=dict)  # reclaims by delete_reason, all time
     oldest_reclaim_started: dt.datetime | None = None  # of the rows still reclaiming
+    held: int = 0  # live volumes a hold keeps now
+    oldest_hold_set: dt.datetime | None = None  # when the oldest of those holds was set
+
+    def oldest_hold_seconds(self) -> float:
+        if self.oldest_hold_set is None:
+            return 0.0
+        return max(0.0, (self.read_at - self.oldest_hold_set).total_seconds())
 
     def oldest_reclaiming_seconds(self) -> float:
         if self.oldest_reclaim_started is None:
@@ -81,11 +90,15 @@ def _bytes(size: str) -> float:
 
 def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) -> Inventory:
     """The inventory in three aggregate statements (sizes are text quantities: summed here)."""
+    held = T.c.held_until > now
     grouped = conn.execute(
         sa.select(T.c.state, T.c.namespace, T.c.storage_class, T.c.size, sa.func.count().label("n"),
-                  sa.func.min(T.c.reclaim_started_at).label("reclaim_started"))
+                  sa.func.min(T.c.reclaim_started_at).label("reclaim_started"),
+                  sa.func.count().filter(held).label("held"),
+                  sa.func.min(T.c.held_at).filter(held).label("held_at"))
         .where(LIVE).group_by(T.c.state, T.c.namespace, T.c.storage_class, T.c.size)
     ).all()
+    hold_times = [row.held_at for row in grouped if row.held and row.held_at is not None]
     counts: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0.0])
     reclaiming = [row.reclaim_started for row in grouped if row.state == VolumeState.RECLAIMING.value
                   and row.reclaim_started is not None]
@@ -107,12 +120,10 @@ def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) ->
         failed_kept, oldest = int(failed.n or 0), end_date_utc(failed.oldest)
     except (exc.ProgrammingError, exc.OperationalError):
         pass
-    reclaims = {row.delete_reason: int(row.n) for row in conn.execute(
-        sa.select(T.c.delete_reason, sa.func.count().label("n"))
-        .where(T.c.state == VolumeState.DELETED.value, T.c.delete_reason.is_not(None))
-        .group_by(T.c.delete_reason))}
     return Inventory(groups=groups, failed_kept=failed_kept, oldest_failed_end=oldest,
-                     reclaims=reclaims, read_at=now, oldest_reclaim_started=min(reclaiming, default=None))
+                     reclaims=reclaim_counts.read(conn), read_at=now,
+                     oldest_reclaim_started=min(reclaiming, default=None),
+                     held=sum(int(row.held) for row in grouped), oldest_hold_set=min(hold_times, default=None))
 
 
 def load_inventory(engine: sa.Engine, runs: RunsTable, *, now: dt.datetime) -> Inventory:

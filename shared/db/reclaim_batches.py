@@ -12,7 +12,9 @@ from collections.abc import Collection
 
 import sqlalchemy as sa
 
+from shared.db import reclaim_counts
 from shared.db.schema import staging_volumes
+from shared.db.volumes_repo import not_held
 from shared.volumes import DeleteReason, VolumeState
 
 T = staging_volumes
@@ -20,6 +22,15 @@ T = staging_volumes
 
 def _ids(ids: Collection[int]) -> sa.ColumnElement[bool]:
     return T.c.id.in_(sorted(ids))  # one bound list; PostgreSQL plans it as = ANY over the primary key
+
+
+def _deleted(conn: sa.Connection, ids: Collection[int], statement: sa.Update) -> set[int]:
+    """``_changed`` for a statement that marks rows ``deleted``: their reasons are counted in the same
+    transaction (``staging_reclaim_counts``)."""
+    conn.execute(sa.select(T.c.id).where(_ids(ids)).order_by(T.c.id).with_for_update())
+    rows = conn.execute(statement.returning(T.c.id, T.c.delete_reason)).all()
+    reclaim_counts.add(conn, (row.delete_reason for row in rows))
+    return {row.id for row in rows}
 
 
 def _changed(conn: sa.Connection, ids: Collection[int], statement: sa.Update) -> set[int]:
@@ -31,12 +42,12 @@ def _changed(conn: sa.Connection, ids: Collection[int], statement: sa.Update) ->
 
 def begin_reclaims(conn: sa.Connection, ids: Collection[int], *, reason: DeleteReason, now: dt.datetime,
                    still_reclaimable: sa.ColumnElement[bool]) -> set[int]:
-    """``active`` -> ``reclaiming`` for each row whose run still allows ``reason`` at this moment
-    (``still_reclaimable`` is evaluated per row inside the UPDATE, as in ``volumes_repo.begin_reclaim``)."""
+    """``active`` -> ``reclaiming`` for each row whose run still allows ``reason`` and that no hold keeps at this
+    moment (evaluated per row inside the UPDATE, as in ``volumes_repo.begin_reclaim``)."""
     if not ids:
         return set()
     return _changed(conn, ids, sa.update(T)
-                    .where(_ids(ids), T.c.state == VolumeState.ACTIVE.value, still_reclaimable)
+                    .where(_ids(ids), T.c.state == VolumeState.ACTIVE.value, not_held(now), still_reclaimable)
                     .values(state=VolumeState.RECLAIMING.value, reclaim_started_at=now,
                             delete_reason=reason.value, detail=None))
 
@@ -63,7 +74,7 @@ def finish_reclaims(conn: sa.Connection, ids: Collection[int], *, now: dt.dateti
     """``reclaiming`` -> ``deleted``: the PVCs are gone."""
     if not ids:
         return set()
-    return _changed(conn, ids, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
+    return _deleted(conn, ids, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
                     .values(state=VolumeState.DELETED.value, deleted_at=now, detail=None))
 
 
@@ -73,7 +84,7 @@ def close_missing_reclaiming(conn: sa.Connection, ids: Collection[int], *, now: 
     (or its name taken by another PVC), so the GC deleted nothing and the audit must not claim it did."""
     if not ids:
         return set()
-    return _changed(conn, ids, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
+    return _deleted(conn, ids, sa.update(T).where(_ids(ids), T.c.state == VolumeState.RECLAIMING.value)
                     .values(state=VolumeState.DELETED.value, deleted_at=now,
                             delete_reason=DeleteReason.PVC_MISSING.value, detail=detail))
 

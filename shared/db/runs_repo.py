@@ -64,7 +64,10 @@ def reclaimable_condition(config: RunsTable, reason: DeleteReason, *, now: dt.da
     if reason is DeleteReason.TTL_EXPIRED:
         return sa.exists().where(same_run, table.c.state.in_(config.failed_states),
                                  table.c.end_date.is_not(None), table.c.end_date <= now - failed_ttl)
-    raise ValueError(f"{reason} is not a GC reason")
+    if reason is DeleteReason.OPERATOR_REQUEST:  # the run has ended (success or failed) or is gone
+        ended = (*config.success_states, *config.failed_states)
+        return sa.or_(~sa.exists().where(same_run), sa.exists().where(same_run, table.c.state.in_(ended)))
+    raise ValueError(f"{reason} is not a reason to reclaim")
 
 
 def can_lock_runs(conn: sa.Connection, config: RunsTable) -> bool:

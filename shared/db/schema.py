@@ -27,6 +27,10 @@ staging_volumes = sa.Table(
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("delete_reason", sa.String(32), nullable=True),
     sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("held_until", sa.DateTime(timezone=True), nullable=True),  # migration 0005: holds
+    sa.Column("hold_reason", sa.Text, nullable=True),
+    sa.Column("held_by", sa.String(253), nullable=True),
+    sa.Column("held_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint(
         "state IN (" + ", ".join(f"'{s.value}'" for s in VolumeState) + ")",
         name="ck_staging_volumes_state",
@@ -50,6 +54,18 @@ sa.Index(
 )
 sa.Index("ix_staging_volumes_state_id", staging_volumes.c.state, staging_volumes.c.id)
 sa.Index("ix_staging_volumes_run", staging_volumes.c.dag_id, staging_volumes.c.run_id)
+# The audit retention's prune (migration 0005): the oldest deleted rows first, without a scan.
+sa.Index("ix_staging_volumes_deleted_at", staging_volumes.c.deleted_at,
+         postgresql_where=sa.text("state = 'deleted'"))
+
+# Reclaims by reason, counted by the code that marks rows deleted, in the same transaction (migration 0005):
+# /metrics reads this instead of counting the audit rows, and pruning old rows never lowers a count.
+staging_reclaim_counts = sa.Table(
+    "staging_reclaim_counts",
+    metadata,
+    sa.Column("reason", sa.String(32), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False, server_default="0"),
+)
 
 
 def runs_table(config: RunsTable) -> sa.Table:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql
 
+from shared.db import reclaim_counts
 from shared.db.schema import LIVE, staging_volumes
 from shared.volumes import DeleteReason, NewVolume, VolumeRecord, VolumeState
 
@@ -23,7 +24,7 @@ _STATES: dict[str, VolumeState] = {s.value: s for s in VolumeState}
 _REASONS: dict[str, DeleteReason] = {r.value: r for r in DeleteReason}
 
 
-def _record(row: sa.Row[Any]) -> VolumeRecord:
+def record_of(row: sa.Row[Any]) -> VolumeRecord:
     m = row._mapping
     state, reason = m["state"], m["delete_reason"]
     return VolumeRecord(
@@ -32,8 +33,14 @@ def _record(row: sa.Row[Any]) -> VolumeRecord:
         state=_STATES.get(state) or VolumeState(state), created_at=m["created_at"],
         reclaim_started_at=m["reclaim_started_at"], deleted_at=m["deleted_at"],
         delete_reason=(_REASONS.get(reason) or DeleteReason(reason)) if reason else None,
-        detail=m["detail"],
+        detail=m["detail"], held_until=m["held_until"], hold_reason=m["hold_reason"], held_by=m["held_by"],
+        held_at=m["held_at"],
     )
+
+
+def not_held(now: dt.datetime) -> sa.ColumnElement[bool]:
+    """SQL: no hold keeps the row at ``now`` (the guard of every transition to ``reclaiming``)."""
+    return sa.or_(T.c.held_until.is_(None), T.c.held_until <= now)
 
 
 _LIVE_ROW = sa.select(T).where(T.c.namespace == sa.bindparam("ns"), T.c.pvc_name == sa.bindparam("name"), LIVE)
@@ -44,7 +51,7 @@ def live_volume(conn: sa.Connection, namespace: str, pvc_name: str, *, lock: boo
     """The not-deleted row for the PVC; with ``lock``, a shared row lock held until commit, so a
     concurrent GC transition is either seen or waits for this transaction."""
     row = conn.execute(_LIVE_ROW_SHARED if lock else _LIVE_ROW, {"ns": namespace, "name": pvc_name}).first()
-    return _record(row) if row else None
+    return record_of(row) if row else None
 
 
 def read_live_volume(engine: sa.Engine, namespace: str, pvc_name: str) -> VolumeRecord | None:
@@ -60,7 +67,7 @@ def read_live_volume(engine: sa.Engine, namespace: str, pvc_name: str) -> Volume
             with engine.connect() as conn:
                 row = conn.execute(_LIVE_ROW_SHARED, {"ns": namespace, "name": pvc_name}).first()
                 conn.commit()  # no round trip on an autocommit engine; ends the transaction on another
-            return _record(row) if row else None
+            return record_of(row) if row else None
         except exc.DBAPIError as err:
             if attempt == 1 and err.connection_invalidated:
                 continue
@@ -79,25 +86,39 @@ def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -
         index_elements=["namespace", "pvc_name"], index_where=sa.text("state <> 'deleted'")))
 
 
+def last_deleted(conn: sa.Connection, namespace: str, pvc_name: str, *, dag_id: str,
+                 run_id: str) -> VolumeRecord | None:
+    """The run's newest ``deleted`` row for this claim name (None when the run never had one): one lookup in
+    the run index, made only when a claim is being created."""
+    row = conn.execute(
+        sa.select(T).where(T.c.dag_id == dag_id, T.c.run_id == run_id, T.c.namespace == namespace,
+                           T.c.pvc_name == pvc_name, T.c.state == VolumeState.DELETED.value)
+        .order_by(T.c.id.desc()).limit(1)).first()
+    return record_of(row) if row else None
+
+
 def close_missing(conn: sa.Connection, row_id: int, *, now: dt.datetime, detail: str) -> bool:
-    """Close an active row whose PVC no longer exists (reason ``pvc_missing``)."""
+    """Close an active row whose PVC no longer exists (reason ``pvc_missing``; counted)."""
     result = conn.execute(
         sa.update(T)
         .where(T.c.id == row_id, T.c.state == VolumeState.ACTIVE.value)
         .values(state=VolumeState.DELETED.value, deleted_at=now,
                 delete_reason=DeleteReason.PVC_MISSING.value, detail=detail)
-    )
-    return result.rowcount == 1
+        .returning(T.c.delete_reason)
+    ).all()
+    reclaim_counts.add(conn, (row.delete_reason for row in result))
+    return len(result) == 1
 
 
 def begin_reclaim(
     conn: sa.Connection, row_id: int, *, reason: DeleteReason, now: dt.datetime,
     still_reclaimable: sa.ColumnElement[bool],
 ) -> bool:
-    """``active`` -> ``reclaiming`` only if ``still_reclaimable`` holds at this moment."""
+    """``active`` -> ``reclaiming`` only if ``still_reclaimable`` holds and no hold keeps the row at this
+    moment."""
     result = conn.execute(
         sa.update(T)
-        .where(T.c.id == row_id, T.c.state == VolumeState.ACTIVE.value, still_reclaimable)
+        .where(T.c.id == row_id, T.c.state == VolumeState.ACTIVE.value, not_held(now), still_reclaimable)
         .values(state=VolumeState.RECLAIMING.value, reclaim_started_at=now,
                 delete_reason=reason.value, detail=None)
     )
@@ -116,13 +137,15 @@ def abort_reclaim(conn: sa.Connection, row_id: int, *, detail: str) -> bool:
 
 
 def finish_reclaim(conn: sa.Connection, row_id: int, *, now: dt.datetime) -> bool:
-    """``reclaiming`` -> ``deleted``: the PVC is gone."""
+    """``reclaiming`` -> ``deleted``: the PVC is gone (counted under the row's reason)."""
     result = conn.execute(
         sa.update(T)
         .where(T.c.id == row_id, T.c.state == VolumeState.RECLAIMING.value)
         .values(state=VolumeState.DELETED.value, deleted_at=now, detail=None)
-    )
-    return result.rowcount == 1
+        .returning(T.c.delete_reason)
+    ).all()
+    reclaim_counts.add(conn, (row.delete_reason for row in result))
+    return len(result) == 1
 
 
 def set_reason(conn: sa.Connection, row_id: int, reason: DeleteReason) -> None:
@@ -149,7 +172,7 @@ def list_volumes(
         query = query.where(T.c.run_id == run_id)
     if limit:
         query = query.limit(limit)
-    return [_record(row) for row in conn.execute(query)]
+    return [record_of(row) for row in conn.execute(query)]
 
 
 def iter_live(conn: sa.Connection, *, batch_size: int) -> Iterator[list[VolumeRecord]]:
@@ -161,7 +184,7 @@ def iter_live(conn: sa.Connection, *, batch_size: int) -> Iterator[list[VolumeRe
         ).all()
         if not rows:
             return
-        batch = [_record(r) for r in rows]
+        batch = [record_of(r) for r in rows]
         last = batch[-1].id
         yield batch
 

@@ -54,7 +54,8 @@ def _gc_database_url(postgres: Postgres, airflow: Airflow) -> str:
             exists = conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": GC_ROLE}).first()
             if not exists:
                 conn.execute(sa.text(f"CREATE ROLE {GC_ROLE} LOGIN"))
-            conn.execute(sa.text(f"GRANT SELECT, INSERT, UPDATE ON staging_volumes TO {GC_ROLE}"))
+            conn.execute(sa.text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON staging_volumes TO {GC_ROLE}"))
+            conn.execute(sa.text(f"GRANT SELECT, INSERT, UPDATE ON staging_reclaim_counts TO {GC_ROLE}"))
             conn.execute(sa.text(f"GRANT SELECT, INSERT, DELETE ON gc_sweeps TO {GC_ROLE}"))
             conn.execute(sa.text(f"GRANT USAGE ON SEQUENCE staging_volumes_id_seq, gc_sweeps_id_seq TO {GC_ROLE}"))
             conn.execute(sa.text(f"GRANT SELECT ON leoflow_staging_alembic_version TO {GC_ROLE}"))

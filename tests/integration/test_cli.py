@@ -29,9 +29,9 @@ def _run(*args: str, url: str | None = None, **env: str) -> subprocess.Completed
 def test_migrate_then_volumes(database_url: str) -> None:
     first = _run("migrate", url=database_url)
     assert first.returncode == 0, first.stderr
-    assert "schema at revision 0004 (was empty)" in first.stdout and "***" not in first.stdout
+    assert "schema at revision 0005 (was empty)" in first.stdout and "***" not in first.stdout
     again = _run("migrate", url=database_url)
-    assert "(was 0004)" in again.stdout
+    assert "(was 0005)" in again.stdout
     engine = sa.create_engine(database_url)
     now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
     with engine.begin() as conn:
@@ -42,7 +42,7 @@ def test_migrate_then_volumes(database_url: str) -> None:
     table = _run("volumes", url=database_url)
     assert table.returncode == 0
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["NAMESPACE", "PVC", "DAG", "RUN", "STATE", "CREATED", "DELETED", "REASON"]
+    assert lines[0].split() == ["NAMESPACE", "PVC", "DAG", "RUN", "STATE", "CREATED", "DELETED", "REASON", "HELD"]
     assert len(lines) == 3 and "r2\\nspoof" in table.stdout  # a newline in an id cannot forge a row
     as_json = _run("volumes", "--json", "--run", "r1", url=database_url)
     [row] = [json.loads(line) for line in as_json.stdout.splitlines()]

@@ -113,7 +113,7 @@ class FakeDb:
         """Route the repository functions the product calls to this fake."""
         for module, names in ((volumes_repo, ("read_live_volume", "live_volume", "insert_active", "close_missing",
                                               "begin_reclaim", "abort_reclaim", "finish_reclaim", "set_reason",
-                                              "iter_live", "live_names")),
+                                              "iter_live", "live_names", "last_deleted")),
                               (reclaim_batches, ("begin_reclaims", "abort_reclaims", "set_reasons",
                                                  "finish_reclaims", "close_missing_reclaiming", "set_details")),
                               (runs_repo, ("reclaimable_condition", "read_run_locked", "read_runs_locked",
@@ -143,6 +143,10 @@ class FakeDb:
 
     def _allows(self, row: VolumeRecord, guard: Guard) -> bool:
         run = self.runs.get(row.run)
+        if row.held(guard.now):  # volumes_repo.not_held, beside every guard
+            return False
+        if guard.reason is DeleteReason.OPERATOR_REQUEST:
+            return run is None or run.state in (*guard.config.success_states, *guard.config.failed_states)
         if guard.reason is DeleteReason.ORPHANED:
             return run is None
         if guard.reason is DeleteReason.RUN_SUCCEEDED:
@@ -171,6 +175,13 @@ class FakeDb:
         self._op("close_missing")
         return self._move("close_missing", row_id, VolumeState.ACTIVE, state=VolumeState.DELETED, deleted_at=now,
                           delete_reason=DeleteReason.PVC_MISSING, detail=detail)
+
+    def last_deleted(self, conn: object, namespace: str, pvc_name: str, *, dag_id: str,
+                     run_id: str) -> VolumeRecord | None:
+        self._op("last_deleted")
+        return max((r for r in self.rows.values() if (r.namespace, r.pvc_name, r.dag_id, r.run_id) ==
+                    (namespace, pvc_name, dag_id, run_id) and r.state is VolumeState.DELETED),
+                   key=lambda r: r.id, default=None)
 
     def begin_reclaim(self, conn: object, row_id: int, *, reason: DeleteReason, now: dt.datetime,
                       still_reclaimable: Guard) -> bool:

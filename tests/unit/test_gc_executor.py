@@ -357,7 +357,7 @@ class SweepWorld(World):
         sweeper = Sweeper(engine=self.engine, kube=self.kube, clock=lambda: NOW, out=self.out,
                           on_event=self.lines.append,
                           config=SweepConfig(runs=RUNS, policy=POLICY, batch_size=2, settle_seconds=0,
-                                             parallelism=2))
+                                             parallelism=2, audit_retention=dt.timedelta(0)))
         return sweeper.run(dry_run=dry_run)
 
     def events_of(self, event: str) -> list[dict[str, Any]]:
@@ -411,3 +411,42 @@ def test_a_sweep_reports_a_failed_action_after_doing_the_others(sweep_world: Swe
     assert w.run() == 0
     assert w.state(bad) == (VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED)
     assert w.kube.claims == {}
+
+
+# -- the operator's reclaim and holds ------------------------------------------------------------------------------
+
+def _operator(row: VolumeRecord) -> Decision:
+    return Decision(action=Action.RECLAIM, namespace=row.namespace, pvc_name=row.pvc_name, dag_id=row.dag_id,
+                    run_id=row.run_id, why="reclaim: operator_request", reason=DeleteReason.OPERATOR_REQUEST,
+                    volume=row)
+
+
+def test_an_operators_reclaim_of_a_failed_run_inside_its_ttl_deletes_with_its_own_reason(world: World) -> None:
+    row = world.volume("bad", "failed", end=NOW - H)  # the TTL runs for 23 h more: the GC would keep it
+    [result] = world.reclaim([_operator(row)], batch=False)
+    assert result.outcome is Outcome.TERMINATING and delete_of(row) in world.log
+    assert world.state(row) == (VolumeState.RECLAIMING, DeleteReason.OPERATOR_REQUEST)  # not "ttl_expired"
+    [done] = world.executor().settle([result], grace=0)
+    assert done.outcome is Outcome.RECLAIMED and world.state(row) == (VolumeState.DELETED,
+                                                                      DeleteReason.OPERATOR_REQUEST)
+
+
+def test_an_operators_reclaim_is_aborted_when_the_run_comes_back_before_the_delete(world: World) -> None:
+    row = world.volume("bad", "failed", end=NOW - H)
+    world.db.hooks["begin_reclaim"] = lambda: world.set_run("bad", "queued")  # cleared in that instant
+    [result] = world.reclaim([_operator(row)], batch=False)
+    assert result.outcome is Outcome.ABORTED and delete_of(row) not in world.log
+    assert world.state(row) == (VolumeState.ACTIVE, None)
+
+
+def test_a_hold_set_after_planning_stops_the_guarded_transition(world: World) -> None:
+    import dataclasses
+
+    row = world.volume("done", "success")
+    planned = world.decision(row)
+    assert planned.action is Action.RECLAIM
+    world.db.rows[row.id] = dataclasses.replace(world.db.rows[row.id], held_until=NOW + H)  # `hold` meanwhile
+    for batch in (True, False):
+        [result] = world.reclaim([planned], batch=batch)
+        assert result.outcome is Outcome.KEPT
+    assert world.state(row) == (VolumeState.ACTIVE, None) and not any("delete_claim" in e for e in world.log)

@@ -68,6 +68,7 @@ app.kubernetes.io/component: webhook
 - {name: LEOFLOW_STAGING_DEFAULT_SIZE, value: {{ .defaultSize | quote }}}
 - {name: LEOFLOW_STAGING_MAX_SIZE, value: {{ .maxSize | quote }}}
 - {name: LEOFLOW_STAGING_FAILED_TTL, value: {{ .failedTtl | quote }}}
+- {name: LEOFLOW_STAGING_AUDIT_RETENTION, value: {{ .auditRetention | quote }}}
 - {name: LEOFLOW_STAGING_DB_TIMEOUT, value: {{ .dbTimeout | quote }}}
 - {name: LEOFLOW_STAGING_KUBE_TIMEOUT, value: {{ .kubeTimeout | quote }}}
 - {name: LEOFLOW_STAGING_REQUEST_BUDGET, value: {{ .requestBudget | quote }}}
