@@ -40,6 +40,7 @@ from devenv.controlplane import ControlPlane
 from devenv.postgres import Postgres
 from gc_job.plan import GcPolicy, plan_batch
 from gc_job.sweep import SweepConfig, Sweeper
+from shared import labels
 from shared.db import runs_repo, volumes_repo
 from shared.kube import KubeApi, make_api_client
 from shared.naming import pvc_name
@@ -69,7 +70,8 @@ def gc_env() -> Iterator[GcEnv]:
         plane.start()
         pg.start()
         api = config.new_client_from_config(config_file=str(plane.kubeconfig_path))
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE, "labels": {
+            labels.INSTANCE: labels.DEFAULT_INSTANCE}}})
         client.StorageV1Api(api).create_storage_class({"metadata": {"name": RWX_CLASS},
                                                        "provisioner": "nfs.csi.k8s.io"})
         yield GcEnv(plane=plane, pg=pg)
