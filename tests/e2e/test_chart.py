@@ -422,8 +422,9 @@ def test_rendered_webhook_in_url_mode_patches_a_pod(assets: Path, api: client.Ap
                                                     webhook: WebhookProcess, namespace: str,
                                                     control_plane: ControlPlane) -> None:
     assert webhook.ca is not None
-    objs = render(assets, values={"webhook": {"url": webhook.url + "/mutate",
-                                              "caBundle": base64.b64encode(webhook.ca.cert_pem).decode()}})
+    objs = render(assets, values={"webhook": {"url": webhook.url + "/mutate",  # the webhook's instance, whose
+                                              "caBundle": base64.b64encode(webhook.ca.cert_pem).decode()},
+                                  "config": {"instance": "default"}})  # label the test's namespace carries
     assert isinstance(objs, list)
     mwc = one(objs, "MutatingWebhookConfiguration")
     admission = client.AdmissionregistrationV1Api(api)
