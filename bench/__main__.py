@@ -12,7 +12,16 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import apiserver_bench, create_overhead, gc_bench, node_bench, profile_hot_path, report, wrk_bench
+from bench import (
+    apiserver_bench,
+    create_overhead,
+    gc_bench,
+    gc_pods_bench,
+    node_bench,
+    profile_hot_path,
+    report,
+    wrk_bench,
+)
 from bench.env import BenchEnv, bench_env
 
 
@@ -55,6 +64,9 @@ def main() -> int:
         sizes = (1_000,) if quick else tuple(int(n) for n in os.environ.get(
             "LEOFLOW_DEV_BENCH_GC_SIZES", "10000,100000").split(","))
         results["gc"] = _step("GC sweeps", lambda: gc_bench.run(env, sizes=sizes))
+    report.write(results)
+    results["gc_pods"] = _step("the GC in a namespace of finished pods (its own control plane; ~5 min)",
+                               lambda: gc_pods_bench.run(pods=2_000 if quick else 20_000))
     report.write(results)
     if os.geteuid() == 0:
         results["node"] = _step("pod create -> running on the real node (a/b/c interleaved; ~2 min)",

@@ -67,6 +67,13 @@ def markdown(results: dict[str, Any]) -> str:
         else:  # in this process, under tracemalloc
             lines.append(_row(f"GC {size}: whole sweep SQL statements / peak memory (tracemalloc)",
                               f"{g['sweep_sql_statements']} / {g['sweep_peak_mb']} MiB", "", None))
+    pods = results.get("gc_pods")
+    for product, sweep in (pods or {}).get("sweeps", {}).items():
+        lines.append(_row(f"GC among {pods['pods']} finished pods ({pods['pod_list_json_mb']} MiB of pod JSON), "
+                          f"{pods['runs_to_reclaim']} claims held by them ({product}): the program's peak RSS / wall",
+                          f"{sweep['sweep_peak_rss_mb']} MiB / {sweep['sweep_wall_s']} s "
+                          f"({sweep['finished_pods_deleted']} pods deleted)", "<= 256 MiB",
+                          (sweep["sweep_peak_rss_mb"] or 1e9) <= 256))
     node = results.get("node")
     if node:
         for kind, label in (("a_plain", "(a) pod without staging"), ("b_first_of_run", "(b) first pod of a run"),
