@@ -76,16 +76,13 @@ def webhook(control_plane: ControlPlane, webhook_db: str, api: client.ApiClient,
 
 
 @pytest.fixture
-def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str,
-          core: client.CoreV1Api) -> Iterator[Bench]:
+def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
     """A GC test bench on a fresh migrated database with the orchestrator's runs table, on an installation
-    of its own (``own_kube``), which serves the test's namespace (labelled for it)."""
+    of its own (``own_kube``), which serves the test's namespace."""
     engine = sa.create_engine(database_url)
     upgrade(engine)
     create_runs_table(engine)
-    kube = own_kube(str(kubeconfig), namespace)
-    core.patch_namespace(namespace, {"metadata": {"labels": {labels.INSTANCE: kube.instance}}})
-    yield Bench(engine=engine, kube=kube, namespace=namespace)
+    yield Bench(engine=engine, kube=own_kube(str(kubeconfig), namespace), namespace=namespace)
     engine.dispose()
 
 
