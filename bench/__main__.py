@@ -17,6 +17,7 @@ from bench import (
     audit_scrape_bench,
     create_overhead,
     gc_bench,
+    gc_pods_bench,
     node_bench,
     profile_hot_path,
     report,
@@ -68,6 +69,9 @@ def main() -> int:
         audit_sizes = (300_000,) if quick else (1_000_000, 3_000_000)
         results["audit"] = _step("/metrics over a long audit: the scrape's read vs the old full count",
                                  lambda: audit_scrape_bench.run(env.pg, sizes=audit_sizes))
+    report.write(results)
+    results["gc_pods"] = _step("the GC in a namespace of finished pods (its own control plane; ~5 min)",
+                               lambda: gc_pods_bench.run(pods=2_000 if quick else 20_000))
     report.write(results)
     if os.geteuid() == 0:
         results["node"] = _step("pod create -> running on the real node (a/b/c interleaved; ~2 min)",

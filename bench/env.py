@@ -16,6 +16,7 @@ from devenv.controlplane import ControlPlane
 from devenv.orchestrator import create_runs_table
 from devenv.postgres import Postgres
 from devenv.webhook import WebhookProcess
+from shared import labels
 from shared.db.migrate import upgrade
 
 NAMESPACE = "bench"
@@ -61,7 +62,8 @@ def bench_env(*, workers: int = 2, threads: int = 8) -> Iterator[BenchEnv]:
         pg.start()
         db_url = create_database(pg, "bench")
         api = config.new_client_from_config(config_file=str(plane.kubeconfig_path))
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE, "labels": {
+            labels.INSTANCE: labels.DEFAULT_INSTANCE}}})
         client.StorageV1Api(api).create_storage_class({"metadata": {"name": RWX_CLASS},
                                                        "provisioner": "nfs.csi.k8s.io"})
         webhook = WebhookProcess(workdir=workdir / "webhook", env={

@@ -40,6 +40,7 @@ from devenv.controlplane import ControlPlane
 from devenv.postgres import Postgres
 from gc_job.plan import GcPolicy, plan_batch
 from gc_job.sweep import SweepConfig, Sweeper
+from shared import labels
 from shared.db import runs_repo, volumes_repo
 from shared.kube import KubeApi, make_api_client
 from shared.naming import pvc_name
@@ -69,7 +70,8 @@ def gc_env() -> Iterator[GcEnv]:
         plane.start()
         pg.start()
         api = config.new_client_from_config(config_file=str(plane.kubeconfig_path))
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE, "labels": {
+            labels.INSTANCE: labels.DEFAULT_INSTANCE}}})
         client.StorageV1Api(api).create_storage_class({"metadata": {"name": RWX_CLASS},
                                                        "provisioner": "nfs.csi.k8s.io"})
         yield GcEnv(plane=plane, pg=pg)
@@ -82,7 +84,7 @@ def gc_env() -> Iterator[GcEnv]:
 def _seed(env: BenchEnv | GcEnv, engine: sa.Engine, kube: KubeApi, rows: int, prefix: str) -> None:
     """``rows`` live rows and PVCs; every tenth run succeeded, the rest are running."""
     now = dt.datetime.now(dt.UTC)
-    specs = [ClaimSpec(namespace=NAMESPACE, name=pvc_name(prefix, f"r{i}"), dag_id=prefix, run_id=f"r{i}",
+    specs = [ClaimSpec(namespace=prefix, name=pvc_name(prefix, f"r{i}"), dag_id=prefix, run_id=f"r{i}",
                        storage_class=RWX_CLASS, size="1Gi") for i in range(rows)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         claims = list(pool.map(kube.create_claim, specs, chunksize=64))
@@ -146,6 +148,9 @@ def run(env: BenchEnv | GcEnv, *, sizes: tuple[int, ...] = (10_000, 100_000), ba
                        instance=f"gc{rows}")
         engine = sa.create_engine(create_database(env.pg, f"gc{rows}"), pool_size=4)
         seed_started = time.perf_counter()
+        # ... and a namespace of its own, labelled for it (an installation acts only in its namespaces).
+        client.CoreV1Api(config.new_client_from_config(config_file=str(env.plane.kubeconfig_path))).create_namespace(
+            {"metadata": {"name": f"gc{rows}", "labels": {labels.INSTANCE: f"gc{rows}"}}})
         _seed(env, engine, kube, rows, f"gc{rows}")
         seed_s = time.perf_counter() - seed_started
         db_s, db_statements, planned = _plan_only(engine, batch_size)

@@ -25,6 +25,7 @@ from devenv.cluster import NodeCluster
 from devenv.orchestrator import create_runs_table, set_run
 from devenv.pods import task_pod
 from devenv.provisioner import STORAGE_CLASS
+from shared import labels
 
 TENANT = "bench-node"
 
@@ -93,7 +94,7 @@ def _measure(cluster: NodeCluster, *, rounds: int, per_round: int) -> dict[str, 
     cluster.install_chart(release="leoflow-staging", namespace="leoflow-staging", database="bench_node",
                           values=("--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi"))
     core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": TENANT}})
+    core.create_namespace({"metadata": {"name": TENANT, "labels": {labels.INSTANCE: "leoflow-staging"}}})
     image = cluster.images["task"].ref
     samples: dict[str, list[float]] = {"a_plain": [], "b_first_of_run": [], "c_later_of_run": [],
                                        "d_plain_with_bound_claim": []}

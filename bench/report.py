@@ -71,6 +71,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(_row(f"/metrics over {size} deleted audit rows: the scrape's database read vs the old full "
                           "count of the rows", f"{a['scrape_read_ms']} vs {a['old_full_count_ms']} ms",
                           "scrape <= 50 ms, whatever the history", a["scrape_read_ms"] <= 50))
+    pods = results.get("gc_pods")
+    for product, sweep in (pods or {}).get("sweeps", {}).items():
+        lines.append(_row(f"GC among {pods['pods']} finished pods ({pods['pod_list_json_mb']} MiB of pod JSON), "
+                          f"{pods['runs_to_reclaim']} claims held by them ({product}): the program's peak RSS / wall",
+                          f"{sweep['sweep_peak_rss_mb']} MiB / {sweep['sweep_wall_s']} s "
+                          f"({sweep['finished_pods_deleted']} pods deleted)", "<= 256 MiB",
+                          (sweep["sweep_peak_rss_mb"] or 1e9) <= 256))
     node = results.get("node")
     if node:
         for kind, label in (("a_plain", "(a) pod without staging"), ("b_first_of_run", "(b) first pod of a run"),

@@ -28,6 +28,7 @@ from devenv import demo_node, orchestrator
 from devenv.narrate import DIM, RESET, say, show
 from devenv.pods import task_pod
 from devenv.webhook import WebhookProcess
+from shared import labels
 from shared.db.engine import make_engine
 
 NS = "leoflow-demo"
@@ -107,7 +108,7 @@ def api_demo() -> int:
                 time.sleep(0.5)
         except client.ApiException:
             pass
-        core.create_namespace({"metadata": {"name": NS}})
+        core.create_namespace({"metadata": {"name": NS, "labels": {labels.INSTANCE: labels.DEFAULT_INSTANCE}}})
         with contextlib.suppress(client.ApiException):
             storage.create_storage_class({"metadata": {"name": CLASS}, "provisioner": "nfs.csi.k8s.io"})
         show(f"webhook at https://127.0.0.1:{port}/mutate; StorageClass {CLASS} (nfs.csi.k8s.io: known RWX)")

@@ -103,7 +103,7 @@ def play(cluster: NodeCluster) -> None:
                                     values=("--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi"))
     show(f"webhook Ready in {seconds:.0f} s:")
     show(cluster.kubectl("-n", NS, "get", "deploy,pods,cronjob").stdout)
-    demo.core.create_namespace({"metadata": {"name": TENANT}})
+    demo.core.create_namespace({"metadata": {"name": TENANT, "labels": {labels.INSTANCE: "leoflow-staging"}}})
     run = f"manual__2026-11-28T10:00:00+00:00-{uuid.uuid4().hex[:4]}"
 
     say("A run that failed yesterday: its task wrote to /staging; the run ended 25 h ago (its TTL is 24 h)")

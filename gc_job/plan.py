@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -114,12 +114,19 @@ def decide(volume: VolumeRecord, run: RunState | None, claim_present: bool | Non
     return _decision(volume, Action.KEEP, verdict, run)
 
 
+NOT_SERVED = "its namespace is not served by this installation (not labelled for it, or not in its list); left alone"
+
+
 def plan_batch(volumes: Sequence[VolumeRecord], runs: Mapping[RunId, RunState],
                claims: Mapping[tuple[str, str], str] | None, *, now: dt.datetime,
-               policy: GcPolicy) -> list[Decision]:
-    """Decisions for a batch of live rows. ``claims`` maps (namespace, name) to uid of our PVCs."""
+               policy: GcPolicy, served: Container[str] | None = None) -> list[Decision]:
+    """Decisions for a batch of live rows. ``claims`` maps (namespace, name) to uid of our PVCs (listed in the
+    ``served`` namespaces only: a row elsewhere is kept untouched, never healed nor reclaimed; None: all)."""
     out = []
     for v in volumes:
+        if served is not None and v.namespace not in served:
+            out.append(_decision(v, Action.KEEP, NOT_SERVED, runs.get(v.run)))
+            continue
         present: bool | None = None
         if claims is not None and v.pvc_uid:  # a row without a uid cannot be matched: leave it to the executor
             present = claims.get((v.namespace, v.pvc_name)) == v.pvc_uid

@@ -22,6 +22,7 @@ from shared.db.locks import DEFAULT_IDLE_TIMEOUT, GcLock, single_flight
 from shared.errors import LockLost, StagingError
 from shared.kube import KubeApi
 from shared.kube.deletions import DeletionWatch
+from shared.namespaces import Served, served_namespaces
 from shared.objects import ClaimInfo, claim_key
 from shared.settings import RunsTable
 
@@ -64,7 +65,8 @@ class Sweeper:
                                                            thread_name_prefix="gc-act")
         self._batcher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gc-batch")
         self._lock: GcLock | None = None
-        self._listed_version: list[str] = []  # the resourceVersion of the sweep's listing
+        self._listed_version: list[str] = []  # the resourceVersion of the sweep's listing (one per namespace)
+        self._served = Served(namespaces=frozenset())  # the namespaces this sweep acts in
 
     def _touch(self) -> None:
         """Progress: keep the single-flight lock (raises ``LockLost`` when it is gone)."""
@@ -82,13 +84,27 @@ class Sweeper:
         if self._lock is not None:
             self._lock.touch(force=True)
 
+    def _namespaces(self) -> Served:
+        """The namespaces this sweep acts in: those labelled for the installation (and in its list, if any);
+        a listed namespace without the label is reported, never acted in."""
+        served = served_namespaces(self._kube.labelled_namespaces(), self._kube.namespaces)
+        if served.unlabelled:
+            self._emit(logging.WARNING, {
+                "event": "namespaces_not_labelled", "namespaces": list(served.unlabelled),
+                "detail": f"listed but not labelled leoflow.io/staging-instance={self._kube.instance}: not served "
+                          "(label them: kubectl label namespace NAME leoflow.io/staging-instance=INSTANCE)"})
+        return served
+
     def _claims(self) -> dict[tuple[str, str], str]:
-        """(namespace, name) -> uid of every PVC of ours: only what the healing checks need is kept of the
-        listing (no whole objects: the peak memory at 100k PVCs is that of the names and uids)."""
+        """(namespace, name) -> uid of every PVC of ours in the served namespaces: only what the healing checks
+        need is kept of the listing (no whole objects: the peak memory at 100k PVCs is that of the names and
+        uids)."""
         index: dict[tuple[str, str], str] = {}
+        served = self._served
         for page in self._kube.list_managed(claim_key, on_version=self._listed_version.append):
             for namespace, name, uid in page:
-                index[namespace, name] = uid
+                if namespace in served:
+                    index[namespace, name] = uid
             self._touch()
         return index
 
@@ -185,9 +201,11 @@ class Sweeper:
         """Results of every action taken (kept rows are only counted: memory stays bounded)."""
         now = self._clock()
         self._listed_version = []
+        self._served = self._namespaces()
         index = self._claims()
         if not dry_run and self._listed_version:  # settling reads deletions from a watch, not from re-listing
-            self._executor.deletions = DeletionWatch(self._kube, self._listed_version[-1]).start()
+            # The first listing's version: a watch from it sees every deletion after each namespace's listing.
+            self._executor.deletions = DeletionWatch(self._kube, self._listed_version[0]).start()
         try:
             return self._act(index, now=now, dry_run=dry_run)
         finally:
@@ -257,7 +275,7 @@ class Sweeper:
                 self._touch()
                 runs = runs_repo.run_states(conn, self._config.runs, (v.run for v in batch))
                 actions = []
-                for d in plan_batch(batch, runs, index, now=now, policy=policy):
+                for d in plan_batch(batch, runs, index, now=now, policy=policy, served=self._served):
                     if d.action is Action.KEEP:
                         kept += 1
                         v = d.volume

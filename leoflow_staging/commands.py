@@ -35,7 +35,8 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
     configure_logging(settings.log_level)
     engine = make_engine(settings.database_url, timeout=settings.gc_db_timeout, pool_size=settings.gc_parallelism + 2)
     kube = KubeApi(make_api_client(settings.kubeconfig, pool_size=settings.gc_parallelism * 2),
-                   timeout=max(settings.kube_timeout, 5.0), instance=settings.instance)
+                   timeout=max(settings.kube_timeout, 5.0), instance=settings.instance,
+                   namespaces=settings.namespaces)
     policy = GcPolicy(failed_ttl=settings.failed_ttl, success_states=settings.runs.success_states,
                       failed_states=settings.runs.failed_states, adopt_min_age=settings.adopt_min_age)
     config = SweepConfig(runs=settings.runs, policy=policy, batch_size=settings.gc_batch_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,3 +172,26 @@ def claim_key(obj: dict[str, Any]) -> ClaimKey:
     interned: the 100k claims of one namespace share one string)."""
     meta = obj.get("metadata") or {}
     return sys.intern(meta.get("namespace", "")), meta.get("name", ""), meta.get("uid", "")
+
+
+def pod_use(obj: dict[str, Any]) -> tuple[PodUse, frozenset[str]]:
+    """What the GC keeps of a pod as JSON: its name, uid, phase, whether it is an inspect pod, and the claims its
+    volumes name."""
+    meta = obj.get("metadata") or {}
+    claims = frozenset(name for vol in (obj.get("spec") or {}).get("volumes") or []
+                       if isinstance(name := (vol.get("persistentVolumeClaim") or {}).get("claimName"), str))
+    return (PodUse(name=meta.get("name", "?"), uid=meta.get("uid", ""),
+                   phase=(obj.get("status") or {}).get("phase") or "Unknown",
+                   inspect=(meta.get("labels") or {}).get(labels.INSPECT) == "true"), claims)
+
+
+def claim_users(pods: Iterable[dict[str, Any]], wanted: Collection[str]) -> dict[str, list[PodUse]]:
+    """For one page of a pod list: the pods naming each of the ``wanted`` claims (claims no pod names are
+    absent). Only these small projections outlive the page."""
+    users: dict[str, list[PodUse]] = {}
+    for obj in pods:
+        use, claims = pod_use(obj)
+        for claim in claims:
+            if claim in wanted:
+                users.setdefault(claim, []).append(use)
+    return users

@@ -74,10 +74,17 @@ class Settings:
         "([airflow.md](airflow.md)).",
         used_by="serve", chart="config.identity"))
     instance: str = field(default="default", metadata=_doc(
-        "DNS label: this installation's name, set as label `leoflow.io/staging-instance` on every PVC it "
-        "creates. The GC lists, adopts and deletes only PVCs with its own instance, so two installations (two "
-        "metadatabases) can share a cluster. The chart sets the release name when `config.instance` is empty.",
+        "DNS label: this installation's name. It serves only the namespaces labelled `leoflow.io/staging-instance: "
+        "<instance>` (one value per namespace, so two installations never overlap) and sets the same label on "
+        "every PVC it creates; the GC lists, adopts and deletes only PVCs with its own instance, in its own "
+        "namespaces. The chart sets the release name when `config.instance` is empty.",
         used_by="serve, gc", chart="config.instance"))
+    namespaces: tuple[str, ...] = field(default=(), metadata=_doc(
+        "List: the namespaces this installation serves, each also labelled `leoflow.io/staging-instance: "
+        "<instance>` by the operator. Empty: every namespace so labelled. With a list, the webhook watches its "
+        "PVCs namespace by namespace and the chart grants namespaced Roles there only "
+        "([operators.md](operators.md#installations-own-namespaces)).",
+        used_by="serve, gc", chart="namespaces", unset="empty: every namespace labelled for the instance"))
     kubeconfig: str | None = field(default=None, metadata=_doc(
         "Path of the kubeconfig file to use.",
         used_by="serve, gc, certs, check-admission", flag="--kubeconfig",
@@ -281,6 +288,9 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     instance = values.get("instance", "default")
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", instance):
         raise SettingsError(f"{PREFIX}INSTANCE={instance!r}: expected a DNS label (lowercase, digits, '-')")
+    for namespace in values.get("namespaces", ()):
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+            raise SettingsError(f"{PREFIX}NAMESPACES: {namespace!r} is no namespace name (a DNS label)")
     if values.get("identity", "leoflow") not in IDENTITIES:
         raise SettingsError(f"{PREFIX}IDENTITY={values['identity']!r}: expected one of {', '.join(IDENTITIES)}")
     if values.get("log_level", "INFO").upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

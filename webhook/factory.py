@@ -51,7 +51,7 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
     validate(settings)
     engine = make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads)
     kube = KubeApi(make_api_client(settings.kubeconfig, pool_size=settings.threads),
-                   timeout=settings.kube_timeout, instance=settings.instance)
+                   timeout=settings.kube_timeout, instance=settings.instance, namespaces=settings.namespaces)
     # The watch-fed caches, started here in the worker (after gunicorn's fork), on a client of their own.
     caches = watched_caches(make_api_client(settings.kubeconfig, pool_size=2), kube,
                             timeout=settings.kube_timeout, stale_after=settings.watch_stale_seconds)
@@ -67,7 +67,7 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
                            autocommit=True, synchronous_commit=False, pre_ping=False),  # the read retries once
     )
     recorder = event_recorder(settings)
-    watch = ProvisioningWatch(read=caches.claims.get, events_about=kube.events_about,
+    watch = ProvisioningWatch(read=caches.cached_claim, events_about=kube.events_about,
                               observe=lambda cls, seconds: metrics.PROVISIONING.labels(cls).observe(seconds),
                               emit=recorder.emit if recorder else None,
                               pending_after=settings.pending_event_after.total_seconds())

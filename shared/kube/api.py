@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import urllib3
@@ -13,7 +13,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from shared.errors import KubeForbidden, KubeUnavailable
-from shared.labels import DEFAULT_INSTANCE, INSPECT, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE
+from shared.labels import DEFAULT_INSTANCE, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE
+from shared.namespaces import instance_selector
 from shared.objects import (
     ClaimInfo,
     ClaimSpec,
@@ -22,6 +23,7 @@ from shared.objects import (
     StorageClassInfo,
     claim_info,
     claim_manifest,
+    claim_users,
     event_seen,
     storage_class_info,
 )
@@ -78,10 +80,18 @@ def api_message(exc: ApiException) -> str:
 
 
 class KubeApi:
-    """PVCs, StorageClasses and pods, as plain data; each call bounded by ``timeout`` seconds."""
+    """PVCs, StorageClasses and pods, as plain data; each call bounded by ``timeout`` seconds.
 
-    def __init__(self, api_client: client.ApiClient, *, timeout: float, instance: str = DEFAULT_INSTANCE) -> None:
+    ``namespaces``: the installation's configured namespace list. With one, every list and watch of PVCs is
+    made namespace by namespace (what namespaced Roles allow); without, across namespaces by label (the
+    caller keeps what is in its namespaces). ``page_size``: the ``limit`` of each page of a list.
+    """
+
+    def __init__(self, api_client: client.ApiClient, *, timeout: float, instance: str = DEFAULT_INSTANCE,
+                 namespaces: Sequence[str] = (), page_size: int = 500) -> None:
         self.instance = instance
+        self.namespaces = tuple(namespaces)
+        self.page_size = page_size
         self._core = client.CoreV1Api(api_client)
         self._storage = client.StorageV1Api(api_client)
         self._timeout = (min(timeout, 2.0), timeout)
@@ -146,25 +156,67 @@ class KubeApi:
         except NotFound:
             return False
 
+    def labelled_namespaces(self) -> list[str]:
+        """The names of the namespaces labelled ``leoflow.io/staging-instance: <instance>``."""
+        names: list[str] = []
+        for _attempt in range(3):
+            try:
+                names = [str((item.get("metadata") or {}).get("name") or "")
+                         for page in self._pages("listing this installation's namespaces", self._core.list_namespace,
+                                                 label_selector=instance_selector(self.instance))
+                         for item in page.get("items") or []]
+                return names
+            except ListExpired:
+                continue
+        raise KubeUnavailable("listing namespaces: the list kept expiring (410 Gone) before it completed")
+
+    def _pages(self, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Iterator[dict[str, Any]]:
+        """A LIST a page (``page_size`` items) at a time, each page's JSON parsed on its own; raises
+        ``ListExpired`` when a continue token outlives etcd's compaction (the caller starts again)."""
+        token: str | None = None
+        while True:
+            with self._errors(what):
+                resp = fn(*args, limit=self.page_size, _continue=token, _preload_content=False,
+                          _request_timeout=self._timeout, **kw)
+                data = self._json(resp)
+            token = (data.get("metadata") or {}).get("continue")
+            yield data
+            del data  # this page's JSON goes before the next one is read
+            if not token:
+                return
+
     def list_managed_claims(self, *, page_size: int = 500) -> Iterator[list[ClaimInfo]]:
-        """Every PVC labelled as ours, across namespaces, a page at a time (one consistent list)."""
+        """Every PVC labelled as ours (in the configured namespaces, else across namespaces), a page at a
+        time (one consistent list per namespace)."""
         return self.list_managed(claim_info, page_size=page_size)
 
     def list_managed(self, project: Callable[[dict[str, Any]], T], *, page_size: int = 500,
                      on_version: Callable[[str], None] | None = None) -> Iterator[list[T]]:
         """``list_managed_claims`` with each PVC (as JSON) turned into what ``project`` keeps of it: a caller
         that needs only names and uids holds only those for the whole (consistent) list. ``on_version``
-        gets the list's resourceVersion (a WATCH from it sees every change after the list)."""
+        gets each list's resourceVersion (a WATCH from it sees every change after the list): one list across
+        namespaces, or one per configured namespace, in order."""
+        for namespace in self.namespaces or (None,):
+            yield from self._list_managed_in(namespace, project, page_size=page_size, on_version=on_version)
+
+    def _list_managed_in(self, namespace: str | None, project: Callable[[dict[str, Any]], T], *, page_size: int,
+                         on_version: Callable[[str], None] | None) -> Iterator[list[T]]:
         pages: list[list[T]] = []
+        where = f" in {namespace}" if namespace else ""
         for _attempt in range(3):
             pages, token = [], None
             try:
                 while True:
-                    with self._errors("listing managed PVCs"):
-                        resp = self._core.list_persistent_volume_claim_for_all_namespaces(
-                            label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={self.instance}",
-                            limit=page_size,
-                            _continue=token, _preload_content=False, _request_timeout=self._timeout)
+                    with self._errors(f"listing managed PVCs{where}"):
+                        selector = f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={self.instance}"
+                        if namespace:
+                            resp = self._core.list_namespaced_persistent_volume_claim(
+                                namespace, label_selector=selector, limit=page_size, _continue=token,
+                                _preload_content=False, _request_timeout=self._timeout)
+                        else:
+                            resp = self._core.list_persistent_volume_claim_for_all_namespaces(
+                                label_selector=selector, limit=page_size, _continue=token,
+                                _preload_content=False, _request_timeout=self._timeout)
                         data = self._json(resp)
                     token = (data.get("metadata") or {}).get("continue")
                     if not token and on_version is not None:
@@ -176,19 +228,22 @@ class KubeApi:
                         return
             except ListExpired:
                 continue  # the continue token outlived etcd's compaction: start a fresh list
-        raise KubeUnavailable("listing managed PVCs: the list kept expiring (410 Gone) before it completed")
+        raise KubeUnavailable(f"listing managed PVCs{where}: the list kept expiring (410 Gone) before it completed")
 
-    def watch_managed_deletions(self, since: str, *, seconds: int = 60,
+    def watch_managed_deletions(self, since: str, *, namespace: str | None = None, seconds: int = 60,
                                 on_open: Callable[[Any], None] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """The DELETED events (and bookmarks) of PVCs of ours after resourceVersion ``since``, as (type,
-        object), for at most ``seconds`` (the server ends the watch then). Other events are skipped without
-        being decoded. Raises ``ListExpired`` when ``since`` is too old for the server (410 Gone).
-        ``on_open`` gets the streaming response (closing it from another thread ends the watch)."""
+        object), in ``namespace`` (None: across namespaces), for at most ``seconds`` (the server ends the
+        watch then). Other events are skipped without being decoded. Raises ``ListExpired`` when ``since`` is
+        too old for the server (410 Gone). ``on_open`` gets the streaming response (closing it from another
+        thread ends the watch)."""
+        kw: dict[str, Any] = {
+            "label_selector": f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={self.instance}", "watch": True,
+            "resource_version": since, "allow_watch_bookmarks": True, "timeout_seconds": seconds,
+            "_preload_content": False, "_request_timeout": (self._timeout[0], seconds + self._timeout[1])}
         with self._errors("watching managed PVCs"):
-            resp: Any = self._core.list_persistent_volume_claim_for_all_namespaces(
-                label_selector=f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={self.instance}",
-                watch=True, resource_version=since, allow_watch_bookmarks=True, timeout_seconds=seconds,
-                _preload_content=False, _request_timeout=(self._timeout[0], seconds + self._timeout[1]))
+            resp: Any = (self._core.list_namespaced_persistent_volume_claim(namespace, **kw) if namespace
+                         else self._core.list_persistent_volume_claim_for_all_namespaces(**kw))
         if on_open is not None:
             on_open(resp)
         try:
@@ -234,23 +289,21 @@ class KubeApi:
 
     def pods_using_claims(self, namespace: str, names: Iterable[str]) -> dict[str, list[PodUse]]:
         """For each of the claims ``names`` in ``namespace``, the pods whose volumes reference it (sorted by
-        name; claims no pod uses are absent): one LIST of the namespace's pods for all of them."""
+        name; claims no pod uses are absent): one paged LIST of the namespace's pods for all of them, each
+        page parsed on its own and reduced to the holders' names, uids and phases (the memory is one page's,
+        not the namespace's: 20,000 finished pods are ~100 MB of JSON)."""
         wanted = set(names)
-        with self._errors(f"listing pods in {namespace}"):
-            resp = self._core.list_namespaced_pod(namespace, _preload_content=False,
-                                                  _request_timeout=self._timeout)
-            pods = self._json(resp).get("items", [])
-        users: dict[str, list[PodUse]] = {}
-        for pod in pods:
-            meta = pod.get("metadata") or {}
-            use = PodUse(name=meta.get("name", "?"), uid=meta.get("uid", ""),
-                         phase=(pod.get("status") or {}).get("phase") or "Unknown",
-                         inspect=(meta.get("labels") or {}).get(INSPECT) == "true")
-            claims = {(vol.get("persistentVolumeClaim") or {}).get("claimName")
-                      for vol in (pod.get("spec") or {}).get("volumes") or []}
-            for claim in claims & wanted:
-                users.setdefault(claim, []).append(use)
-        return {claim: sorted(pods_, key=lambda p: p.name) for claim, pods_ in users.items()}
+        for _attempt in range(3):
+            users: dict[str, list[PodUse]] = {}
+            try:
+                for page in self._pages(f"listing pods in {namespace}", self._core.list_namespaced_pod, namespace):
+                    for claim, pods in claim_users(page.get("items") or [], wanted).items():
+                        users.setdefault(claim, []).extend(pods)
+                    del page
+            except ListExpired:
+                continue  # the continue token outlived etcd's compaction: start a fresh list
+            return {claim: sorted(pods_, key=lambda p: p.name) for claim, pods_ in users.items()}
+        raise KubeUnavailable(f"listing pods in {namespace}: the list kept expiring (410 Gone) before it completed")
 
     def delete_pod(self, namespace: str, name: str, *, uid: str) -> bool:
         """Delete a pod with a uid precondition; False when it is already gone or is another pod now."""

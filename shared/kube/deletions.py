@@ -4,7 +4,8 @@ thread of its own, instead of re-listing every PVC of the installation to see wh
 The watch sees every deletion after the list (Kubernetes guarantees a watch from a resourceVersion misses
 no event). When it cannot vouch for that any more (410 Gone: the version left the server's window; a
 refusal such as a missing RBAC verb; or repeated errors) it says so (``broken``) and the caller falls
-back to listing.
+back to listing. With a configured namespace list there is one watch per namespace (namespaced Roles allow
+no other), each from the same (earliest) listing version: a watch from an older version sees more, not less.
 """
 
 from __future__ import annotations
@@ -27,31 +28,34 @@ class DeletionWatch:
     """Started on a listing's resourceVersion; ``wait_for`` answers which of some PVCs are gone."""
 
     def __init__(self, kube: KubeApi, since: str) -> None:
-        self._kube, self._version = kube, since
+        self._kube, self._since = kube, since
         self._gone: set[ClaimKey] = set()
         self._changed = threading.Condition()
         self._stopping = threading.Event()
-        self._response: Any = None
+        self._responses: list[Any] = []
         self.broken: str | None = None if since else "no resourceVersion to watch from"
-        self._thread = threading.Thread(target=self._run, name="gc-deletions", daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(namespace,), name="gc-deletions", daemon=True)
+                         for namespace in kube.namespaces or (None,)]
 
     def start(self) -> DeletionWatch:
         if self.broken is None:
-            self._thread.start()
+            for thread in self._threads:
+                thread.start()
         return self
 
     def _opened(self, response: Any) -> None:
-        self._response = response
+        self._responses.append(response)
         if self._stopping.is_set():
             _interrupt(response)
 
-    def _run(self) -> None:
-        failures = 0
+    def _run(self, namespace: str | None) -> None:
+        failures, version = 0, self._since
         while not self._stopping.is_set():
             try:
-                for kind, obj in self._kube.watch_managed_deletions(self._version, on_open=self._opened):
+                for kind, obj in self._kube.watch_managed_deletions(version, namespace=namespace,
+                                                                    on_open=self._opened):
                     failures = 0
-                    self._version = str((obj.get("metadata") or {}).get("resourceVersion") or self._version)
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if kind == "DELETED":
                         with self._changed:  # no wake-up per event: ``wait_for`` looks a few times a second
                             self._gone.add(claim_key(obj))
@@ -89,11 +93,11 @@ class DeletionWatch:
 
     def stop(self) -> None:
         self._stopping.set()
-        response = self._response
-        if response is not None:
+        for response in list(self._responses):
             _interrupt(response)
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
 
 
 def _interrupt(response: Any) -> None:

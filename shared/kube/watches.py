@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -84,8 +85,14 @@ def _events(resp: Any) -> Iterator[dict[str, Any]]:
         raise KubeUnavailable(f"watch stream: {type(exc).__name__}: {exc}") from exc
 
 
-def claims_source(api_client: client.ApiClient, *, instance: str, timeout: float) -> KindSource:
+def claims_source(api_client: client.ApiClient, *, instance: str, timeout: float,
+                  namespace: str | None = None) -> KindSource:
+    """This installation's PVCs in ``namespace`` (None: across namespaces)."""
     core = client.CoreV1Api(api_client)
+    if namespace:
+        return KindSource(f"managed PVCs in {namespace}",
+                          functools.partial(core.list_namespaced_persistent_volume_claim, namespace),
+                          timeout=timeout, selector=managed_claims_selector(instance))
     return KindSource("managed PVCs", core.list_persistent_volume_claim_for_all_namespaces, timeout=timeout,
                       selector=managed_claims_selector(instance))
 

@@ -15,6 +15,7 @@ from kubernetes import client
 from devenv.controlplane import ControlPlane
 from devenv.postgres import Postgres
 from devenv.webhook import TEST_WEBHOOK_LABEL
+from shared import labels
 from shared.db.migrate import upgrade
 from tests.support.airflow import Airflow
 from tests.support.webhook import WebhookProcess
@@ -92,7 +93,8 @@ def airflow_webhook(control_plane: ControlPlane, airflow: Airflow, api: client.A
 @pytest.fixture
 def airflow_namespace(core: client.CoreV1Api, airflow_webhook: WebhookProcess) -> Iterator[str]:
     name = f"af-{uuid.uuid4().hex[:10]}"
-    core.create_namespace({"metadata": {"name": name, "labels": {TEST_WEBHOOK_LABEL: "airflow"}}})
+    core.create_namespace({"metadata": {"name": name, "labels": {  # served by the default installation
+        TEST_WEBHOOK_LABEL: "airflow", labels.INSTANCE: labels.DEFAULT_INSTANCE}}})
     yield name
     core.delete_namespace(name)
 

@@ -36,8 +36,9 @@ def rwx_class(api: client.ApiClient) -> Iterator[str]:
 
 @pytest.fixture
 def namespace(core: client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace served by the default installation (labelled for it, as an operator does)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace({"metadata": {"name": name, "labels": {labels.INSTANCE: labels.DEFAULT_INSTANCE}}})
     yield name
     core.delete_namespace(name)
 
@@ -77,7 +78,7 @@ def webhook(control_plane: ControlPlane, webhook_db: str, api: client.ApiClient,
 @pytest.fixture
 def bench(database_url: str, kubeconfig: Path, namespace: str, rwx_class: str) -> Iterator[Bench]:
     """A GC test bench on a fresh migrated database with the orchestrator's runs table, on an installation
-    of its own (``own_kube``)."""
+    of its own (``own_kube``), which serves the test's namespace."""
     engine = sa.create_engine(database_url)
     upgrade(engine)
     create_runs_table(engine)

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from kubernetes import client
 
 from gc_job.plan import GcPolicy
 from gc_job.sweep import SweepConfig, Sweeper
 from shared.db import volumes_repo
 from shared.kube import KubeApi, make_api_client
+from shared.labels import INSTANCE
 from shared.settings import RunsTable
 from shared.volumes import VolumeRecord
 from tests.support.pods import task_pod
@@ -25,9 +27,13 @@ T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
 def own_kube(kubeconfig: str, namespace: str) -> KubeApi:
-    """A GC bench's own installation (instance label): claims that other tests leave behind in namespaces
-    still being deleted are never its strays, so its sweeps and counts are its own."""
-    return KubeApi(make_api_client(kubeconfig), timeout=10, instance=f"b-{namespace}")
+    """A GC bench's own installation (instance label), serving ``namespace`` (labelled for it here, as an
+    operator does): claims that other tests leave behind in namespaces still being deleted are never its
+    strays, so its sweeps and counts are its own."""
+    api_client = make_api_client(kubeconfig)
+    kube = KubeApi(api_client, timeout=10, instance=f"b-{namespace}")
+    client.CoreV1Api(api_client).patch_namespace(namespace, {"metadata": {"labels": {INSTANCE: kube.instance}}})
+    return kube
 
 
 @dataclass

@@ -4,6 +4,8 @@ through the rendered webhook configuration pointed at the running `leoflow-stagi
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -314,6 +316,106 @@ def test_rbac_is_least_privilege(assets: Path, api: client.ApiClient, kubeconfig
         _cleanup_cluster_scoped(api, wanted)
 
 
+def _can_i(kubeconfig: Path, sa: str, verb: str, resource: str, namespace: str | None = None) -> bool:
+    """``kubectl auth can-i`` as the ServiceAccount ``namespace/name`` (``sa``): the apiserver's own RBAC answer.
+    ``namespace`` None: a cluster-scoped resource, or (for namespaced ones) every namespace at once."""
+    sa_ns, sa_name = sa.split("/")
+    where = ["-n", namespace] if namespace else ["--all-namespaces"]
+    proc = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "auth", "can-i", verb, resource, *where,
+                           f"--as=system:serviceaccount:{sa_ns}:{sa_name}"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode in (0, 1), proc.stderr  # 0: yes, 1: no; anything else is an error
+    return proc.returncode == 0
+
+
+def _apply_rbac(api: client.ApiClient, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rbac_kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    wanted = [o for o in objs if o["kind"] in rbac_kinds and HOOK not in o["metadata"].get("annotations", {})]
+    for obj in wanted:
+        apply(api, obj)
+    return wanted
+
+
+def test_rbac_with_a_namespace_list_is_namespaced_and_refuses_everything_else(
+        assets: Path, api: client.ApiClient, kubeconfig: Path, release_ns: str, core: client.CoreV1Api) -> None:
+    """The RBAC table of docs/operators.md, as each ServiceAccount: what it may do in its own namespaces, and
+    what is refused in kube-system, in another installation's namespaces, on Secrets and cluster-wide."""
+    tag = uuid.uuid4().hex[:6]
+    team_a, team_b, theirs = f"team-a-{tag}", f"team-b-{tag}", f"theirs-{tag}"
+    other_ns = f"other-{tag}"
+    for name, owner in ((team_a, "staging"), (team_b, "staging"), (theirs, "other"), (other_ns, None)):
+        core.create_namespace({"metadata": {"name": name, "labels": {"leoflow.io/staging-instance": owner}
+                                            if owner else {}}})
+    ours = render(assets, namespace=release_ns, release="staging", values={"namespaces": [team_a, team_b]})
+    other = render(assets, namespace=other_ns, release="other", values={"namespaces": [theirs]})
+    assert isinstance(ours, list) and isinstance(other, list)
+    webhook, gc = f"{release_ns}/staging-leoflow-staging-webhook", f"{release_ns}/staging-leoflow-staging-gc"
+    Check = tuple[str, str, str, str | None]  # (ServiceAccount, verb, resource, namespace or None)
+    allowed: list[Check] = []
+    refused: list[Check] = []
+    for served in (team_a, team_b):
+        allowed += [(webhook, verb, "persistentvolumeclaims", served) for verb in ("get", "create", "list", "watch")]
+        allowed += [(gc, verb, "persistentvolumeclaims", served) for verb in ("get", "list", "watch", "delete")]
+        allowed += [(webhook, "create", "events.events.k8s.io", served), (gc, "create", "events.events.k8s.io", served),
+                    (gc, "list", "pods", served), (gc, "delete", "pods", served)]  # gc.deleteFinishedPods: default on
+        refused += [(webhook, "delete", "persistentvolumeclaims", served), (webhook, "list", "pods", served),
+                    (gc, "create", "persistentvolumeclaims", served), (gc, "create", "pods", served)]
+    # Cluster-scoped reads only: StorageClasses (the webhook), namespaces (the GC finds its own).
+    allowed += [(webhook, "list", "storageclasses.storage.k8s.io", None),
+                (webhook, "watch", "storageclasses.storage.k8s.io", None), (gc, "list", "namespaces", None)]
+    refused += [(gc, "patch", "namespaces", None), (gc, "delete", "storageclasses.storage.k8s.io", None),
+                (webhook, "list", "namespaces", None)]
+    # Refused: kube-system, another installation's namespaces, a namespace nobody serves, across namespaces,
+    # and Secrets anywhere (the TLS Secret reaches the webhook as a volume, not through the API).
+    refused += [(sa, verb, resource, elsewhere) for elsewhere in ("kube-system", theirs, other_ns, None)
+                for sa in (webhook, gc) for verb in ("get", "list", "create", "delete")
+                for resource in ("persistentvolumeclaims", "pods")]
+    refused += [(sa, verb, "secrets", where) for where in (release_ns, team_a, "kube-system", None)
+                for sa in (webhook, gc) for verb in ("get", "list")]
+    refused += [(sa, "get", "secrets/staging-leoflow-staging-webhook-tls", release_ns) for sa in (webhook, gc)]
+    # ... and the other installation's GC is as confined: nothing in ours.
+    their_gc = f"{other_ns}/other-leoflow-staging-gc"
+    allowed += [(their_gc, "delete", "persistentvolumeclaims", theirs)]
+    refused += [(their_gc, "delete", "persistentvolumeclaims", team_a), (their_gc, "list", "pods", team_a)]
+    applied: list[dict[str, Any]] = []
+    try:
+        applied += _apply_rbac(api, ours)
+        applied += _apply_rbac(api, other)
+        checks = [(c, True) for c in allowed] + [(c, False) for c in refused]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(lambda c: _can_i(kubeconfig, *c[0]), checks))
+        wrong = [(check, "allowed" if answer else "refused")
+                 for (check, expected), answer in zip(checks, answers, strict=True) if answer != expected]
+        assert wrong == [], f"kubectl auth can-i disagrees with the RBAC table: {wrong}"
+        assert len(checks) > 100
+    finally:
+        _cleanup_cluster_scoped(api, applied)
+        for name in (team_a, team_b, theirs, other_ns):
+            core.delete_namespace(name)
+
+
+def test_a_namespace_list_selects_the_webhook_by_label_and_name(assets: Path) -> None:
+    objs = render(assets, release="staging", values={"namespaces": ["team-a", "team-b"]})
+    assert isinstance(objs, list)
+    selector = one(objs, "MutatingWebhookConfiguration")["webhooks"][0]["namespaceSelector"]
+    assert selector["matchLabels"] == {"leoflow.io/staging-instance": "staging"}
+    assert {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]} in \
+        selector["matchExpressions"]
+    default = render(assets, release="staging", values={"config": {"instance": "prod"}})
+    assert isinstance(default, list)
+    selector = one(default, "MutatingWebhookConfiguration")["webhooks"][0]["namespaceSelector"]
+    assert selector["matchLabels"] == {"leoflow.io/staging-instance": "prod"}
+    assert all(e["operator"] == "NotIn" for e in selector["matchExpressions"])
+    assert not by_kind(default, "Role") or all(HOOK in r["metadata"].get("annotations", {})
+                                               for r in by_kind(default, "Role"))
+    roles = [r for r in by_kind(objs, "Role") if HOOK not in r["metadata"].get("annotations", {})]
+    assert sorted((r["metadata"]["namespace"], r["metadata"]["name"]) for r in roles) == [
+        ("team-a", "staging-leoflow-staging-gc"), ("team-a", "staging-leoflow-staging-webhook"),
+        ("team-b", "staging-leoflow-staging-gc"), ("team-b", "staging-leoflow-staging-webhook")]
+    refused = render(assets, namespace="platform", values={"namespaces": ["platform"]}, check=False)
+    assert isinstance(refused, str) and "never served" in refused
+
+
 def test_gc_may_delete_pods_only_with_delete_finished_pods(assets: Path) -> None:
     def pod_verbs(values: dict[str, object]) -> list[str]:
         objs = render(assets, values=values)
@@ -330,8 +432,9 @@ def test_rendered_webhook_in_url_mode_patches_a_pod(assets: Path, api: client.Ap
                                                     webhook: WebhookProcess, namespace: str,
                                                     control_plane: ControlPlane) -> None:
     assert webhook.ca is not None
-    objs = render(assets, values={"webhook": {"url": webhook.url + "/mutate",
-                                              "caBundle": base64.b64encode(webhook.ca.cert_pem).decode()}})
+    objs = render(assets, values={"webhook": {"url": webhook.url + "/mutate",  # the webhook's instance, whose
+                                              "caBundle": base64.b64encode(webhook.ca.cert_pem).decode()},
+                                  "config": {"instance": "default"}})  # label the test's namespace carries
     assert isinstance(objs, list)
     mwc = one(objs, "MutatingWebhookConfiguration")
     admission = client.AdmissionregistrationV1Api(api)

@@ -96,7 +96,8 @@ def test_gc_delete_refused_then_converges(fault_bench: FaultBench, namespace: st
     user = f"gc-no-delete-{namespace}"
     cfg = _restricted_kubeconfig(control_plane, api, user, [
         {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}], tmp_path / "kc")
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]}], tmp_path / "kc")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEOFLOW_STAGING_")}
     env.update(LEOFLOW_STAGING_DATABASE_URL=fault_bench.db_url, LEOFLOW_STAGING_ADOPT_MIN_AGE="0s",
                LEOFLOW_STAGING_GC_SETTLE_SECONDS="10")

@@ -21,6 +21,7 @@ from devenv.assets import ensure_assets
 from devenv.cluster import NodeCluster
 from devenv.orchestrator import create_runs_table
 from devenv.processes import log_tail
+from shared import labels
 from shared.db.migrate import upgrade
 from tests.conftest import unavailable
 
@@ -68,7 +69,7 @@ def core(kube: client.ApiClient) -> client.CoreV1Api:
 @pytest.fixture
 def namespace(core: client.CoreV1Api) -> Iterator[str]:
     name = f"n-{uuid.uuid4().hex[:10]}"
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace({"metadata": {"name": name, "labels": {labels.INSTANCE: labels.DEFAULT_INSTANCE}}})
     yield name
     core.delete_namespace(name)
 

@@ -26,6 +26,7 @@ from devenv.cluster import NodeCluster
 from devenv.images import build_images
 from devenv.node import primary_ip
 from devenv.processes import ManagedProcess, free_port, log_tail
+from shared import labels
 from shared.naming import pvc_name
 from tests.support.airflow import Airflow
 
@@ -191,7 +192,7 @@ def airflow_host(cluster: NodeCluster, airflow_venv: Path, airflow_db: str, work
 def release(cluster: NodeCluster, core: client.CoreV1Api, airflow_host: AirflowOnHost,
             airflow_db: str) -> Iterator[str]:
     """The chart in airflow identity mode on Airflow's metadatabase (its migrate Job adds our tables)."""
-    core.create_namespace({"metadata": {"name": TENANT}})
+    core.create_namespace({"metadata": {"name": TENANT, "labels": {labels.INSTANCE: RELEASE}}})  # served by it
     cluster.install_chart(release=RELEASE, namespace=NS, database=airflow_db,
                           values=("--set", "config.identity=airflow", "--set", "gc.suspend=true",
                                   "--set", "config.defaultSize=1Gi", "--set", "gc.settleSeconds=20"))

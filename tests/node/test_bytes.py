@@ -60,7 +60,7 @@ def database(cluster: NodeCluster) -> Iterator[sa.Engine]:
 
 @pytest.fixture(scope="module")
 def release(cluster: NodeCluster, core: client.CoreV1Api, database: sa.Engine) -> Iterator[str]:
-    core.create_namespace({"metadata": {"name": TENANT}})
+    core.create_namespace({"metadata": {"name": TENANT, "labels": {labels.INSTANCE: RELEASE}}})  # served by it
     cluster.install_chart(release=RELEASE, namespace=NS, database="node_bytes",
                     values=("--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi",
                             "--set", "gc.settleSeconds=20"))

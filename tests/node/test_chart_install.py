@@ -27,6 +27,7 @@ from devenv.cluster import CHART, NodeCluster
 from devenv.images import archive_digests
 from devenv.pods import task_pod
 from devenv.provisioner import STORAGE_CLASS
+from shared import labels
 from tests.node.test_node import wait_bound, wait_phase
 
 RELEASE = "leoflow-staging"
@@ -37,7 +38,7 @@ TIMINGS: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def tenant(core: client.CoreV1Api) -> Iterator[str]:
     name = f"tenant-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace({"metadata": {"name": name, "labels": {labels.INSTANCE: RELEASE}}})  # served by it
     yield name
     core.delete_namespace(name)
 

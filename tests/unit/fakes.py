@@ -281,6 +281,8 @@ class FakeKube:
     """The ``KubeApi`` calls on PVCs and pods, with uid preconditions and the pvc-protection finalizer."""
 
     instance: str = labels.DEFAULT_INSTANCE
+    namespaces: tuple[str, ...] = ()  # the configured list (empty: every labelled namespace)
+    labelled: tuple[str, ...] = ("ns",)  # the namespaces labelled for this instance
     claims: dict[tuple[str, str], ClaimInfo] = field(default_factory=dict)
     pods: dict[tuple[str, str], tuple[PodUse, str]] = field(default_factory=dict)  # -> (pod, claim name)
     log: list[str] = field(default_factory=list)
@@ -347,6 +349,9 @@ class FakeKube:
             del self.claims[namespace, name]
         self._done("delete_claim", f"kube:delete_claim:{namespace}/{name}@{uid}")
         return True
+
+    def labelled_namespaces(self) -> list[str]:
+        return list(self.labelled)
 
     def list_managed_claims(self, *, page_size: int = 500) -> Iterator[list[ClaimInfo]]:
         _raise_if(self.fail, "list_managed_claims")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gc_job.plan import Action, GcPolicy, decide, plan_adoptions, plan_batch
+from gc_job.plan import NOT_SERVED, Action, GcPolicy, decide, plan_adoptions, plan_batch
 from gc_job.report import exit_code, summary
 from gc_job.results import Outcome, Result
 from shared.naming import pvc_name
@@ -61,6 +62,16 @@ def test_plan_batch_uses_the_claims_index_with_a_grace_for_young_rows() -> None:
     runs = {RunId("d", "a"): RunState("running", None), RunId("d", "b"): RunState("running", None)}
     decisions = plan_batch(rows, runs, {}, now=NOW, policy=POLICY)
     assert [d.action for d in decisions] == [Action.HEAL, Action.KEEP]
+
+
+def test_rows_outside_the_served_namespaces_are_kept_untouched() -> None:
+    mine, elsewhere = vol(run="a"), replace(vol(run="b"), namespace="not-mine")
+    runs = {RunId("d", "a"): RunState("success", NOW), RunId("d", "b"): RunState("success", NOW)}
+    index = {("ns", mine.pvc_name): "u"}  # only the served namespaces are listed: "not-mine" has no claims here
+    decisions = plan_batch([mine, elsewhere], runs, index, now=NOW, policy=POLICY, served={"ns"})
+    assert [d.action for d in decisions] == [Action.RECLAIM, Action.KEEP]  # never healed as missing, never reclaimed
+    assert decisions[1].why == NOT_SERVED
+    assert [d.action for d in plan_batch([elsewhere], runs, {}, now=NOW, policy=POLICY)] == [Action.HEAL]
 
 
 def test_adoptions_skip_young_terminating_and_recorded_claims() -> None:

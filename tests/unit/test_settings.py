@@ -27,6 +27,8 @@ def test_values_are_parsed() -> None:
     assert s.runs.table == "orch.runs" and s.runs.success_states == ("success", "skipped")
     assert s.storage_class == "nfs"
     assert s.identity == "leoflow" and from_env({"LEOFLOW_STAGING_IDENTITY": "airflow"}).identity == "airflow"
+    assert s.namespaces == () and from_env({"LEOFLOW_STAGING_NAMESPACES": "team-a, team-b"}).namespaces == (
+        "team-a", "team-b")
 
 
 @pytest.mark.parametrize(("env", "fragment"), [
@@ -36,6 +38,7 @@ def test_values_are_parsed() -> None:
     ({"LEOFLOW_STAGING_RUNS_TABLE": "dag_run; drop table x"}, "SQL identifier"),
     ({"LEOFLOW_STAGING_LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     ({"LEOFLOW_STAGING_INSTANCE": "Prod_1"}, "DNS label"),
+    ({"LEOFLOW_STAGING_NAMESPACES": "team-a,Team_B"}, "'Team_B' is no namespace name"),
     ({"LEOFLOW_STAGING_IDENTITY": "Airflow2"}, "expected one of leoflow, airflow"),
 ])
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:

@@ -45,13 +45,27 @@ app.kubernetes.io/component: webhook
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The installation's name: the value of leoflow.io/staging-instance on its namespaces and PVCs. */}}
+{{- define "leoflow-staging.instance" -}}
+{{- .Values.config.instance | default .Release.Name -}}
+{{- end -}}
+
+{{/* The namespace `helm test` dry-runs a pod in: test.namespace, else the first served one, else default. */}}
+{{- define "leoflow-staging.test.namespace" -}}
+{{- .Values.test.namespace | default (first .Values.namespaces) | default "default" -}}
+{{- end -}}
+
 {{/* The settings every program reads (LEOFLOW_STAGING_*), from .Values.config. */}}
 {{- define "leoflow-staging.env" -}}
 {{- if ge (float64 .Values.config.requestBudget) (float64 .Values.webhook.timeoutSeconds) -}}
 {{- fail (printf "config.requestBudget (%v s) must be below webhook.timeoutSeconds (%v s): the webhook must answer before the apiserver gives up" .Values.config.requestBudget .Values.webhook.timeoutSeconds) -}}
 {{- end -}}
+{{- if or (has "kube-system" .Values.namespaces) (has .Release.Namespace .Values.namespaces) -}}
+{{- fail (printf "namespaces: kube-system and the release namespace (%s) are never served (a webhook that admits its own pods can deadlock)" .Release.Namespace) -}}
+{{- end -}}
 - name: LEOFLOW_STAGING_INSTANCE
   value: {{ .Values.config.instance | default .Release.Name | quote }}
+- {name: LEOFLOW_STAGING_NAMESPACES, value: {{ join "," .Values.namespaces | quote }}}
 - name: LEOFLOW_STAGING_DATABASE_URL
   valueFrom:
     secretKeyRef:
