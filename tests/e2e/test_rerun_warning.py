@@ -81,7 +81,10 @@ def test_a_rerun_on_an_empty_volume_is_warned_and_its_claim_gets_an_event(
         kubeconfig: Path, namespace: str) -> None:
     run = f"r-{case}"
     pvc, first = _create(core, api, namespace, run)
-    assert first == []  # the run's first volume: nothing to warn about
+    # The run's first volume: no re-run warning (the session's class, nfs.csi.k8s.io, ignores the requested size,
+    # which its profile says on the claim's creation: docs/storage.md).
+    assert [w for w in first if "previous volume" in w] == [] and all("ignores the requested size" in w
+                                                                       for w in first)
     if case == "after_success":
         set_run(runs, "etl", run, "success", dt.datetime.now(dt.UTC))
         reason, state = DeleteReason.RUN_SUCCEEDED, RunState("success", dt.datetime.now(dt.UTC))
@@ -95,9 +98,10 @@ def test_a_rerun_on_an_empty_volume_is_warned_and_its_claim_gets_an_event(
     again, warnings = _create(core, api, namespace, run)
     assert again == pvc  # the same name, a new and empty claim
     when = deleted_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
-    assert warnings == [f"leoflow-staging: previous volume reclaimed {when} ({reason.value}); new and empty: "
-                        "clear the whole run"]
-    assert len(warnings[0]) <= 120
+    rerun = [w for w in warnings if "previous volume" in w]
+    assert rerun == [f"leoflow-staging: previous volume reclaimed {when} ({reason.value}); new and empty: "
+                     "clear the whole run"]
+    assert all(len(w) <= 120 for w in warnings) and len(warnings) == len(first) + 1
     later, none = _create(core, api, namespace, run)
     assert (later, none) == (pvc, [])  # the re-run's later pods find the volume as usual
 
