@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,6 +237,10 @@ def _cleanup_cluster_scoped(api: client.ApiClient, objs: list[dict[str, Any]]) -
                 rbac.delete_cluster_role_binding(name)
             elif o["kind"] == "MutatingWebhookConfiguration":
                 admission.delete_mutating_webhook_configuration(name)
+            elif o["kind"] == "ValidatingAdmissionPolicyBinding":
+                admission.delete_validating_admission_policy_binding(name)
+            elif o["kind"] == "ValidatingAdmissionPolicy":
+                admission.delete_validating_admission_policy(name)
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
@@ -257,6 +263,58 @@ def test_every_rendered_object_is_accepted_by_server_side_apply(assets: Path, ap
         finally:
             _cleanup_cluster_scoped(api, objs)
         assert applied >= 15 and skipped == (4 if values else 0)
+
+
+def _create_opted_in(core: client.CoreV1Api, namespace: str) -> str | None:
+    """None when the pod was created (server-side dry run), else the refusal's message."""
+    try:
+        core.create_namespaced_pod(namespace, task_pod("etl", "r1"), dry_run="All")
+    except client.ApiException as exc:
+        assert exc.status == 403, exc.body
+        return str(json.loads(exc.body)["message"])
+    return None
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_an_opted_in_pod_no_installation_serves_is_refused_not_left_without_staging(
+        assets: Path, api: client.ApiClient, core: client.CoreV1Api, release_ns: str, listed: bool) -> None:
+    served, unlabelled, unlisted, other = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("srv", "unl", "unlisted", "oth"))
+    for name, label in ((served, "staging"), (unlabelled, None), (unlisted, "staging"), (other, "another")):
+        core.create_namespace({"metadata": {"name": name, "labels": {"leoflow.io/staging-instance": label}
+                                            if label else {}}})
+    values: dict[str, Any] = {"namespaces": [served]} if listed else {}
+    objs = render(assets, namespace=release_ns, values=values)
+    assert isinstance(objs, list)
+    policy = [o for o in objs if o["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert sorted(o["kind"] for o in policy) == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    try:
+        for obj in policy:
+            apply(api, obj)
+        deadline = time.monotonic() + 30  # the apiserver's policy informer takes the new policy
+        while _create_opted_in(core, unlabelled) is None:
+            assert time.monotonic() < deadline, "the policy never refused a pod in an unlabelled namespace"
+            time.sleep(0.2)
+        message = _create_opted_in(core, unlabelled)
+        assert message is not None and f"namespace {unlabelled} is not served by any leoflow-staging" in message
+        assert "leoflow.io/staging-instance missing" in message and "would start without /staging" in message
+        assert f"kubectl label namespace {unlabelled} leoflow.io/staging-instance=<name>" in message
+        assert _create_opted_in(core, served) is None  # served: its webhook sees it
+        assert _create_opted_in(core, other) is None  # another installation's namespace: its own webhook
+        refused_unlisted = _create_opted_in(core, unlisted)
+        if listed:  # labelled for this installation, outside its list: nobody serves it
+            assert refused_unlisted is not None and "=staging, not in that installation's namespaces list" in \
+                refused_unlisted
+        else:
+            assert refused_unlisted is None
+        plain = task_pod("etl", "r1", opt_in=False)
+        core.create_namespaced_pod(unlabelled, plain, dry_run="All")  # pods that do not opt in: never touched
+        assert _create_opted_in(core, release_ns) is None  # the namespaces the webhook never sees: left alone
+    finally:
+        _cleanup_cluster_scoped(api, policy)
+        for name in (served, unlabelled, unlisted, other):
+            core.delete_namespace(name)
+    off = render(assets, values={"webhook": {"refuseUnserved": False}})
+    assert isinstance(off, list) and not [o for o in off if o["kind"].startswith("ValidatingAdmissionPolicy")]
 
 
 def _impersonating(kubeconfig: Path, namespace: str, sa: str) -> client.ApiClient:
