@@ -86,7 +86,7 @@ def test_webhook_and_gc_may_create_events_and_know_their_pod(assets: Path) -> No
     assert isinstance(objs, list)
     for part in ("webhook", "gc"):
         role = [o for o in objs if o["kind"] == "ClusterRole" and o["metadata"]["name"].endswith(f"-{part}")]
-        [rule] = [r for r in role[0]["rules"] if "events" in r["resources"]]
+        [rule] = [r for r in role[0]["rules"] if "events" in r["resources"] and r["apiGroups"] == ["events.k8s.io"]]
         assert rule == {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}
     pods = [one(objs, "Deployment")["spec"]["template"]["spec"],
             one(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
