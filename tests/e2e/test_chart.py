@@ -257,7 +257,9 @@ def test_every_rendered_object_is_accepted_by_server_side_apply(assets: Path, ap
                 if obj["apiVersion"].startswith("cert-manager.io/"):
                     skipped += 1  # no cert-manager CRDs in this control plane
                     continue
-                stored = apply(api, obj)
+                # The policy binding is validated and not stored: a stored one would refuse the later tests' pods
+                # in unlabelled namespaces until the apiserver dropped it.
+                stored = apply(api, obj, dry_run=obj["kind"] == "ValidatingAdmissionPolicyBinding")
                 assert stored.metadata.name == obj["metadata"]["name"]
                 applied += 1
         finally:
@@ -278,39 +280,43 @@ def _create_opted_in(core: client.CoreV1Api, namespace: str) -> str | None:
 @pytest.mark.parametrize("listed", [False, True])
 def test_an_opted_in_pod_no_installation_serves_is_refused_not_left_without_staging(
         assets: Path, api: client.ApiClient, core: client.CoreV1Api, release_ns: str, listed: bool) -> None:
+    # A release (so a policy) of its own per case: the apiserver takes a new policy, or a change, a moment later.
+    release = f"refuse-{'listed' if listed else 'all'}-{uuid.uuid4().hex[:4]}"
     served, unlabelled, unlisted, other = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("srv", "unl", "unlisted", "oth"))
-    for name, label in ((served, "staging"), (unlabelled, None), (unlisted, "staging"), (other, "another")):
+    for name, label in ((served, release), (unlabelled, None), (unlisted, release), (other, "another")):
         core.create_namespace({"metadata": {"name": name, "labels": {"leoflow.io/staging-instance": label}
                                             if label else {}}})
     values: dict[str, Any] = {"namespaces": [served]} if listed else {}
-    objs = render(assets, namespace=release_ns, values=values)
+    objs = render(assets, namespace=release_ns, release=release, values=values)
     assert isinstance(objs, list)
     policy = [o for o in objs if o["kind"].startswith("ValidatingAdmissionPolicy")]
     assert sorted(o["kind"] for o in policy) == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    # Refused: no label anywhere; with a list, also this installation's label outside the list. Admitted: a
+    # served namespace, another installation's, and the namespaces the webhook never sees (left alone).
+    expected = {unlabelled: True, served: False, other: False, unlisted: listed, release_ns: False}
     try:
         for obj in policy:
             apply(api, obj)
-        deadline = time.monotonic() + 30  # the apiserver's policy informer takes the new policy
-        while _create_opted_in(core, unlabelled) is None:
-            assert time.monotonic() < deadline, "the policy never refused a pod in an unlabelled namespace"
-            time.sleep(0.2)
-        message = _create_opted_in(core, unlabelled)
+        deadline = time.monotonic() + 60  # the apiserver's policy informer takes the new policy
+        while True:
+            seen = {ns: _create_opted_in(core, ns) for ns in expected}
+            if {ns: m is not None for ns, m in seen.items()} == expected:
+                break
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.5)
+        message = seen[unlabelled]
         assert message is not None and f"namespace {unlabelled} is not served by any leoflow-staging" in message
         assert "leoflow.io/staging-instance missing" in message and "would start without /staging" in message
         assert f"kubectl label namespace {unlabelled} leoflow.io/staging-instance=<name>" in message
-        assert _create_opted_in(core, served) is None  # served: its webhook sees it
-        assert _create_opted_in(core, other) is None  # another installation's namespace: its own webhook
-        refused_unlisted = _create_opted_in(core, unlisted)
         if listed:  # labelled for this installation, outside its list: nobody serves it
-            assert refused_unlisted is not None and "=staging, not in that installation's namespaces list" in \
-                refused_unlisted
-        else:
-            assert refused_unlisted is None
+            assert f"={release}, not in that installation's namespaces list" in str(seen[unlisted])
         plain = task_pod("etl", "r1", opt_in=False)
         core.create_namespaced_pod(unlabelled, plain, dry_run="All")  # pods that do not opt in: never touched
-        assert _create_opted_in(core, release_ns) is None  # the namespaces the webhook never sees: left alone
     finally:
         _cleanup_cluster_scoped(api, policy)
+        gone = time.monotonic() + 60  # the later tests create opted-in pods: wait until the apiserver dropped it
+        while _create_opted_in(core, unlabelled) is not None and time.monotonic() < gone:
+            time.sleep(0.2)
         for name in (served, unlabelled, unlisted, other):
             core.delete_namespace(name)
     off = render(assets, values={"webhook": {"refuseUnserved": False}})

@@ -32,13 +32,14 @@ def render(assets: Path, *, namespace: str = "platform", release: str = "staging
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
-def apply(api: client.ApiClient, obj: dict[str, Any]) -> Any:
-    """Server-side apply one object (the API validates and stores it)."""
+def apply(api: client.ApiClient, obj: dict[str, Any], *, dry_run: bool = False) -> Any:
+    """Server-side apply one object (the API validates and stores it; with ``dry_run``, validates only)."""
     dyn = dynamic.DynamicClient(api)
     resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     namespace = obj["metadata"].get("namespace") if resource.namespaced else None
+    extra = {"dry_run": "All"} if dry_run else {}
     return resource.server_side_apply(body=obj, name=obj["metadata"]["name"], namespace=namespace,
-                                      field_manager="leoflow-staging-tests", force_conflicts=True)
+                                      field_manager="leoflow-staging-tests", force_conflicts=True, **extra)
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
