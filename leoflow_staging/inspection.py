@@ -136,7 +136,10 @@ def _size(n: int) -> str:
 def render_listing(listing: Listing, *, top: int = 20) -> list[str]:
     """The largest and the newest files (at most ``top`` of each), then the totals."""
     def row(e: FileEntry) -> str:
-        when = dt.datetime.fromtimestamp(e.mtime, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            when = dt.datetime.fromtimestamp(e.mtime, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        except (ValueError, OverflowError, OSError):  # a time no calendar holds (a file's bogus mtime)
+            when = f"{'?':<19}"
         name = json.dumps(e.path)[1:-1] + (" (symlink)" if e.link else "")
         return f"  {_size(e.size):>10}  {when}  {name}"
 
