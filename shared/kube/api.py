@@ -79,6 +79,14 @@ def api_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
+def api_failure(what: str, exc: ApiException) -> KubeUnavailable:
+    """The project's error for a failed call: a 4xx is a refusal (KubeForbidden), anything else unavailability."""
+    message = api_message(exc)
+    if exc.status and 400 <= exc.status < 500:
+        return KubeForbidden(f"{what}: {message}")
+    return KubeUnavailable(f"{what}: HTTP {exc.status} {message}")
+
+
 class KubeApi:
     """PVCs, StorageClasses and pods, as plain data; each call bounded by ``timeout`` seconds.
 

@@ -10,8 +10,7 @@ import base64
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from shared.errors import KubeForbidden, KubeUnavailable
-from shared.kube.api import api_message
+from shared.kube.api import api_failure
 
 
 class CertsKubeApi:
@@ -21,19 +20,13 @@ class CertsKubeApi:
         self._discovery = client.DiscoveryV1Api(api_client)
         self._timeout = timeout
 
-    def _fail(self, what: str, exc: ApiException) -> KubeUnavailable:
-        message = api_message(exc)
-        if exc.status and 400 <= exc.status < 500:
-            return KubeForbidden(f"{what}: {message}")
-        return KubeUnavailable(f"{what}: HTTP {exc.status} {message}")
-
     def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         try:
             secret = self._core.read_namespaced_secret(name, namespace, _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise self._fail(f"reading Secret {namespace}/{name}", exc) from exc
+            raise api_failure(f"reading Secret {namespace}/{name}", exc) from exc
         return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
     def write_secret(self, namespace: str, name: str, data: dict[str, bytes], *, labels: dict[str, str],
@@ -49,7 +42,7 @@ class CertsKubeApi:
             else:
                 self._core.create_namespaced_secret(namespace, body, _request_timeout=self._timeout)
         except ApiException as exc:
-            raise self._fail(f"writing Secret {namespace}/{name}", exc) from exc
+            raise api_failure(f"writing Secret {namespace}/{name}", exc) from exc
 
     def patch_ca_bundle(self, config_name: str, ca_pem: bytes) -> int:
         """Set caBundle on every webhook of the MutatingWebhookConfiguration; returns how many."""
@@ -65,7 +58,7 @@ class CertsKubeApi:
                                                                      _request_timeout=self._timeout)
             return len(patch)
         except ApiException as exc:
-            raise self._fail(f"patching caBundle of MutatingWebhookConfiguration {config_name}", exc) from exc
+            raise api_failure(f"patching caBundle of MutatingWebhookConfiguration {config_name}", exc) from exc
 
     def live_endpoints(self, namespace: str, service: str) -> list[tuple[str, int]]:
         """(address, port) of every endpoint of a Service that is not terminating, ready or not yet (a replica
@@ -74,7 +67,7 @@ class CertsKubeApi:
             slices = self._discovery.list_namespaced_endpoint_slice(
                 namespace, label_selector=f"kubernetes.io/service-name={service}", _request_timeout=self._timeout)
         except ApiException as exc:
-            raise self._fail(f"listing the endpoints of Service {namespace}/{service}", exc) from exc
+            raise api_failure(f"listing the endpoints of Service {namespace}/{service}", exc) from exc
         out: list[tuple[str, int]] = []
         for item in slices.items:
             ports = [p.port for p in item.ports or [] if p.port]

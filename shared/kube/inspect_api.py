@@ -10,8 +10,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from shared.errors import KubeForbidden, KubeUnavailable
-from shared.kube.api import api_message
+from shared.kube.api import api_failure
 
 
 class InspectKubeApi:
@@ -19,19 +18,13 @@ class InspectKubeApi:
         self._core = client.CoreV1Api(api_client)
         self._timeout = timeout
 
-    def _fail(self, what: str, exc: ApiException) -> KubeUnavailable:
-        message = api_message(exc)
-        if exc.status and 400 <= exc.status < 500:
-            return KubeForbidden(f"{what}: {message}")
-        return KubeUnavailable(f"{what}: HTTP {exc.status} {message}")
-
     def _read(self, what: str, call: Any, name: str, namespace: str) -> dict[str, Any] | None:
         try:
             resp = call(name, namespace, _preload_content=False, _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise self._fail(f"reading {what} {namespace}/{name}", exc) from exc
+            raise api_failure(f"reading {what} {namespace}/{name}", exc) from exc
         body: dict[str, Any] = json.loads(resp.data)
         return body
 
@@ -59,7 +52,7 @@ class InspectKubeApi:
         try:
             self._core.create_namespaced_pod(namespace, body, _request_timeout=self._timeout)
         except ApiException as exc:
-            raise self._fail(f"creating pod {namespace}/{body['metadata']['name']}", exc) from exc
+            raise api_failure(f"creating pod {namespace}/{body['metadata']['name']}", exc) from exc
 
     def delete_pod(self, namespace: str, name: str, *, uid: str) -> None:
         try:
@@ -68,7 +61,7 @@ class InspectKubeApi:
                                              _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status not in (404, 409):
-                raise self._fail(f"deleting pod {namespace}/{name}", exc) from exc
+                raise api_failure(f"deleting pod {namespace}/{name}", exc) from exc
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.pod(namespace, name) is not None:
             time.sleep(0.5)
@@ -79,5 +72,5 @@ class InspectKubeApi:
             out: str = stream(self._core.connect_get_namespaced_pod_exec, name, namespace, command=command,
                               stderr=True, stdin=False, stdout=True, tty=False, _request_timeout=timeout)
         except ApiException as exc:
-            raise self._fail(f"exec in pod {namespace}/{name}", exc) from exc
+            raise api_failure(f"exec in pod {namespace}/{name}", exc) from exc
         return out
