@@ -11,6 +11,7 @@ second kube-controller-manager running only the PV binder, for its own duration.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import json
 import re
 import ssl
@@ -116,6 +117,10 @@ def _create(core: client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> tupl
     return json.loads(resp.data), warnings
 
 
+def _when(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def _eventually(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -163,17 +168,28 @@ def test_a_slow_claim_gets_its_event_and_its_provisioning_time_is_counted_once(
     claim = core.read_namespaced_persistent_volume_claim(pvc, ns)
     assert claim.status.phase == "Pending"  # no provisioner runs for this class
 
-    def slow_event() -> dict[str, Any] | None:
+    def claim_event(reason: str) -> dict[str, Any] | None:
         resp: Any = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={pvc}",
                                                _preload_content=False)
-        return next((e for e in json.loads(resp.data)["items"] if e["reason"] == "ProvisioningSlow"), None)
+        return next((e for e in json.loads(resp.data)["items"] if e["reason"] == reason), None)
 
-    event = _eventually("the ProvisioningSlow event", slow_event)
+    event = _eventually("the ProvisioningSlow event", lambda: claim_event("ProvisioningSlow"))
     assert time.monotonic() - created >= PENDING_AFTER - 0.5
     assert event["type"] == "Warning" and event["involvedObject"]["uid"] == claim.metadata.uid
     note = event["message"]
     assert f"class {SLOW_CLASS} (provisioner {SLOW_PROVISIONER})" in note
-    assert "ExternalProvisioning" in note and SLOW_PROVISIONER in note.split("last event:")[1]  # kcm's word
+    # The PV binder's word (ExternalProvisioning) is named when it was there when ours was written: it comes
+    # from another process whose event broadcaster may lag on a loaded machine, so which of the two notes is
+    # right is decided by the two events' own times (kcm's are whole seconds: a 2 s margin either side).
+    theirs = _eventually("kcm's ExternalProvisioning event", lambda: claim_event("ExternalProvisioning"))
+    said_at = _when(theirs["firstTimestamp"] or theirs["eventTime"])
+    ours_at = _when(event["eventTime"] or event["firstTimestamp"])
+    if (ours_at - said_at).total_seconds() > 2:
+        assert "ExternalProvisioning" in note and SLOW_PROVISIONER in note.split("last event:")[1], note
+    elif (said_at - ours_at).total_seconds() > 2:
+        assert note.endswith("no event from a provisioner yet (is one running for this class?)"), note
+    else:
+        assert "ExternalProvisioning" in note or "no event from a provisioner yet" in note, note
     assert _metric(server, series) in (None, before)  # Pending: nothing observed yet
 
     pv = f"pv-{uuid.uuid4().hex[:8]}"
