@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from gc_job.directory_reclaim import DirectoryReclaimer
 from gc_job.plan import Action, Decision, GcPolicy, recheck, reclaim_reason, releasable_holders
 from gc_job.results import Outcome, Result
 from shared.db import reclaim_batches, runs_repo, volumes_repo
@@ -59,7 +60,7 @@ def batchable(d: Decision) -> bool:
     every other action (resumes, heals, adoptions, rows without a uid) goes one at a time through ``apply``."""
     v = d.volume
     return (d.action is Action.RECLAIM and v is not None and v.state is VolumeState.ACTIVE
-            and d.reason in GC_REASONS and bool(v.pvc_uid))
+            and d.reason in GC_REASONS and bool(v.pvc_uid) and v.shared_claim is None)
 
 
 class Executor:
@@ -72,6 +73,7 @@ class Executor:
         self.lock_runs = True  # share-lock the run's row around the delete (needs UPDATE privilege)
         self.deletions: DeletionWatch | None = None  # PVC deletions since the sweep's listing (settle reads it)
         self.delete_finished_pods = delete_finished_pods
+        self.directories: DirectoryReclaimer | None = None  # the shared-claim mode's rows (needs the image)
         self._on_event = on_event or (lambda level, fields: log.log(level, fields.get("event", ""),
                                                                      extra={"fields": fields}))
 
@@ -116,6 +118,12 @@ class Executor:
             return Result(d, Outcome.FAILED, "reclaiming row without a GC reason; left for a person")
         if not v.pvc_uid:  # before any transition: such a row must not get stuck in reclaiming
             return Result(d, Outcome.FAILED, "row has no PVC uid; cannot delete safely")
+        if v.shared_claim is not None:
+            if self.directories is None:
+                return Result(d, Outcome.FAILED, "a shared-claim directory, and this GC has no image for its "
+                              "cleanup pods (set LEOFLOW_STAGING_IMAGE)")
+            self.directories.lock_runs = self.lock_runs
+            return self.directories.reclaim(d, reason)
         now = self._clock()
         ttl = self._policy.failed_ttl
         claim = self._kube.read_claim(v.namespace, v.pvc_name)  # one read serves both states

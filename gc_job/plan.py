@@ -128,7 +128,9 @@ def plan_batch(volumes: Sequence[VolumeRecord], runs: Mapping[RunId, RunState],
             out.append(_decision(v, Action.KEEP, NOT_SERVED, runs.get(v.run)))
             continue
         present: bool | None = None
-        if claims is not None and v.pvc_uid:  # a row without a uid cannot be matched: leave it to the executor
+        # A row without a uid cannot be matched: left to the executor; so is a shared-claim directory (the shared
+        # claim is not ours, not listed: the executor reads it before it starts).
+        if claims is not None and v.pvc_uid and v.shared_claim is None:
             present = claims.get((v.namespace, v.pvc_name)) == v.pvc_uid
             # A row younger than the PVC listing may simply not have been listed yet.
             if not present and now - v.created_at < policy.adopt_min_age:

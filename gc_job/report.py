@@ -32,6 +32,7 @@ def event_fields(result: Result, *, now: dt.datetime) -> dict[str, Any]:
         "since_run_end_s": _seconds(now - d.run_end) if d.run_end else None,
         "age_s": _seconds(now - v.created_at) if v else None,
         "detail": result.detail or d.why,
+        **({"bytes_freed": result.bytes_freed} if result.bytes_freed is not None else {}),
     }
 
 
@@ -39,7 +40,8 @@ def planned_fields(decision: Decision) -> dict[str, Any]:
     return {"event": "planned", **decision.as_dict()}
 
 
-LOGGED = {Outcome.RECLAIMED, Outcome.TERMINATING, Outcome.ABORTED, Outcome.HEALED, Outcome.ADOPTED, Outcome.FAILED}
+LOGGED = {Outcome.RECLAIMED, Outcome.TERMINATING, Outcome.CLEANING, Outcome.ABORTED, Outcome.HEALED,
+          Outcome.ADOPTED, Outcome.FAILED}
 
 
 def summary(results: Sequence[Result], *, kept: int, duration: float, dry_run: bool,
@@ -57,6 +59,7 @@ def summary(results: Sequence[Result], *, kept: int, duration: float, dry_run: b
         "reclaimed_total": sum(reclaimed.values()),
         "kept": kept + outcomes.get("kept", 0),
         "terminating": outcomes.get("terminating", 0),
+        "cleaning": outcomes.get("cleaning", 0),
         "aborted": outcomes.get("aborted", 0),
         "adopted": outcomes.get("adopted", 0),
         "healed": outcomes.get("healed", 0),

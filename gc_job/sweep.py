@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from gc_job import health, report
+from gc_job.directory_reclaim import DirectoryReclaimer
 from gc_job.executor import Executor, batchable
 from gc_job.plan import Action, Decision, GcPolicy, plan_adoptions, plan_batch
 from gc_job.results import Outcome, Result
@@ -55,12 +56,14 @@ class Sweeper:
     """Runs sweeps against one database and one cluster."""
 
     def __init__(self, *, engine: sa.Engine, kube: KubeApi, config: SweepConfig, clock: Clock = _utcnow,
-                 out: IO[str] | None = None, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 out: IO[str] | None = None, on_event: Callable[[dict[str, Any]], None] | None = None,
+                 directories: DirectoryReclaimer | None = None) -> None:
         self._engine, self._kube, self._config, self._clock = engine, kube, config, clock
         self._on_event = on_event  # e.g. Kubernetes Events (shared.claim_events.from_gc)
         self._out = out or sys.stdout
         self._executor = Executor(engine=engine, kube=kube, runs=config.runs, policy=config.policy, clock=clock,
                                   delete_finished_pods=config.delete_finished_pods, on_event=self._emit)
+        self._executor.directories = directories  # the shared-claim mode's cleanup pods
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.parallelism,
                                                            thread_name_prefix="gc-act")
         self._batcher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gc-batch")

@@ -6,9 +6,11 @@ Settings are read once here (environment, then flags); errors become exit codes 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from leoflow_staging import __version__
 from leoflow_staging.inspection import DEFAULT_UID
@@ -19,6 +21,8 @@ from shared.settings import Settings, from_env, unknown_settings
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_REFUSED = 4  # `directory`: the run's directory was not prepared or removed (the JSON line says why)
+RESULT_MAX = 4000  # bytes of the --result-file message (a Kubernetes termination message is cut at 4096)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -88,6 +92,43 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from leoflow_staging.commands import check_admission  # noqa: PLC0415
 
     return check_admission(settings, namespace=args.namespace)
+
+
+def _directory(args: argparse.Namespace) -> int:
+    """Runs in a task pod's init container or a GC cleanup pod: reads no settings, needs no database or API."""
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from shared.run_directory import DirectoryError, cleanup, prepare  # noqa: PLC0415
+
+    result: dict[str, object]
+    try:
+        if args.directory_command == "prepare":
+            detail = prepare(Path(args.path), dag_id=args.dag_id, run_id=args.run_id, directory=args.directory)
+            result = {"status": "prepared", "detail": detail}
+        else:
+            result = asdict(cleanup(Path(args.root), dag_id=args.dag_id, run_id=args.run_id,
+                                    directory=args.directory))
+    except DirectoryError as exc:
+        result = {"status": "refused", "error": str(exc)}
+    line = _one_line(result)
+    print(line, flush=True)
+    if getattr(args, "result_file", None):
+        try:
+            Path(args.result_file).write_text(line, encoding="utf-8")
+        except OSError as exc:
+            print(f"leoflow-staging directory: cannot write {args.result_file}: {exc.strerror}", file=sys.stderr)
+    return EXIT_REFUSED if result["status"] == "refused" else 0
+
+
+def _one_line(result: dict[str, object]) -> str:
+    """``result`` as JSON of at most RESULT_MAX bytes (a long error is shortened)."""
+    line = json.dumps(result, ensure_ascii=False)
+    while len(line.encode("utf-8")) > RESULT_MAX and isinstance(result.get("error"), str):
+        error = str(result["error"])
+        keep = max(0, len(error) - (len(line.encode("utf-8")) - RESULT_MAX) - 1)
+        result = {**result, "error": error[:keep] + "…"}
+        line = json.dumps(result, ensure_ascii=False)
+    return line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,11 +227,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(the chart's `helm test`)")
     check.add_argument("--namespace", required=True)
     check.set_defaults(func=_check)
+
+    directory = sub.add_parser("directory", help="the shared-claim mode's run directories (what its task pods' "
+                                                 "init containers and the GC's cleanup pods run)")
+    directory_sub = directory.add_subparsers(dest="directory_command", required=True, metavar="ACTION")
+    prepare = directory_sub.add_parser("prepare", help="mark a run's mounted directory as the run's and open it "
+                                                       "to every uid (mode 1777)")
+    prepare.add_argument("--path", required=True, help="the run's directory as mounted in the pod")
+    cleanup = directory_sub.add_parser("cleanup", help="remove a run's directory from the shared volume")
+    cleanup.add_argument("--root", required=True, help="where the whole shared volume is mounted")
+    cleanup.add_argument("--result-file", help="also write the JSON result here (e.g. /dev/termination-log)")
+    for p in (prepare, cleanup):
+        p.add_argument("--dag-id", required=True)
+        p.add_argument("--run-id", required=True)
+        p.add_argument("--directory", required=True, help="the run's directory name (a DNS label)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "directory":  # runs in task and cleanup pods, whatever their environment holds
+        return _directory(args)
     try:
         for name in unknown_settings(os.environ):
             print(f"leoflow-staging: warning: {name} is not a setting (ignored); see the README", file=sys.stderr)

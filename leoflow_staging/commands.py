@@ -26,10 +26,12 @@ def migrate(settings: Settings) -> int:
 
 
 def gc(settings: Settings, *, dry_run: bool) -> int:
+    from gc_job.directory_reclaim import DirectoryReclaimer  # noqa: PLC0415
     from gc_job.plan import GcPolicy  # noqa: PLC0415
     from gc_job.sweep import SweepConfig, Sweeper  # noqa: PLC0415
     from shared.claim_events import gc_events  # noqa: PLC0415
     from shared.kube import KubeApi, make_api_client  # noqa: PLC0415
+    from shared.kube.cleanup_api import CleanupKubeApi  # noqa: PLC0415
     from shared.kube.events import EventRecorder  # noqa: PLC0415
 
     configure_logging(settings.log_level)
@@ -48,8 +50,13 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
     recorder = None if dry_run or not settings.events else EventRecorder(
         make_api_client(settings.kubeconfig, pool_size=1), instance=settings.pod_name or socket.gethostname(),
         timeout=min(settings.kube_timeout, 2.0))
+    directories = None if not settings.image else DirectoryReclaimer(
+        engine=engine, kube=kube, runs=settings.runs, policy=policy, clock=lambda: dt.datetime.now(dt.UTC),
+        image=settings.image, wait=settings.cleanup_wait,
+        pods=CleanupKubeApi(make_api_client(settings.kubeconfig, pool_size=settings.gc_parallelism),
+                            timeout=max(settings.kube_timeout, 5.0), instance=settings.instance))
     try:
-        return Sweeper(engine=engine, kube=kube, config=config,
+        return Sweeper(engine=engine, kube=kube, config=config, directories=directories,
                        on_event=gc_events(recorder.emit) if recorder else None).run(dry_run=dry_run)
     finally:
         if recorder is not None:
@@ -67,6 +74,7 @@ def _row(v: VolumeRecord) -> dict[str, object]:
         "delete_reason": v.delete_reason.value if v.delete_reason else None, "detail": v.detail,
         "held_until": v.held_until.isoformat() if v.held_until else None, "hold_reason": v.hold_reason,
         "held_by": v.held_by, "held_at": v.held_at.isoformat() if v.held_at else None,
+        "mode": v.mode, "shared_claim": v.shared_claim, "bytes_freed": v.bytes_freed,
     }
 
 

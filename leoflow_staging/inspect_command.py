@@ -61,6 +61,12 @@ def inspect(settings: Settings, args: argparse.Namespace) -> int:
         if len(spaces) > 1:
             return _say(f"this run has volumes in several namespaces ({', '.join(spaces)}): give -n NAMESPACE")
         namespace = spaces[0]
+    shared = next((r for r in rows if r.namespace == namespace and r.state is not VolumeState.DELETED
+                   and r.shared_claim), None)
+    if shared is not None:  # the shared-claim mode's policy refuses a pod that is not a task of the run
+        return _say(f"this run's volume is the directory {shared.pvc_name} on the shared claim {namespace}/"
+                    f"{shared.shared_claim}; inspect does not open shared-claim directories yet: run a task pod of "
+                    "the run (same dag and run ids) to look at its files")
     kube = InspectKubeApi(make_api_client(settings.kubeconfig), timeout=max(settings.kube_timeout, 10.0))
     found = kube.claim(namespace, claim)
     if found is None or found["deleting"]:

@@ -9,6 +9,8 @@ RUN_ID = "leoflow.io/run-id"
 SIZE = "leoflow.io/staging-size"
 STORAGE_CLASS = "leoflow.io/staging-storage-class"
 PVC = "leoflow.io/staging-pvc"  # set by the webhook on the pod
+DIRECTORY = "leoflow.io/staging-directory"  # shared-claim mode: label of a pod using the run's directory
+CLEANUP = "leoflow.io/cleanup"  # on the GC's cleanup pods (shared-claim mode): the row id they remove
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "leoflow-staging"
 INSTANCE = "leoflow.io/staging-instance"  # which installation (metadatabase) owns the PVC
@@ -17,5 +19,6 @@ INSPECT = "leoflow.io/inspect"  # on a pod of `leoflow-staging inspect` (the GC 
 RWX_CLASS = "leoflow.io/rwx"  # on a StorageClass: "true" marks it ReadWriteMany, "false" excludes it
 
 VOLUME_NAME = "leoflow-staging"
+PREPARE_CONTAINER = "leoflow-staging-prepare"  # shared-claim mode: the init container preparing the directory
 MOUNT_PATH = "/staging"
 ENV_NAME = "LEOFLOW_STAGING_DIR"

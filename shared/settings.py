@@ -109,6 +109,21 @@ class Settings:
         "Warning Event (`ProvisioningSlow`) naming its class, its provisioner and the provisioner's last event. "
         "`0`: none.",
         used_by="serve", chart="config.pendingEventAfter"))
+    shared_claim: str | None = field(default=None, metadata=_doc(
+        "Name of an existing ReadWriteMany PVC: the shared-claim mode. Every new run gets its own directory on "
+        "the claim of this name in its namespace (mounted at `/staging` with `subPath`) instead of its own PVC; "
+        "the GC removes a finished run's directory through a cleanup pod "
+        "([storage.md](storage.md#the-shared-claim-mode)). A run already recorded keeps the volume its row names.",
+        used_by="serve, gc", chart="storage.sharedClaim.name", unset="unset: a PVC per run"))
+    image: str | None = field(default=None, metadata=_doc(
+        "Image reference of leoflow-staging itself: the shared-claim mode's containers (the directory's "
+        "preparation in each task pod, the GC's cleanup pods) run it. The chart sets its own image "
+        "(`image.repository`:`image.tag`).",
+        used_by="serve, gc", unset="unset: required by the shared-claim mode"))
+    cleanup_wait: float = field(default=60.0, metadata=_doc(
+        "Seconds: how long one GC sweep waits for a cleanup pod (shared-claim mode) before it leaves the row "
+        "`reclaiming` for the next sweep, which picks the same pod up.",
+        used_by="gc", chart="storage.cleanup.waitSeconds"))
     default_size: str = field(default="10Gi", metadata=_doc(
         "Size: a run's PVC size when the pod has no `leoflow.io/staging-size` annotation.",
         used_by="serve", chart="config.defaultSize"))
@@ -291,6 +306,12 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     for namespace in values.get("namespaces", ()):
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
             raise SettingsError(f"{PREFIX}NAMESPACES: {namespace!r} is no namespace name (a DNS label)")
+    shared = values.get("shared_claim")
+    if shared is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", shared):
+        raise SettingsError(f"{PREFIX}SHARED_CLAIM={shared!r}: expected a PVC name (lowercase, digits, '-', '.')")
+    if shared is not None and not values.get("image"):
+        raise SettingsError(f"{PREFIX}SHARED_CLAIM is set but {PREFIX}IMAGE is not: the shared-claim mode runs "
+                            "leoflow-staging's image in each task pod and in the GC's cleanup pods")
     if values.get("identity", "leoflow") not in IDENTITIES:
         raise SettingsError(f"{PREFIX}IDENTITY={values['identity']!r}: expected one of {', '.join(IDENTITIES)}")
     if values.get("log_level", "INFO").upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

@@ -63,6 +63,22 @@ class VolumeRecord:
     hold_reason: str | None = None
     held_by: str | None = None
     held_at: dt.datetime | None = None
+    shared_claim: str | None = None  # shared-claim mode: the claim holding the run's directory ``pvc_name``
+    bytes_freed: int | None = None  # shared-claim mode: what the directory held when the GC removed it
+
+    @property
+    def claim(self) -> str:
+        """The PVC the run's pods mount: its own, or the namespace's shared claim."""
+        return self.shared_claim or self.pvc_name
+
+    @property
+    def directory(self) -> str | None:
+        """The run's directory on the shared claim (None in claim-per-run mode)."""
+        return self.pvc_name if self.shared_claim else None
+
+    @property
+    def mode(self) -> str:
+        return "shared" if self.shared_claim else "claim"
 
     @property
     def run(self) -> RunId:
@@ -84,3 +100,4 @@ class NewVolume:
     run_id: str
     storage_class: str
     size: str
+    shared_claim: str | None = None  # shared-claim mode: ``pvc_name`` is the run's directory on this claim

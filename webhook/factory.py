@@ -61,7 +61,7 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
         class_policy=ClassPolicy(configured=settings.storage_class,
                                  extra_rwx_provisioners=settings.rwx_provisioners,
                                  profiles=storage_profiles.parse_overrides(settings.storage_profiles)),
-        db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout,
+        db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout, shared_claim=settings.shared_claim,
         # The warm path's one read: autocommit, and no WAL flush wait for its row lock's commit record.
         reader=make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads,
                            autocommit=True, synchronous_commit=False, pre_ping=False),  # the read retries once
@@ -79,7 +79,8 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
     handler = AdmissionHandler(provisioner=provisioner,
                                sizes=SizePolicy(default=settings.default_size, maximum=settings.max_size),
                                budget=settings.request_budget, identity=SOURCES[settings.identity],
-                               events=recorder.emit if recorder else None, on_created=created)
+                               events=recorder.emit if recorder else None, on_created=created,
+                               image=settings.image, shared_claim=settings.shared_claim)
 
     def ready() -> list[str]:
         problems = []

@@ -10,7 +10,7 @@ from shared import claim_events
 from shared.errors import DatabaseUnavailable, DataRejected, KubeForbidden, KubeUnavailable, SchemaError
 from webhook.identity import LEOFLOW, IdentitySource
 from webhook.intent import SizePolicy, StagingIntent, read_intent
-from webhook.patching import plan_patch
+from webhook.patching import SharedMount, plan_patch, shared_mount
 from webhook.provisioning import Deadline, Ensured, VolumeProvisioner
 from webhook.rerun_warning import rerun_warning
 from webhook.review import AdmissionRequest
@@ -34,11 +34,22 @@ class AdmissionHandler:
     def __init__(self, *, provisioner: VolumeProvisioner, sizes: SizePolicy, budget: float,
                  identity: IdentitySource = LEOFLOW,
                  events: Callable[[claim_events.ClaimEvent], None] | None = None,
-                 on_created: Callable[[str, Ensured], None] | None = None) -> None:
+                 on_created: Callable[[str, Ensured], None] | None = None, image: str | None = None,
+                 shared_claim: str | None = None) -> None:
         self._provisioner, self._sizes, self._budget = provisioner, sizes, budget
         self._identity = identity
         self._events = events  # best effort and non-blocking (shared.kube.events)
         self._on_created = on_created  # (namespace, ensured) of a claim this process created: non-blocking
+        self._image = image  # leoflow-staging's own image: the shared-claim mode's prepare container
+        self._shared_claim = shared_claim  # the shared-claim mode for new runs (the provisioner's setting too)
+
+    def _mount(self, intent: StagingIntent, shared: str | None) -> tuple[str, SharedMount | None]:
+        """The claim to mount and, in the shared-claim mode, the run's directory on it."""
+        if shared is None:
+            return intent.pvc_name, None
+        assert self._image, "the shared-claim mode needs the image (settings check it)"
+        return shared, shared_mount(directory=intent.pvc_name, image=self._image, dag_id=intent.dag_id,
+                                    run_id=intent.run_id)
 
     def handle(self, req: AdmissionRequest, *, arrived: float | None = None) -> Outcome:
         """The verdict for ``req``; its time budget counts from ``arrived`` (``time.monotonic()``) when known."""
@@ -59,7 +70,8 @@ class AdmissionHandler:
         if not namespace:
             return Outcome(deny("malformed_pod", "leoflow-staging: the request names no namespace", code=400),
                            intent)
-        ops = plan_patch(pod, intent.pvc_name)  # conflicts are found before any side effect
+        planned = self._shared_claim
+        ops = plan_patch(pod, *self._mount(intent, planned))  # conflicts are found before any side effect
         if isinstance(ops, Verdict):
             return Outcome(ops, intent)
         deadline = Deadline(self._budget, arrived) if arrived is not None else Deadline(self._budget)
@@ -87,6 +99,10 @@ class AdmissionHandler:
             return Outcome(deny("kubernetes_unavailable", f"leoflow-staging: the Kubernetes API cannot be "
                                 f"reached ({exc}); the pod was not admitted. Retry.", code=503,
                                 retriable=True), intent)
+        if ensured.shared_claim != planned:  # the run's row was written in the other mode: it wins
+            ops = plan_patch(pod, *self._mount(intent, ensured.shared_claim))
+            if isinstance(ops, Verdict):
+                return Outcome(ops, intent, ensured)
         previous = ensured.previous  # the cold path only: the run's earlier volume was reclaimed
         if ensured.created and self._events is not None:  # the cold path only
             meta = pod.get("metadata") or {}

@@ -8,6 +8,7 @@ again (reinvocation yields no patch), keys are escaped per RFC 6901.
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
 from typing import Any
 
 from shared import labels
@@ -16,6 +17,15 @@ from webhook.verdicts import Verdict, deny
 
 CONTAINER_LISTS = ("initContainers", "containers")
 _MOUNT_LEAF = posixpath.basename(labels.MOUNT_PATH)
+
+
+@dataclass(frozen=True)
+class SharedMount:
+    """The shared-claim mode: the run's ``directory`` on the claim is mounted with ``subPath``, and ``prepare``
+    (an init container, first of all) gives it its marker and a mode any uid can write."""
+
+    directory: str
+    prepare: dict[str, Any]
 
 
 def escape(key: str) -> str:
@@ -45,7 +55,12 @@ def _list(obj: dict[str, Any], key: str, what: str) -> list[Any] | Verdict | Non
     return value
 
 
-def _volume_ops(spec: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdict:
+def _shared_isolation(claim: str, where: str) -> Verdict:
+    return deny("other_runs_pvc", f"leoflow-staging: the pod mounts the namespace's shared staging claim {claim!r} "
+                f"itself ({where}); a task pod only gets its own run's directory on it, mounted by the webhook")
+
+
+def _volume_ops(spec: dict[str, Any], claim: str, shared: SharedMount | None) -> list[dict[str, Any]] | Verdict:
     volumes = _list(spec, "volumes", "spec.volumes")
     if isinstance(volumes, Verdict):
         return volumes
@@ -56,6 +71,8 @@ def _volume_ops(spec: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verd
         claim_name = pvc.get("claimName") if isinstance(pvc, dict) else None
         if isinstance(claim_name, str) and is_staging_pvc_name(claim_name) and claim_name != claim:
             return _isolation(claim_name, f"volume {vol.get('name')!r}")
+        if shared is not None and claim_name == claim and vol.get("name") != labels.VOLUME_NAME:
+            return _shared_isolation(claim, f"volume {str(vol.get('name'))[:63]!r}")
         if vol.get("name") == labels.VOLUME_NAME:
             if claim_name != claim:
                 return _conflict(f"the pod already has a volume named {labels.VOLUME_NAME!r} that is not "
@@ -73,16 +90,27 @@ def _same_path(path: Any) -> bool:
     return isinstance(path, str) and _MOUNT_LEAF in path and posixpath.normpath(path) == labels.MOUNT_PATH
 
 
-def _container_ops(base: str, container: dict[str, Any], what: str) -> list[dict[str, Any]] | Verdict:
+def mount_of(shared: SharedMount | None) -> dict[str, Any]:
+    """The volumeMount every container gets."""
+    mount = {"name": labels.VOLUME_NAME, "mountPath": labels.MOUNT_PATH}
+    return mount if shared is None else {**mount, "subPath": shared.directory}
+
+
+ENV_VAR = {"name": labels.ENV_NAME, "value": labels.MOUNT_PATH}
+
+
+def _container_ops(base: str, container: dict[str, Any], what: str,
+                   shared: SharedMount | None) -> list[dict[str, Any]] | Verdict:
     ops: list[dict[str, Any]] = []
     mounts = _list(container, "volumeMounts", f"{what}.volumeMounts")
     if isinstance(mounts, Verdict):
         return mounts
-    mount = {"name": labels.VOLUME_NAME, "mountPath": labels.MOUNT_PATH}
+    mount = mount_of(shared)
     have_mount = False
     for m in mounts or []:
         if m.get("name") == labels.VOLUME_NAME:
-            if not _same_path(m.get("mountPath")) or m.get("subPath") or m.get("readOnly"):
+            if (not _same_path(m.get("mountPath")) or m.get("subPath") != mount.get("subPath")
+                    or m.get("subPathExpr") or m.get("readOnly")):
                 return _conflict(f"{what} mounts volume {labels.VOLUME_NAME!r} other than read-write at "
                                  f"{labels.MOUNT_PATH}")
             have_mount = True
@@ -95,7 +123,7 @@ def _container_ops(base: str, container: dict[str, Any], what: str) -> list[dict
     env = _list(container, "env", f"{what}.env")
     if isinstance(env, Verdict):
         return env
-    var = {"name": labels.ENV_NAME, "value": labels.MOUNT_PATH}
+    var = ENV_VAR
     have_env = False
     for e in env or []:
         if e.get("name") == labels.ENV_NAME:
@@ -109,8 +137,26 @@ def _container_ops(base: str, container: dict[str, Any], what: str) -> list[dict
     return ops
 
 
-def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdict:
-    """The ops that mount ``claim`` at /staging everywhere, or a denial naming the conflict.
+def _prepare_ops(spec: dict[str, Any], shared: SharedMount) -> list[dict[str, Any]] | Verdict:
+    """The prepare init container, first of the init containers (added last: the other ops index the lists as
+    received). Present already (a reinvocation) with the same image and command: nothing."""
+    ours = shared.prepare
+    inits = spec.get("initContainers")  # a list of objects: checked by the container loop before this
+    for c in inits or []:
+        if c.get("name") == ours["name"]:
+            if (c.get("image"), c.get("command")) != (ours["image"], ours["command"]):
+                return _conflict(f"the pod already has an init container named {ours['name']!r} that is not "
+                                 "the webhook's; rename it")
+            return []
+    if inits is None:
+        return [{"op": "add", "path": "/spec/initContainers", "value": [ours]}]
+    return [{"op": "add", "path": "/spec/initContainers/0", "value": ours}]
+
+
+def plan_patch(pod: dict[str, Any], claim: str, shared: SharedMount | None = None
+               ) -> list[dict[str, Any]] | Verdict:
+    """The ops that mount ``claim`` (``shared``: the run's directory on it) at /staging everywhere, or a denial
+    naming the conflict.
 
     Every container and initContainer (native sidecars included) gets the mount and the
     env var; ephemeral containers cannot be set at CREATE and are left alone.
@@ -121,7 +167,7 @@ def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdic
     meta = pod.get("metadata")
     if not isinstance(meta, dict):
         return _malformed("metadata must be an object")
-    ops = _volume_ops(spec, claim)
+    ops = _volume_ops(spec, claim, shared)
     if isinstance(ops, Verdict):
         return ops
     for list_name in CONTAINER_LISTS:
@@ -131,7 +177,7 @@ def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdic
         for index, container in enumerate(containers or []):
             what = f"{'init container' if list_name == 'initContainers' else 'container'} " \
                    f"{str(container.get('name', index))[:63]!r}"
-            more = _container_ops(f"/spec/{list_name}/{index}", container, what)
+            more = _container_ops(f"/spec/{list_name}/{index}", container, what, shared)
             if isinstance(more, Verdict):
                 return more
             ops += more
@@ -145,5 +191,43 @@ def plan_patch(pod: dict[str, Any], claim: str) -> list[dict[str, Any]] | Verdic
         ops.append({"op": "add", "path": "/metadata/annotations", "value": {labels.PVC: claim}})
     elif current is None:
         ops.append({"op": "add", "path": f"/metadata/annotations/{escape(labels.PVC)}", "value": claim})
+    if shared is not None:  # the label the GC finds the directory's pods by before it removes the directory
+        pod_labels = meta.get("labels")
+        if pod_labels is not None and not isinstance(pod_labels, dict):
+            return _malformed("metadata.labels must be an object")
+        mine = (pod_labels or {}).get(labels.DIRECTORY)
+        if mine is not None and mine != shared.directory:
+            return _isolation(str(mine)[:63], f"label {labels.DIRECTORY}")
+        if pod_labels is None:
+            ops.append({"op": "add", "path": "/metadata/labels", "value": {labels.DIRECTORY: shared.directory}})
+        elif mine is None:
+            ops.append({"op": "add", "path": f"/metadata/labels/{escape(labels.DIRECTORY)}",
+                        "value": shared.directory})
+        prepare = _prepare_ops(spec, shared)
+        if isinstance(prepare, Verdict):
+            return prepare
+        ops += prepare
     return ops
 
+
+
+PREPARE_SECURITY = {  # uid 0 owns the directory the kubelet made: chmod and the marker need no capability
+    "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}
+PREPARE_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+
+
+def shared_mount(*, directory: str, image: str, dag_id: str, run_id: str) -> SharedMount:
+    """The shared-claim mode's mount of ``directory``, with the init container that writes the run's marker into
+    it (the GC's cleanup checks it before removing anything) and makes it writable for every uid (mode 1777:
+    tasks running as different non-root uids hand files over; nobody removes another's files or the marker)."""
+    mount = {"name": labels.VOLUME_NAME, "mountPath": labels.MOUNT_PATH, "subPath": directory}
+    return SharedMount(directory=directory, prepare={
+        "name": labels.PREPARE_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+        # --flag=VALUE: an id may start with '-' (argparse would read a separate one as a flag)
+        "command": ["leoflow-staging", "directory", "prepare", f"--path={labels.MOUNT_PATH}",
+                    f"--directory={directory}", f"--dag-id={dag_id}", f"--run-id={run_id}"],
+        "volumeMounts": [mount], "env": [ENV_VAR], "securityContext": PREPARE_SECURITY,
+        "resources": PREPARE_RESOURCES,
+    })

@@ -71,6 +71,7 @@ class Ensured:
     provisioner: str = ""  # of the class chosen, when this call created the claim
     warnings: tuple[str, ...] = ()  # for the admission that created the claim (its class's profile)
     previous: VolumeRecord | None = None  # created for a run whose earlier volume was reclaimed (its newest row)
+    shared_claim: str | None = None  # shared-claim mode: ``pvc_name`` is the run's directory on this claim
 
 
 def _reclaiming(name: str) -> Verdict:
@@ -85,6 +86,18 @@ def _terminating(name: str) -> Verdict:
                 code=409, retriable=True)
 
 
+def _reclaiming_directory(name: str, shared: str) -> Verdict:
+    return deny("reclaiming", f"leoflow-staging: the run's staging directory {name!r} on the shared claim "
+                f"{shared!r} is being removed by the GC (its run had finished); retry in a few seconds",
+                code=409, retriable=True)
+
+
+def _no_shared_claim(namespace: str, shared: str) -> Verdict:
+    return deny("no_shared_claim", f"leoflow-staging: runs get a directory on the shared PVC {shared!r} "
+                f"(shared-claim mode), and namespace {namespace!r} has no PVC of that name; create it "
+                "(ReadWriteMany) or ask the platform team", code=503)
+
+
 def _not_ours(claim: ClaimInfo) -> Verdict:
     return deny("pvc_not_ours", f"leoflow-staging: a PVC named {claim.name!r} already exists in namespace "
                 f"{claim.namespace!r} but does not belong to this run (managed-by, instance or identity "
@@ -96,13 +109,14 @@ class VolumeProvisioner:
 
     def __init__(self, *, engine: sa.Engine, reader: sa.Engine, kube: KubeApi, classes: ClassSource,
                  read_claim: ClaimLookup, class_policy: ClassPolicy, db_timeout: float, kube_timeout: float,
-                 clock: Clock = _utcnow) -> None:
+                 shared_claim: str | None = None, clock: Clock = _utcnow) -> None:
         self._engine, self._kube, self._classes = engine, kube, classes
         self._reader = reader  # an autocommit engine for the warm path's single read
         self._read_claim = read_claim  # (namespace, name, the row's uid): a watch-fed cache, else the API
         self._policy = class_policy
         self._db_t, self._kube_t = db_timeout, kube_timeout
         self._clock = clock
+        self.shared_claim = shared_claim  # the shared-claim mode for new runs (None: a claim per run)
 
     def choose_class(self, intent: StagingIntent, deadline: Deadline) -> StorageClassInfo:
         deadline.check("listing StorageClasses", self._kube_t)
@@ -128,6 +142,13 @@ class VolumeProvisioner:
         row = check_row(found, dag_id=intent.dag_id, run_id=intent.run_id)
         if isinstance(row, Verdict):  # a name collision: never share
             raise Denied(row)
+        if row is not None and row.shared_claim is not None:  # the row's mode wins over today's setting
+            kept = self._recorded_directory(namespace, row, deadline)
+            if kept is not None:
+                return kept
+            row = None
+        if row is None and self.shared_claim is not None:
+            return self._new_directory(namespace, intent, self.shared_claim, deadline)
         if row is not None:
             if row.state is VolumeState.RECLAIMING:
                 raise Denied(_reclaiming(name))
@@ -168,6 +189,55 @@ class VolumeProvisioner:
                                       size=intent.size, profile=self._policy.profile(chosen))
         return Ensured(name, created=True, storage_class=storage_class, pvc_uid=claim.uid,
                        provisioner=chosen.provisioner, warnings=warnings, previous=previous)
+
+    def _recorded_directory(self, namespace: str, row: VolumeRecord, deadline: Deadline) -> Ensured | None:
+        """A run recorded in the shared-claim mode: its directory, while the claim recorded holds it; None once
+        that claim is gone (the row is then closed: its directories went with it)."""
+        shared = row.shared_claim
+        assert shared is not None
+        if row.state is VolumeState.RECLAIMING:
+            raise Denied(_reclaiming_directory(row.pvc_name, shared))
+        deadline.check("reading the shared claim", self._kube_t)
+        claim = self._read_claim(namespace, shared, row.pvc_uid)
+        if claim is not None and claim.terminating:
+            raise Denied(_terminating(shared))
+        if claim is not None and claim.uid == row.pvc_uid:
+            return Ensured(row.pvc_name, created=False, storage_class=row.storage_class, shared_claim=shared)
+        with translate_errors("closing a stale staging_volumes row"), self._engine.begin() as conn:
+            volumes_repo.close_missing(conn, row.id, now=self._clock(),
+                                       detail=f"shared claim {shared} not found at admission (or re-created)")
+        return None
+
+    def _new_directory(self, namespace: str, intent: StagingIntent, shared: str, deadline: Deadline) -> Ensured:
+        """Record the run's directory on the namespace's shared claim (the kubelet creates it at the first mount,
+        the pod's prepare container marks it)."""
+        deadline.check("reading the shared claim", self._kube_t)
+        claim = self._read_claim(namespace, shared, None)
+        if claim is None:
+            raise Denied(_no_shared_claim(namespace, shared))
+        if claim.terminating:
+            raise Denied(_terminating(shared))
+        volume = NewVolume(namespace=namespace, pvc_name=intent.pvc_name, pvc_uid=claim.uid, dag_id=intent.dag_id,
+                           run_id=intent.run_id, storage_class=claim.storage_class or "", size=claim.size or "",
+                           shared_claim=shared)
+        deadline.check("recording the volume", self._db_t)
+        with translate_errors("recording the volume in staging_volumes"), self._engine.begin() as conn:
+            new = volumes_repo.insert_active(conn, volume, now=self._clock())
+            row = volumes_repo.live_volume(conn, namespace, intent.pvc_name, lock=True)
+            if row is None:  # pragma: no cover - the insert or a concurrent one made it
+                raise Denied(deny("record_failed", "leoflow-staging: the volume could not be recorded; retry",
+                                  code=503, retriable=True))
+            if row.state is VolumeState.RECLAIMING:
+                raise Denied(_reclaiming_directory(intent.pvc_name, row.shared_claim or shared))
+            if row.shared_claim is None or row.pvc_uid != claim.uid:
+                # A concurrent admission recorded another volume for the run (a claim, or an older shared claim):
+                # the next admission of this pod resolves it from the row.
+                raise Denied(deny("pvc_race", "leoflow-staging: the run's volume changed while being attached; "
+                                  "retry", code=409, retriable=True))
+            previous = (volumes_repo.last_deleted(conn, namespace, intent.pvc_name, dag_id=intent.dag_id,
+                                                  run_id=intent.run_id) if new else None)
+        return Ensured(intent.pvc_name, created=False, storage_class=row.storage_class, pvc_uid=claim.uid,
+                       previous=previous, shared_claim=shared)
 
     def _record(self, claim: ClaimInfo, spec: ClaimSpec, *, created: bool) -> VolumeRecord | None:
         """Record the volume; when this call created the claim, return the run's newest reclaimed row (the run

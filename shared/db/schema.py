@@ -31,9 +31,17 @@ staging_volumes = sa.Table(
     sa.Column("hold_reason", sa.Text, nullable=True),
     sa.Column("held_by", sa.String(253), nullable=True),
     sa.Column("held_at", sa.DateTime(timezone=True), nullable=True),
+    # migration 0006: the shared-claim mode (pvc_name is then the run's directory on shared_claim)
+    sa.Column("mode", sa.String(16), nullable=False, server_default="claim"),
+    sa.Column("shared_claim", sa.String(253), nullable=True),
+    sa.Column("bytes_freed", sa.BigInteger, nullable=True),
     sa.CheckConstraint(
         "state IN (" + ", ".join(f"'{s.value}'" for s in VolumeState) + ")",
         name="ck_staging_volumes_state",
+    ),
+    sa.CheckConstraint(
+        "(mode = 'claim' AND shared_claim IS NULL) OR (mode = 'shared' AND shared_claim IS NOT NULL)",
+        name="ck_staging_volumes_mode",
     ),
     sa.CheckConstraint(
         "delete_reason IS NULL OR delete_reason IN ("

@@ -34,7 +34,7 @@ def record_of(row: sa.Row[Any]) -> VolumeRecord:
         reclaim_started_at=m["reclaim_started_at"], deleted_at=m["deleted_at"],
         delete_reason=(_REASONS.get(reason) or DeleteReason(reason)) if reason else None,
         detail=m["detail"], held_until=m["held_until"], hold_reason=m["hold_reason"], held_by=m["held_by"],
-        held_at=m["held_at"],
+        held_at=m["held_at"], shared_claim=m["shared_claim"], bytes_freed=m["bytes_freed"],
     )
 
 
@@ -75,15 +75,17 @@ def read_live_volume(engine: sa.Engine, namespace: str, pvc_name: str) -> Volume
     return None  # pragma: no cover - the loop returns or raises
 
 
-def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -> None:
-    """Record a new active volume unless a live row for the PVC already exists (then nothing)."""
+def insert_active(conn: sa.Connection, volume: NewVolume, *, now: dt.datetime) -> bool:
+    """Record a new active volume unless a live row for the PVC already exists (then nothing); whether it did."""
     values = {
         "namespace": volume.namespace, "pvc_name": volume.pvc_name, "pvc_uid": volume.pvc_uid,
         "dag_id": volume.dag_id, "run_id": volume.run_id, "storage_class": volume.storage_class,
         "size": volume.size, "state": VolumeState.ACTIVE.value, "created_at": now,
+        "mode": "shared" if volume.shared_claim else "claim", "shared_claim": volume.shared_claim,
     }
-    conn.execute(postgresql.insert(T).values(values).on_conflict_do_nothing(
+    result = conn.execute(postgresql.insert(T).values(values).on_conflict_do_nothing(
         index_elements=["namespace", "pvc_name"], index_where=sa.text("state <> 'deleted'")))
+    return result.rowcount == 1
 
 
 def last_deleted(conn: sa.Connection, namespace: str, pvc_name: str, *, dag_id: str,
@@ -136,12 +138,13 @@ def abort_reclaim(conn: sa.Connection, row_id: int, *, detail: str) -> bool:
     return result.rowcount == 1
 
 
-def finish_reclaim(conn: sa.Connection, row_id: int, *, now: dt.datetime) -> bool:
-    """``reclaiming`` -> ``deleted``: the PVC is gone (counted under the row's reason)."""
+def finish_reclaim(conn: sa.Connection, row_id: int, *, now: dt.datetime, bytes_freed: int | None = None) -> bool:
+    """``reclaiming`` -> ``deleted``: the PVC (or the shared-claim directory, which held ``bytes_freed``) is gone
+    (counted under the row's reason)."""
     result = conn.execute(
         sa.update(T)
         .where(T.c.id == row_id, T.c.state == VolumeState.RECLAIMING.value)
-        .values(state=VolumeState.DELETED.value, deleted_at=now, detail=None)
+        .values(state=VolumeState.DELETED.value, deleted_at=now, detail=None, bytes_freed=bytes_freed)
         .returning(T.c.delete_reason)
     ).all()
     reclaim_counts.add(conn, (row.delete_reason for row in result))

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from kubernetes import client
 
+from gc_job.directory_reclaim import DirectoryReclaimer
 from gc_job.plan import GcPolicy
 from gc_job.sweep import SweepConfig, Sweeper
 from shared.db import volumes_repo
@@ -70,11 +71,13 @@ class Bench:
     def sweeper(self, *, adopt_min_age: dt.timedelta = dt.timedelta(0), settle: float = 5.0,
                 delete_finished_pods: bool = True, runs: RunsTable | None = None,
                 lock_idle_seconds: float = 300.0,
-                on_event: Callable[[dict[str, Any]], None] | None = None) -> Sweeper:
+                on_event: Callable[[dict[str, Any]], None] | None = None,
+                directories: DirectoryReclaimer | None = None) -> Sweeper:
         runs = runs or RunsTable()
         policy = GcPolicy(failed_ttl=self.ttl, success_states=runs.success_states,
                           failed_states=runs.failed_states, adopt_min_age=adopt_min_age)
         return Sweeper(engine=self.engine, kube=self.kube, clock=self.clock, out=self.out, on_event=on_event,
+                       directories=directories,
                        config=SweepConfig(runs=runs, policy=policy, batch_size=3, settle_seconds=settle,
                                           delete_finished_pods=delete_finished_pods,
                                           lock_idle_seconds=lock_idle_seconds))

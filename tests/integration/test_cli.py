@@ -29,9 +29,9 @@ def _run(*args: str, url: str | None = None, **env: str) -> subprocess.Completed
 def test_migrate_then_volumes(database_url: str) -> None:
     first = _run("migrate", url=database_url)
     assert first.returncode == 0, first.stderr
-    assert "schema at revision 0005 (was empty)" in first.stdout and "***" not in first.stdout
+    assert "schema at revision 0006 (was empty)" in first.stdout and "***" not in first.stdout
     again = _run("migrate", url=database_url)
-    assert "(was 0005)" in again.stdout
+    assert "(was 0006)" in again.stdout
     engine = sa.create_engine(database_url)
     now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
     with engine.begin() as conn:

@@ -30,7 +30,7 @@ def test_migrations_use_their_own_version_table_and_are_idempotent(database_url:
         conn.execute(sa.text("CREATE TABLE alembic_version (version_num varchar(32) primary key)"))
         conn.execute(sa.text("INSERT INTO alembic_version VALUES ('orchestrator_rev_42')"))
     assert current(engine) is None
-    assert head() == "0005"
+    assert head() == "0006"
     assert upgrade(engine) == head()
     assert upgrade(engine) == head()
     tables = set(sa.inspect(engine).get_table_names())
@@ -160,7 +160,7 @@ def test_revision_0005_counts_the_existing_audit_and_admits_operator_request(dat
                 {"n": f"p{i}", "s": state, "r": reason})
         with pytest.raises(sa.exc.IntegrityError), conn.begin_nested():  # 0004 does not know the operator's reason
             conn.execute(sa.text("UPDATE staging_volumes SET delete_reason = 'operator_request'"))
-    assert upgrade(engine) == "0005"
+    assert upgrade(engine, "0005") == "0005"
     assert _reasons(engine) == {"run_succeeded": 2, "orphaned": 1}
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE staging_volumes SET delete_reason = 'operator_request' WHERE pvc_name = 'p0'"))
@@ -171,7 +171,7 @@ def test_revision_0005_counts_the_existing_audit_and_admits_operator_request(dat
     with engine.begin() as conn:
         command.downgrade(migrate._config(conn), "0004")
     assert current(engine) == "0004" and "staging_reclaim_counts" not in sa.inspect(engine).get_table_names()
-    assert upgrade(engine) == "0005" and _reasons(engine) == {"run_succeeded": 2, "orphaned": 1}
+    assert upgrade(engine, "0005") == "0005" and _reasons(engine) == {"run_succeeded": 2, "orphaned": 1}
     engine.dispose()
 
 

@@ -66,6 +66,11 @@ app.kubernetes.io/component: webhook
 - name: LEOFLOW_STAGING_INSTANCE
   value: {{ .Values.config.instance | default .Release.Name | quote }}
 - {name: LEOFLOW_STAGING_NAMESPACES, value: {{ join "," .Values.namespaces | quote }}}
+- {name: LEOFLOW_STAGING_IMAGE, value: {{ include "leoflow-staging.image" . | quote }}}
+{{- if .Values.storage.sharedClaim.name }}
+- {name: LEOFLOW_STAGING_SHARED_CLAIM, value: {{ .Values.storage.sharedClaim.name | quote }}}
+{{- end }}
+- {name: LEOFLOW_STAGING_CLEANUP_WAIT, value: {{ .Values.storage.cleanup.waitSeconds | quote }}}
 - name: LEOFLOW_STAGING_DATABASE_URL
   valueFrom:
     secretKeyRef:

@@ -1,0 +1,243 @@
+"""The shared-claim mode against the real kube-apiserver and PostgreSQL: admission records the run's directory on
+the namespace's shared claim, the GC reclaims it through cleanup pods, with the claim protocol's guards.
+
+No kubelet runs in this control plane, so a cleanup pod never runs here: where a test needs its outcome, it writes
+the pod's status as the kubelet would (the status subresource, the termination message the cleanup writes). The
+cleanup itself runs for real on the node (tests/node/test_shared_claim.py); its filesystem rules are unit-tested
+(tests/unit/test_run_directory.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from gc_job.directory_reclaim import DirectoryReclaimer
+from gc_job.plan import GcPolicy
+from shared import labels
+from shared.kube import make_api_client
+from shared.kube.cleanup_api import CleanupKubeApi
+from shared.naming import pvc_name
+from shared.settings import RunsTable
+from shared.volumes import DeleteReason, VolumeState
+from tests.e2e.gc_support import T0, Bench
+from tests.support.helm import apply, render
+from tests.support.orchestrator import set_run
+from webhook.verdicts import Denied
+
+pytestmark = pytest.mark.e2e
+SHARED = "team-staging"
+IMAGE = "leoflow-staging:test"
+
+
+@pytest.fixture
+def shared(bench: Bench, core: client.CoreV1Api) -> Bench:
+    core.create_namespaced_persistent_volume_claim(bench.namespace, {
+        "metadata": {"name": SHARED},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}},
+                 "storageClassName": "static-nfs"}})
+    bench.provisioner().shared_claim = SHARED
+    return bench
+
+
+def _reclaimer(bench: Bench, kubeconfig: str, *, wait: float = 1.0) -> DirectoryReclaimer:
+    runs = RunsTable()
+    return DirectoryReclaimer(
+        engine=bench.engine, kube=bench.kube, runs=runs, clock=bench.clock, image=IMAGE, wait=wait, poll=0.2,
+        policy=GcPolicy(failed_ttl=bench.ttl, success_states=runs.success_states, failed_states=runs.failed_states,
+                        adopt_min_age=dt.timedelta(0)),
+        pods=CleanupKubeApi(make_api_client(kubeconfig), timeout=10, instance=bench.kube.instance))
+
+
+def _cleanup_pods(core: client.CoreV1Api, namespace: str) -> list[Any]:
+    return core.list_namespaced_pod(namespace, label_selector=labels.CLEANUP).items
+
+
+def _finish(core: client.CoreV1Api, pod: Any, *, code: int, result: dict[str, Any]) -> None:
+    """What the kubelet writes when the cleanup container exits: the phase and its termination message."""
+    core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": {
+        "phase": "Succeeded" if code == 0 else "Failed",
+        "containerStatuses": [{"name": "cleanup", "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0,
+                               "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else
+                                                        "Error", "message": json.dumps(result)}}}]}})
+
+
+def _events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
+    return [r.fields for r in caplog.records if isinstance(getattr(r, "fields", None), dict)  # type: ignore[attr-defined]
+            and r.fields.get("event") == event]  # type: ignore[attr-defined]
+
+
+def test_a_runs_directory_is_recorded_on_the_shared_claim_and_reattached(shared: Bench, core: client.CoreV1Api) -> None:
+    first = shared.admit("etl", "r1")
+    assert first == pvc_name("etl", "r1") and shared.admit("etl", "r1") == first  # retries re-attach
+    shared.admit("etl", "r2")
+    rows = shared.rows()
+    claim_uid = core.read_namespaced_persistent_volume_claim(SHARED, shared.namespace).metadata.uid
+    assert [(r.mode, r.shared_claim, r.pvc_uid, r.directory) for r in rows] == [
+        ("shared", SHARED, claim_uid, pvc_name("etl", "r1")), ("shared", SHARED, claim_uid, pvc_name("etl", "r2"))]
+    assert [p.metadata.name for p in core.list_namespaced_persistent_volume_claim(shared.namespace).items] == [SHARED]
+
+
+def test_without_the_shared_claim_the_pod_is_refused_with_the_fix(bench: Bench) -> None:
+    bench.provisioner().shared_claim = SHARED
+    with pytest.raises(Denied) as denied:
+        bench.admit("etl", "r1")
+    assert denied.value.verdict.reason == "no_shared_claim"
+    assert f"namespace {bench.namespace!r} has no PVC of that name" in denied.value.verdict.message
+    assert bench.rows() == []
+
+
+def test_a_run_recorded_with_its_own_claim_keeps_it_after_the_mode_changes(shared: Bench) -> None:
+    shared.provisioner().shared_claim = None
+    shared.admit("etl", "old")
+    shared.provisioner().shared_claim = SHARED
+    shared.admit("etl", "old")
+    [row] = shared.rows()
+    assert row.mode == "claim" and row.shared_claim is None
+
+
+def test_success_removes_the_directory_through_a_cleanup_pod_and_records_its_bytes(
+        shared: Bench, core: client.CoreV1Api, kubeconfig: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    directory = shared.admit("etl", "ok")
+    set_run(shared.engine, "etl", "ok", "success", T0)
+    directories = _reclaimer(shared, str(kubeconfig))
+    assert shared.sweep(directories=directories) == 0
+    [row] = shared.rows()
+    assert row.state is VolumeState.RECLAIMING  # the pod has not run: the next sweep goes on
+    [pod] = _cleanup_pods(core, shared.namespace)
+    [c] = pod.spec.containers
+    assert f"--directory={directory}" in c.command and c.image == IMAGE
+    assert pod.spec.volumes[0].persistent_volume_claim.claim_name == SHARED
+    [cleaning] = _events(caplog, "cleaning")
+    assert cleaning["pvc"] == directory and "next sweep" in cleaning["detail"]
+    with pytest.raises(Denied) as denied:  # a re-run meanwhile: refused, retriably, never a half-removed directory
+        shared.admit("etl", "ok")
+    assert denied.value.verdict.reason == "reclaiming" and denied.value.verdict.retriable
+    _finish(core, pod, code=0, result={"status": "removed", "bytes": 64 << 20, "files": 3, "resumed": False})
+    assert shared.sweep(directories=directories) == 0
+    [row] = shared.rows()
+    assert (row.state, row.delete_reason, row.bytes_freed) == (VolumeState.DELETED, DeleteReason.RUN_SUCCEEDED,
+                                                               64 << 20)
+    [line] = _events(caplog, "reclaimed")
+    assert line["bytes_freed"] == 64 << 20 and line["reason"] == "run_succeeded"
+    assert all(p.metadata.deletion_timestamp for p in _cleanup_pods(core, shared.namespace))  # deleted
+    assert shared.admit("etl", "ok") == directory  # a re-run starts on a fresh directory, recorded anew
+    assert [r.state for r in shared.rows()] == [VolumeState.DELETED, VolumeState.ACTIVE]
+
+
+def test_a_failed_cleanup_pod_is_followed_by_the_next_and_a_refusal_removes_nothing(
+        shared: Bench, core: client.CoreV1Api, kubeconfig: Any) -> None:
+    shared.admit("etl", "x")
+    set_run(shared.engine, "etl", "x", "success", T0)
+    directories = _reclaimer(shared, str(kubeconfig), wait=0.5)
+    shared.sweep(directories=directories)
+    [pod] = _cleanup_pods(core, shared.namespace)
+    _finish(core, pod, code=137, result={})  # killed mid-way
+    set_run(shared.engine, "etl", "x", "running", None)  # a run that comes back now cannot abort a started cleanup
+    shared.sweep(directories=directories)
+    pods = sorted(_cleanup_pods(core, shared.namespace), key=lambda p: p.metadata.name)
+    assert [p.metadata.name[-2:] for p in pods] == ["-0", "-1"]
+    assert shared.rows()[0].state is VolumeState.RECLAIMING
+    _finish(core, pods[1], code=4, result={"status": "refused", "error": "the marker names dag 'y'"})
+    assert shared.sweep(directories=directories) == 1  # a failure the on-call sees
+    assert shared.rows()[0].state is VolumeState.RECLAIMING and len(_cleanup_pods(core, shared.namespace)) == 2
+
+
+def test_a_running_task_pod_of_the_directory_and_a_returning_run_keep_the_files(
+        shared: Bench, core: client.CoreV1Api, kubeconfig: Any) -> None:
+    directory = shared.admit("etl", "busy")
+    set_run(shared.engine, "etl", "busy", "success", T0)
+    task = core.create_namespaced_pod(shared.namespace, {
+        "metadata": {"name": "busy-task", "labels": {labels.DIRECTORY: directory}},
+        "spec": {"containers": [{"name": "t", "image": "x"}]}})
+    directories = _reclaimer(shared, str(kubeconfig))
+    shared.sweep(directories=directories)
+    assert _cleanup_pods(core, shared.namespace) == []  # Pending counts as using it
+    core.patch_namespaced_pod_status(task.metadata.name, shared.namespace, {"status": {"phase": "Succeeded"}})
+    set_run(shared.engine, "etl", "busy", "running", None)  # cleared and re-run before any cleanup started
+    shared.sweep(directories=directories)
+    assert _cleanup_pods(core, shared.namespace) == []
+    [row] = shared.rows()
+    assert row.state is VolumeState.ACTIVE and "run came back" in (row.detail or "")
+
+
+def _create(core: client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> str | None:
+    """None when the apiserver admits the pod (a dry run: nothing is stored), else its refusal."""
+    try:
+        core.create_namespaced_pod(namespace, pod, dry_run="All")
+    except client.ApiException as exc:
+        return str(exc.body)
+    return None
+
+
+def _mounting(name: str, *, opted_in: bool, directory: str | None, sub_path: str | None) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": "data", "mountPath": "/staging"}
+    if sub_path is not None:
+        mount["subPath"] = sub_path
+    pod_labels = {labels.OPT_IN: labels.OPT_IN_VALUE} if opted_in else {}
+    if directory is not None:
+        pod_labels[labels.DIRECTORY] = directory
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": pod_labels},
+            "spec": {"containers": [{"name": "t", "image": "x", "volumeMounts": [mount]}],
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": SHARED}}]}}
+
+
+def test_the_chart_refuses_any_pod_mounting_the_shared_claim_but_a_runs_own_directory_or_the_gcs_cleanup(
+        assets: Any, api: client.ApiClient, core: client.CoreV1Api, kubeconfig: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    release, release_ns, team = f"shared-{tag}", f"rel-{tag}", f"team-{tag}"
+    core.create_namespace({"metadata": {"name": release_ns}})
+    core.create_namespace({"metadata": {"name": team, "labels": {labels.INSTANCE: release}}})
+    objs = render(assets, namespace=release_ns, release=release, values={"storage": {"sharedClaim": {"name": SHARED}}})
+    assert isinstance(objs, list)
+    policy = [o for o in objs if o["kind"].startswith("ValidatingAdmissionPolicy")
+              and o["metadata"]["name"].endswith("-shared-claim")]
+    gc_rbac = [o for o in objs if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+               and o["metadata"]["name"].endswith("-gc")]
+    assert len(policy) == 2 and len(gc_rbac) == 3
+    mine, other = pvc_name("etl", "r1"), pvc_name("etl", "r2")
+    as_gc = config.new_client_from_config(config_file=str(kubeconfig))
+    as_gc.set_default_header("Impersonate-User", f"system:serviceaccount:{release_ns}:{release}-leoflow-staging-gc")
+    cases = {  # pod -> refused?
+        "own-directory": (_mounting("own", opted_in=True, directory=mine, sub_path=mine), False),
+        "not-opted-in": (_mounting("plain", opted_in=False, directory=mine, sub_path=mine), True),
+        "whole-claim": (_mounting("whole", opted_in=True, directory=mine, sub_path=None), True),
+        "other-directory": (_mounting("other", opted_in=True, directory=mine, sub_path=other), True),
+        "no-label": (_mounting("nolabel", opted_in=True, directory=None, sub_path=mine), True),
+    }
+    try:
+        for obj in policy + gc_rbac:
+            apply(api, obj)
+        deadline = time.monotonic() + 60  # the apiserver's policy informer takes the new policy
+        while True:
+            seen = {case: _create(core, team, pod) for case, (pod, _) in cases.items()}
+            if {case: m is not None for case, m in seen.items()} == {c: r for c, (_, r) in cases.items()}:
+                break
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.5)
+        assert f"mounts the shared staging claim {SHARED} itself" in str(seen["whole-claim"])
+        # The GC's cleanup pod (created by the GC's ServiceAccount) mounts the whole claim.
+        cleanup = _mounting("cleanup", opted_in=False, directory=None, sub_path=None)
+        assert _create(client.CoreV1Api(as_gc), team, cleanup) is None
+        # Elsewhere (a namespace this installation does not serve) the policy does not apply.
+        assert _create(core, release_ns, _mounting("elsewhere", opted_in=False, directory=None, sub_path=None)) is None
+    finally:
+        admission, rbac = client.AdmissionregistrationV1Api(api), client.RbacAuthorizationV1Api(api)
+        for o in policy + gc_rbac:
+            name = o["metadata"]["name"]
+            with contextlib.suppress(client.ApiException):
+                {"ValidatingAdmissionPolicyBinding": admission.delete_validating_admission_policy_binding,
+                 "ValidatingAdmissionPolicy": admission.delete_validating_admission_policy,
+                 "ClusterRole": rbac.delete_cluster_role, "ClusterRoleBinding": rbac.delete_cluster_role_binding,
+                 }.get(o["kind"], lambda _n: None)(name)
+        core.delete_namespace(team)
+        core.delete_namespace(release_ns)
