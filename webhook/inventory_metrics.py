@@ -86,13 +86,18 @@ def inventory_metrics(inv: Inventory) -> list[Metric]:
                                    "lowers it).", labels=["reason"])
     for reason, n in sorted(inv.reclaims.items()):
         reclaims.add_metric([reason], n)
+    freed = CounterMetricFamily("leoflow_staging_reclaimed_bytes",
+                                "Bytes the GC freed by removing shared-claim directories (what each held when it "
+                                "was removed), by delete reason, all time.", labels=["reason"])
+    for reason, n in sorted(inv.reclaimed_bytes.items()):
+        freed.add_metric([reason], n)
     held = GaugeMetricFamily("leoflow_staging_held_volumes",
                              "Live volumes kept by a hold (`leoflow-staging hold`) that has not ended.",
                              value=inv.held)
     oldest_hold = GaugeMetricFamily("leoflow_staging_oldest_hold_seconds",
                                     "Seconds since the oldest hold still in force was set (0 when none is).",
                                     value=inv.oldest_hold_seconds())
-    return [volumes, requested, runs_up, *kept, reclaims, held, oldest_hold]
+    return [volumes, requested, runs_up, *kept, reclaims, freed, held, oldest_hold]
 
 
 def gc_metrics(health: GcHealth) -> list[Metric]:

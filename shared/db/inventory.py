@@ -48,6 +48,7 @@ class Inventory:
     oldest_failed_end: dt.datetime | None  # the end date of the oldest such run
     read_at: dt.datetime  # when the database was read (the ages here are measured from then)
     reclaims: dict[str, int] = field(default_factory=dict)  # reclaims by delete_reason, all time
+    reclaimed_bytes: dict[str, int] = field(default_factory=dict)  # shared-claim directories' bytes freed, by reason
     oldest_reclaim_started: dt.datetime | None = None  # of the rows still reclaiming
     held: int = 0  # live volumes a hold keeps now
     oldest_hold_set: dt.datetime | None = None  # when the oldest of those holds was set
@@ -120,8 +121,9 @@ def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) ->
         failed_kept, oldest = int(failed.n or 0), end_date_utc(failed.oldest)
     except (exc.ProgrammingError, exc.OperationalError):
         pass
+    reclaims, freed = reclaim_counts.read_with_bytes(conn)
     return Inventory(groups=groups, failed_kept=failed_kept, oldest_failed_end=oldest,
-                     reclaims=reclaim_counts.read(conn), read_at=now,
+                     reclaims=reclaims, reclaimed_bytes=freed, read_at=now,
                      oldest_reclaim_started=min(reclaiming, default=None),
                      held=sum(int(row.held) for row in grouped), oldest_hold_set=min(hold_times, default=None))
 

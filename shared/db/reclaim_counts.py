@@ -29,6 +29,21 @@ def add(conn: sa.Connection, reasons: Iterable[str | None]) -> None:
                                                   set_={"count": C.c.count + insert.excluded.count}))
 
 
+def add_bytes(conn: sa.Connection, reason: str, freed: int) -> None:
+    """Add what a removed shared-claim directory held to its reason's total, in the caller's transaction (the one
+    that counted it)."""
+    insert = postgresql.insert(C).values(reason=reason, count=0, bytes=freed)
+    conn.execute(insert.on_conflict_do_update(index_elements=[C.c.reason],
+                                              set_={"bytes": C.c.bytes + insert.excluded.bytes}))
+
+
+def read_with_bytes(conn: sa.Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """Reclaims by reason and the bytes freed by removing shared-claim directories by reason, all time (one
+    statement)."""
+    rows = conn.execute(sa.select(C.c.reason, C.c.count, C.c.bytes)).all()
+    return ({reason: int(n) for reason, n, _ in rows if n}, {reason: int(b) for reason, _, b in rows if b})
+
+
 def read(conn: sa.Connection) -> dict[str, int]:
     """Reclaims by reason, all time (one row per reason)."""
     return {reason: int(n) for reason, n in conn.execute(sa.select(C.c.reason, C.c.count)) if n}

@@ -73,6 +73,7 @@ staging_reclaim_counts = sa.Table(
     metadata,
     sa.Column("reason", sa.String(32), primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("bytes", sa.BigInteger, nullable=False, server_default="0"),  # migration 0006: directories freed
 )
 
 

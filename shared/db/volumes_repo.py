@@ -148,6 +148,8 @@ def finish_reclaim(conn: sa.Connection, row_id: int, *, now: dt.datetime, bytes_
         .returning(T.c.delete_reason)
     ).all()
     reclaim_counts.add(conn, (row.delete_reason for row in result))
+    if bytes_freed and result and result[0].delete_reason:
+        reclaim_counts.add_bytes(conn, result[0].delete_reason, bytes_freed)
     return len(result) == 1
 
 

@@ -23,6 +23,7 @@ from kubernetes import client, config
 from gc_job.directory_reclaim import DirectoryReclaimer
 from gc_job.plan import GcPolicy
 from shared import labels
+from shared.db.inventory import load_inventory
 from shared.kube import make_api_client
 from shared.kube.cleanup_api import CleanupKubeApi
 from shared.naming import pvc_name
@@ -31,6 +32,7 @@ from shared.volumes import DeleteReason, VolumeState
 from tests.e2e.gc_support import T0, Bench
 from tests.support.helm import apply, render
 from tests.support.orchestrator import set_run
+from webhook.inventory_metrics import inventory_metrics
 from webhook.verdicts import Denied
 
 pytestmark = pytest.mark.e2e
@@ -129,6 +131,11 @@ def test_success_removes_the_directory_through_a_cleanup_pod_and_records_its_byt
                                                                64 << 20)
     [line] = _events(caplog, "reclaimed")
     assert line["bytes_freed"] == 64 << 20 and line["reason"] == "run_succeeded"
+    inventory = load_inventory(shared.engine, RunsTable(), now=T0)  # what /metrics exports
+    assert inventory.reclaimed_bytes == {"run_succeeded": 64 << 20} and inventory.reclaims == {"run_succeeded": 1}
+    freed = next(f for f in inventory_metrics(inventory) if f.name == "leoflow_staging_reclaimed_bytes")
+    assert [(s.labels, s.value) for s in freed.samples if s.name.endswith("_total")] == [
+        ({"reason": "run_succeeded"}, float(64 << 20))]
     assert all(p.metadata.deletion_timestamp for p in _cleanup_pods(core, shared.namespace))  # deleted
     assert shared.admit("etl", "ok") == directory  # a re-run starts on a fresh directory, recorded anew
     assert [r.state for r in shared.rows()] == [VolumeState.DELETED, VolumeState.ACTIVE]
