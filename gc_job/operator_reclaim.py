@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gc_job.directory_reclaim import DirectoryReclaimer
 from gc_job.executor import Executor
 from gc_job.plan import Action, Decision, GcPolicy
 from gc_job.results import Outcome, Result
@@ -27,11 +28,12 @@ if TYPE_CHECKING:
 
 def reclaim_now(volume: VolumeRecord, run: RunState | None, *, engine: sa.Engine, kube: KubeApi, runs: RunsTable,
                 policy: GcPolicy, clock: Callable[[], dt.datetime], settle_seconds: float,
-                delete_finished_pods: bool) -> Result:
+                delete_finished_pods: bool, directories: DirectoryReclaimer | None = None) -> Result:
     """Reclaim ``volume`` for an operator; the result says what happened (``reclaimed``, ``terminating``, ``kept``
     when the guard refused, ``aborted`` when the run came back, ``failed``)."""
     executor = Executor(engine=engine, kube=kube, runs=runs, policy=policy, clock=clock,
                         delete_finished_pods=delete_finished_pods)
+    executor.directories = directories  # a shared-claim row: its directory is removed by a cleanup pod
     with translate_errors("reading the runs table"), engine.connect() as conn:
         executor.lock_runs = runs_repo.can_lock_runs(conn, runs)
     decision = Decision(action=Action.RECLAIM, namespace=volume.namespace, pvc_name=volume.pvc_name,

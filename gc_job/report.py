@@ -33,6 +33,7 @@ def event_fields(result: Result, *, now: dt.datetime) -> dict[str, Any]:
         "age_s": _seconds(now - v.created_at) if v else None,
         "detail": result.detail or d.why,
         **({"bytes_freed": result.bytes_freed} if result.bytes_freed is not None else {}),
+        **({"shared_claim": v.shared_claim} if v is not None and v.shared_claim else {}),
     }
 
 

@@ -138,9 +138,19 @@ def reclaim(settings: Settings, *, dag_id: str, run_id: str, namespace: str | No
         return _refuse("not confirmed (pass --yes to reclaim without asking)", "reclaim")
     kube = KubeApi(make_api_client(settings.kubeconfig, pool_size=2), timeout=max(settings.kube_timeout, 5.0),
                    instance=settings.instance)
+    directories = None
+    if row.shared_claim is not None and settings.image:  # a run's directory: removed by a cleanup pod
+        from gc_job.directory_reclaim import DirectoryReclaimer  # noqa: PLC0415
+        from shared.kube.cleanup_api import CleanupKubeApi  # noqa: PLC0415
+
+        directories = DirectoryReclaimer(
+            engine=engine, kube=kube, runs=settings.runs, policy=policy, clock=now, image=settings.image,
+            wait=settings.cleanup_wait, pods=CleanupKubeApi(make_api_client(settings.kubeconfig, pool_size=2),
+                                                            timeout=max(settings.kube_timeout, 5.0),
+                                                            instance=settings.instance))
     result = reclaim_now(row, run, engine=engine, kube=kube, runs=settings.runs, policy=policy, clock=now,
                          settle_seconds=settings.gc_settle_seconds,
-                         delete_finished_pods=settings.gc_delete_finished_pods)
+                         delete_finished_pods=settings.gc_delete_finished_pods, directories=directories)
     if result.outcome is Outcome.RECLAIMED:
         print(f"{label}: reclaimed (operator_request)")
         return 0
@@ -149,6 +159,9 @@ def reclaim(settings: Settings, *, dag_id: str, run_id: str, namespace: str | No
         return 0
     if result.outcome is Outcome.TERMINATING:
         print(f"{label}: delete issued; the PVC is Terminating ({result.detail}); the next GC sweep finishes it")
+        return 0
+    if result.outcome is Outcome.CLEANING:
+        print(f"{label}: the directory's cleanup started ({result.detail}); the next GC sweep finishes it")
         return 0
     if result.outcome is Outcome.FAILED:
         print(f"leoflow-staging reclaim: {label}: {result.detail}", file=sys.stderr)

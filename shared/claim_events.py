@@ -82,8 +82,14 @@ def from_gc(fields: dict[str, Any]) -> list[ClaimEvent]:
     event, namespace, pvc = fields.get("event"), fields.get("namespace"), fields.get("pvc")
     if not isinstance(namespace, str) or not isinstance(pvc, str):
         return []
+    shared = fields.get("shared_claim")
+    if isinstance(shared, str) and shared:  # a run's directory: the events go on the shared claim, naming it
+        events = [replace(e, note=_note(f"directory {pvc}: {e.note}"))
+                  for e in _from_gc(fields, event, namespace, shared)]
+    else:
+        events = _from_gc(fields, event, namespace, pvc)
     return [replace(e, pvc_uid=uid) if isinstance(uid := fields.get("pvc_uid"), str) and uid else e
-            for e in _from_gc(fields, event, namespace, pvc)]
+            for e in events]
 
 
 def _from_gc(fields: dict[str, Any], event: Any, namespace: str, pvc: str) -> list[ClaimEvent]:

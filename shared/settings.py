@@ -120,6 +120,13 @@ class Settings:
         "preparation in each task pod, the GC's cleanup pods) run it. The chart sets its own image "
         "(`image.repository`:`image.tag`).",
         used_by="serve, gc", unset="unset: required by the shared-claim mode"))
+    prepare_claims: bool = field(default=False, metadata=_doc(
+        "Boolean: in the claim-per-run mode too, every task pod gets the prepare init container (uid 0, no "
+        "capabilities) that marks the run's volume and sets its root to mode 1777, so tasks running as different "
+        "non-root uids can write without `fsGroup`. Needed where a class creates volumes whose root is owned by "
+        "root with mode 0755 (NFS-like backends); the shared-claim mode always prepares "
+        "([storage.md](storage.md#non-root-tasks)).",
+        used_by="serve", chart="storage.prepareClaims"))
     cleanup_wait: float = field(default=60.0, metadata=_doc(
         "Seconds: how long one GC sweep waits for a cleanup pod (shared-claim mode) before it leaves the row "
         "`reclaiming` for the next sweep, which picks the same pod up.",
@@ -312,6 +319,9 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     if shared is not None and not values.get("image"):
         raise SettingsError(f"{PREFIX}SHARED_CLAIM is set but {PREFIX}IMAGE is not: the shared-claim mode runs "
                             "leoflow-staging's image in each task pod and in the GC's cleanup pods")
+    if values.get("prepare_claims") and not values.get("image"):
+        raise SettingsError(f"{PREFIX}PREPARE_CLAIMS is on but {PREFIX}IMAGE is not: the prepare init container "
+                            "runs leoflow-staging's image")
     if values.get("identity", "leoflow") not in IDENTITIES:
         raise SettingsError(f"{PREFIX}IDENTITY={values['identity']!r}: expected one of {', '.join(IDENTITIES)}")
     if values.get("log_level", "INFO").upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

@@ -80,7 +80,8 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
                                sizes=SizePolicy(default=settings.default_size, maximum=settings.max_size),
                                budget=settings.request_budget, identity=SOURCES[settings.identity],
                                events=recorder.emit if recorder else None, on_created=created,
-                               image=settings.image, shared_claim=settings.shared_claim)
+                               image=settings.image, shared_claim=settings.shared_claim,
+                               prepare_claims=settings.prepare_claims)
 
     def ready() -> list[str]:
         problems = []

@@ -10,7 +10,7 @@ from shared import claim_events
 from shared.errors import DatabaseUnavailable, DataRejected, KubeForbidden, KubeUnavailable, SchemaError
 from webhook.identity import LEOFLOW, IdentitySource
 from webhook.intent import SizePolicy, StagingIntent, read_intent
-from webhook.patching import SharedMount, plan_patch, shared_mount
+from webhook.patching import MountPlan, mount_plan, plan_patch
 from webhook.provisioning import Deadline, Ensured, VolumeProvisioner
 from webhook.rerun_warning import rerun_warning
 from webhook.review import AdmissionRequest
@@ -35,21 +35,24 @@ class AdmissionHandler:
                  identity: IdentitySource = LEOFLOW,
                  events: Callable[[claim_events.ClaimEvent], None] | None = None,
                  on_created: Callable[[str, Ensured], None] | None = None, image: str | None = None,
-                 shared_claim: str | None = None) -> None:
+                 shared_claim: str | None = None, prepare_claims: bool = False) -> None:
         self._provisioner, self._sizes, self._budget = provisioner, sizes, budget
         self._identity = identity
         self._events = events  # best effort and non-blocking (shared.kube.events)
         self._on_created = on_created  # (namespace, ensured) of a claim this process created: non-blocking
         self._image = image  # leoflow-staging's own image: the shared-claim mode's prepare container
         self._shared_claim = shared_claim  # the shared-claim mode for new runs (the provisioner's setting too)
+        self._prepare_claims = prepare_claims  # a run's own claim gets the prepare init container too
 
-    def _mount(self, intent: StagingIntent, shared: str | None) -> tuple[str, SharedMount | None]:
-        """The claim to mount and, in the shared-claim mode, the run's directory on it."""
-        if shared is None:
+    def _mount(self, intent: StagingIntent, shared: str | None) -> tuple[str, MountPlan | None]:
+        """The claim to mount and how: in the shared-claim mode the run's directory on it, prepared; a run's own
+        claim as a whole, prepared when the installation says so."""
+        if shared is None and not self._prepare_claims:
             return intent.pvc_name, None
-        assert self._image, "the shared-claim mode needs the image (settings check it)"
-        return shared, shared_mount(directory=intent.pvc_name, image=self._image, dag_id=intent.dag_id,
-                                    run_id=intent.run_id)
+        assert self._image, "the prepare init container needs the image (settings check it)"
+        plan = mount_plan(name=intent.pvc_name, shared=shared is not None, image=self._image,
+                          dag_id=intent.dag_id, run_id=intent.run_id)
+        return shared or intent.pvc_name, plan
 
     def handle(self, req: AdmissionRequest, *, arrived: float | None = None) -> Outcome:
         """The verdict for ``req``; its time budget counts from ``arrived`` (``time.monotonic()``) when known."""
@@ -77,7 +80,10 @@ class AdmissionHandler:
         deadline = Deadline(self._budget, arrived) if arrived is not None else Deadline(self._budget)
         try:
             if req.dry_run:  # sideEffects: NoneOnDryRun: validate, create nothing, record nothing
-                self._provisioner.choose_class(intent, deadline)
+                if planned is None:
+                    self._provisioner.choose_class(intent, deadline)
+                else:
+                    self._provisioner.shared_claim_of(namespace, planned, deadline)
                 return Outcome(patched(ops, reason="patched_dry_run"), intent)
             ensured = self._provisioner.ensure(namespace, intent, deadline)
         except Denied as exc:

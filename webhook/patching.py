@@ -20,12 +20,13 @@ _MOUNT_LEAF = posixpath.basename(labels.MOUNT_PATH)
 
 
 @dataclass(frozen=True)
-class SharedMount:
-    """The shared-claim mode: the run's ``directory`` on the claim is mounted with ``subPath``, and ``prepare``
-    (an init container, first of all) gives it its marker and a mode any uid can write."""
+class MountPlan:
+    """How the claim is mounted beyond the default (the whole claim, nothing else): in the shared-claim mode, the
+    run's ``directory`` on it with ``subPath``; ``prepare`` (an init container, first of all) gives the run's
+    volume its marker and a mode any uid can write (always in the shared-claim mode, optional for a claim)."""
 
-    directory: str
-    prepare: dict[str, Any]
+    directory: str | None
+    prepare: dict[str, Any] | None
 
 
 def escape(key: str) -> str:
@@ -60,7 +61,7 @@ def _shared_isolation(claim: str, where: str) -> Verdict:
                 f"itself ({where}); a task pod only gets its own run's directory on it, mounted by the webhook")
 
 
-def _volume_ops(spec: dict[str, Any], claim: str, shared: SharedMount | None) -> list[dict[str, Any]] | Verdict:
+def _volume_ops(spec: dict[str, Any], claim: str, plan: MountPlan | None) -> list[dict[str, Any]] | Verdict:
     volumes = _list(spec, "volumes", "spec.volumes")
     if isinstance(volumes, Verdict):
         return volumes
@@ -71,7 +72,7 @@ def _volume_ops(spec: dict[str, Any], claim: str, shared: SharedMount | None) ->
         claim_name = pvc.get("claimName") if isinstance(pvc, dict) else None
         if isinstance(claim_name, str) and is_staging_pvc_name(claim_name) and claim_name != claim:
             return _isolation(claim_name, f"volume {vol.get('name')!r}")
-        if shared is not None and claim_name == claim and vol.get("name") != labels.VOLUME_NAME:
+        if _directory(plan) is not None and claim_name == claim and vol.get("name") != labels.VOLUME_NAME:
             return _shared_isolation(claim, f"volume {str(vol.get('name'))[:63]!r}")
         if vol.get("name") == labels.VOLUME_NAME:
             if claim_name != claim:
@@ -90,22 +91,26 @@ def _same_path(path: Any) -> bool:
     return isinstance(path, str) and _MOUNT_LEAF in path and posixpath.normpath(path) == labels.MOUNT_PATH
 
 
-def mount_of(shared: SharedMount | None) -> dict[str, Any]:
+def _directory(plan: MountPlan | None) -> str | None:
+    return plan.directory if plan is not None else None
+
+
+def mount_of(directory: str | None) -> dict[str, Any]:
     """The volumeMount every container gets."""
     mount = {"name": labels.VOLUME_NAME, "mountPath": labels.MOUNT_PATH}
-    return mount if shared is None else {**mount, "subPath": shared.directory}
+    return mount if directory is None else {**mount, "subPath": directory}
 
 
 ENV_VAR = {"name": labels.ENV_NAME, "value": labels.MOUNT_PATH}
 
 
 def _container_ops(base: str, container: dict[str, Any], what: str,
-                   shared: SharedMount | None) -> list[dict[str, Any]] | Verdict:
+                   plan: MountPlan | None) -> list[dict[str, Any]] | Verdict:
     ops: list[dict[str, Any]] = []
     mounts = _list(container, "volumeMounts", f"{what}.volumeMounts")
     if isinstance(mounts, Verdict):
         return mounts
-    mount = mount_of(shared)
+    mount = mount_of(_directory(plan))
     have_mount = False
     for m in mounts or []:
         if m.get("name") == labels.VOLUME_NAME:
@@ -137,10 +142,9 @@ def _container_ops(base: str, container: dict[str, Any], what: str,
     return ops
 
 
-def _prepare_ops(spec: dict[str, Any], shared: SharedMount) -> list[dict[str, Any]] | Verdict:
+def _prepare_ops(spec: dict[str, Any], ours: dict[str, Any]) -> list[dict[str, Any]] | Verdict:
     """The prepare init container, first of the init containers (added last: the other ops index the lists as
     received). Present already (a reinvocation) with the same image and command: nothing."""
-    ours = shared.prepare
     inits = spec.get("initContainers")  # a list of objects: checked by the container loop before this
     for c in inits or []:
         if c.get("name") == ours["name"]:
@@ -153,10 +157,10 @@ def _prepare_ops(spec: dict[str, Any], shared: SharedMount) -> list[dict[str, An
     return [{"op": "add", "path": "/spec/initContainers/0", "value": ours}]
 
 
-def plan_patch(pod: dict[str, Any], claim: str, shared: SharedMount | None = None
+def plan_patch(pod: dict[str, Any], claim: str, plan: MountPlan | None = None
                ) -> list[dict[str, Any]] | Verdict:
-    """The ops that mount ``claim`` (``shared``: the run's directory on it) at /staging everywhere, or a denial
-    naming the conflict.
+    """The ops that mount ``claim`` (with a ``plan``: the run's directory on it, the prepare init container) at
+    /staging everywhere, or a denial naming the conflict.
 
     Every container and initContainer (native sidecars included) gets the mount and the
     env var; ephemeral containers cannot be set at CREATE and are left alone.
@@ -167,7 +171,7 @@ def plan_patch(pod: dict[str, Any], claim: str, shared: SharedMount | None = Non
     meta = pod.get("metadata")
     if not isinstance(meta, dict):
         return _malformed("metadata must be an object")
-    ops = _volume_ops(spec, claim, shared)
+    ops = _volume_ops(spec, claim, plan)
     if isinstance(ops, Verdict):
         return ops
     for list_name in CONTAINER_LISTS:
@@ -177,7 +181,7 @@ def plan_patch(pod: dict[str, Any], claim: str, shared: SharedMount | None = Non
         for index, container in enumerate(containers or []):
             what = f"{'init container' if list_name == 'initContainers' else 'container'} " \
                    f"{str(container.get('name', index))[:63]!r}"
-            more = _container_ops(f"/spec/{list_name}/{index}", container, what, shared)
+            more = _container_ops(f"/spec/{list_name}/{index}", container, what, plan)
             if isinstance(more, Verdict):
                 return more
             ops += more
@@ -191,19 +195,21 @@ def plan_patch(pod: dict[str, Any], claim: str, shared: SharedMount | None = Non
         ops.append({"op": "add", "path": "/metadata/annotations", "value": {labels.PVC: claim}})
     elif current is None:
         ops.append({"op": "add", "path": f"/metadata/annotations/{escape(labels.PVC)}", "value": claim})
-    if shared is not None:  # the label the GC finds the directory's pods by before it removes the directory
+    directory = _directory(plan)
+    if directory is not None:  # the label the GC finds the directory's pods by before it removes the directory
         pod_labels = meta.get("labels")
         if pod_labels is not None and not isinstance(pod_labels, dict):
             return _malformed("metadata.labels must be an object")
         mine = (pod_labels or {}).get(labels.DIRECTORY)
-        if mine is not None and mine != shared.directory:
+        if mine is not None and mine != directory:
             return _isolation(str(mine)[:63], f"label {labels.DIRECTORY}")
         if pod_labels is None:
-            ops.append({"op": "add", "path": "/metadata/labels", "value": {labels.DIRECTORY: shared.directory}})
+            ops.append({"op": "add", "path": "/metadata/labels", "value": {labels.DIRECTORY: directory}})
         elif mine is None:
             ops.append({"op": "add", "path": f"/metadata/labels/{escape(labels.DIRECTORY)}",
-                        "value": shared.directory})
-        prepare = _prepare_ops(spec, shared)
+                        "value": directory})
+    if plan is not None and plan.prepare is not None:
+        prepare = _prepare_ops(spec, plan.prepare)
         if isinstance(prepare, Verdict):
             return prepare
         ops += prepare
@@ -218,16 +224,17 @@ PREPARE_SECURITY = {  # uid 0 owns the directory the kubelet made: chmod and the
 PREPARE_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
 
 
-def shared_mount(*, directory: str, image: str, dag_id: str, run_id: str) -> SharedMount:
-    """The shared-claim mode's mount of ``directory``, with the init container that writes the run's marker into
-    it (the GC's cleanup checks it before removing anything) and makes it writable for every uid (mode 1777:
-    tasks running as different non-root uids hand files over; nobody removes another's files or the marker)."""
-    mount = {"name": labels.VOLUME_NAME, "mountPath": labels.MOUNT_PATH, "subPath": directory}
-    return SharedMount(directory=directory, prepare={
+def mount_plan(*, name: str, shared: bool, image: str, dag_id: str, run_id: str) -> MountPlan:
+    """The mount of the run's volume ``name`` (``shared``: its directory on the shared claim, else its own claim)
+    with the init container that writes the run's marker into it (the GC's cleanup of a directory checks it
+    before removing anything) and makes it writable for every uid (mode 1777: tasks running as different
+    non-root uids hand files over; nobody removes another's files or the marker)."""
+    directory = name if shared else None
+    return MountPlan(directory=directory, prepare={
         "name": labels.PREPARE_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
         # --flag=VALUE: an id may start with '-' (argparse would read a separate one as a flag)
         "command": ["leoflow-staging", "directory", "prepare", f"--path={labels.MOUNT_PATH}",
-                    f"--directory={directory}", f"--dag-id={dag_id}", f"--run-id={run_id}"],
-        "volumeMounts": [mount], "env": [ENV_VAR], "securityContext": PREPARE_SECURITY,
+                    f"--directory={name}", f"--dag-id={dag_id}", f"--run-id={run_id}"],
+        "volumeMounts": [mount_of(directory)], "env": [ENV_VAR], "securityContext": PREPARE_SECURITY,
         "resources": PREPARE_RESOURCES,
     })

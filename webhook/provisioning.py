@@ -95,7 +95,7 @@ def _reclaiming_directory(name: str, shared: str) -> Verdict:
 def _no_shared_claim(namespace: str, shared: str) -> Verdict:
     return deny("no_shared_claim", f"leoflow-staging: runs get a directory on the shared PVC {shared!r} "
                 f"(shared-claim mode), and namespace {namespace!r} has no PVC of that name; create it "
-                "(ReadWriteMany) or ask the platform team", code=503)
+                "(ReadWriteMany) or ask the platform team")
 
 
 def _not_ours(claim: ClaimInfo) -> Verdict:
@@ -208,15 +208,21 @@ class VolumeProvisioner:
                                        detail=f"shared claim {shared} not found at admission (or re-created)")
         return None
 
-    def _new_directory(self, namespace: str, intent: StagingIntent, shared: str, deadline: Deadline) -> Ensured:
-        """Record the run's directory on the namespace's shared claim (the kubelet creates it at the first mount,
-        the pod's prepare container marks it)."""
+    def shared_claim_of(self, namespace: str, shared: str, deadline: Deadline) -> ClaimInfo:
+        """The namespace's shared claim, or a denial saying it is missing or being deleted (a dry run checks only
+        this)."""
         deadline.check("reading the shared claim", self._kube_t)
         claim = self._read_claim(namespace, shared, None)
         if claim is None:
             raise Denied(_no_shared_claim(namespace, shared))
         if claim.terminating:
             raise Denied(_terminating(shared))
+        return claim
+
+    def _new_directory(self, namespace: str, intent: StagingIntent, shared: str, deadline: Deadline) -> Ensured:
+        """Record the run's directory on the namespace's shared claim (the kubelet creates it at the first mount,
+        the pod's prepare container marks it)."""
+        claim = self.shared_claim_of(namespace, shared, deadline)
         volume = NewVolume(namespace=namespace, pvc_name=intent.pvc_name, pvc_uid=claim.uid, dag_id=intent.dag_id,
                            run_id=intent.run_id, storage_class=claim.storage_class or "", size=claim.size or "",
                            shared_claim=shared)

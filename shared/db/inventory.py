@@ -92,12 +92,14 @@ def _bytes(size: str) -> float:
 def read_inventory(conn: sa.Connection, runs: RunsTable, *, now: dt.datetime) -> Inventory:
     """The inventory in three aggregate statements (sizes are text quantities: summed here)."""
     held = T.c.held_until > now
+    # A shared-claim directory requests nothing of its own (its row records the shared claim's size).
+    size = sa.case((T.c.shared_claim.is_not(None), sa.literal("")), else_=T.c.size).label("size")
     grouped = conn.execute(
-        sa.select(T.c.state, T.c.namespace, T.c.storage_class, T.c.size, sa.func.count().label("n"),
+        sa.select(T.c.state, T.c.namespace, T.c.storage_class, size, sa.func.count().label("n"),
                   sa.func.min(T.c.reclaim_started_at).label("reclaim_started"),
                   sa.func.count().filter(held).label("held"),
                   sa.func.min(T.c.held_at).filter(held).label("held_at"))
-        .where(LIVE).group_by(T.c.state, T.c.namespace, T.c.storage_class, T.c.size)
+        .where(LIVE).group_by(T.c.state, T.c.namespace, T.c.storage_class, size)
     ).all()
     hold_times = [row.held_at for row in grouped if row.held and row.held_at is not None]
     counts: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0.0])

@@ -15,11 +15,13 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client, config
 
+from devenv.webhook import TEST_WEBHOOK_LABEL
 from gc_job.directory_reclaim import DirectoryReclaimer
 from gc_job.plan import GcPolicy
 from shared import labels
@@ -29,9 +31,12 @@ from shared.kube.cleanup_api import CleanupKubeApi
 from shared.naming import pvc_name
 from shared.settings import RunsTable
 from shared.volumes import DeleteReason, VolumeState
+from tests.e2e.conftest import rows_for
 from tests.e2e.gc_support import T0, Bench
 from tests.support.helm import apply, render
 from tests.support.orchestrator import set_run
+from tests.support.pods import task_pod
+from tests.support.webhook import WebhookProcess
 from webhook.inventory_metrics import inventory_metrics
 from webhook.verdicts import Denied
 
@@ -248,3 +253,72 @@ def test_the_chart_refuses_any_pod_mounting_the_shared_claim_but_a_runs_own_dire
                  }.get(o["kind"], lambda _n: None)(name)
         core.delete_namespace(team)
         core.delete_namespace(release_ns)
+
+
+@pytest.fixture(scope="module")
+def server(webhook_db: str, kubeconfig: Any, api: client.ApiClient,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
+    """A real `leoflow-staging serve` in the shared-claim mode, for namespaces labelled for it."""
+    proc = WebhookProcess(workdir=tmp_path_factory.mktemp("shared-webhook"), env={
+        "LEOFLOW_STAGING_DATABASE_URL": webhook_db, "LEOFLOW_STAGING_KUBECONFIG": str(kubeconfig),
+        "LEOFLOW_STAGING_WORKERS": "1", "LEOFLOW_STAGING_SHARED_CLAIM": SHARED, "LEOFLOW_STAGING_IMAGE": IMAGE})
+    proc.start()
+    proc.register(api, "leoflow-staging-shared", namespace_label="shared")
+    try:
+        yield proc
+    finally:
+        client.AdmissionregistrationV1Api(api).delete_mutating_webhook_configuration("leoflow-staging-shared")
+        proc.stop()
+
+
+def test_the_served_webhook_mounts_the_runs_directory_and_refuses_where_the_claim_is_missing(
+        server: WebhookProcess, core: client.CoreV1Api, db: Any) -> None:
+    with_claim, without = (f"t-sh-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for name in (with_claim, without):
+        core.create_namespace({"metadata": {"name": name, "labels": {TEST_WEBHOOK_LABEL: "shared"}}})
+    try:
+        core.create_namespaced_persistent_volume_claim(with_claim, {
+            "metadata": {"name": SHARED}, "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "nfs",
+                                                   "resources": {"requests": {"storage": "1Ti"}}}})
+        pod = core.create_namespaced_pod(with_claim, task_pod("etl", "-r1"))
+        directory = pvc_name("etl", "-r1")
+        assert pod.metadata.labels[labels.DIRECTORY] == directory
+        prepare, *_ = pod.spec.init_containers or []
+        assert prepare.name == labels.PREPARE_CONTAINER and prepare.image == IMAGE
+        assert "--run-id=-r1" in prepare.command and prepare.security_context.run_as_user == 0
+        [mount] = [m for m in pod.spec.containers[0].volume_mounts if m.name == labels.VOLUME_NAME]
+        assert (mount.mount_path, mount.sub_path) == ("/staging", directory)
+        [row] = rows_for(db, with_claim)
+        assert (row["mode"], row["shared_claim"], row["pvc_name"]) == ("shared", SHARED, directory)
+        # The requested-bytes inventory does not count the shared claim's size once per run.
+        inventory = load_inventory(db, RunsTable(), now=dt.datetime.now(dt.UTC))
+        assert inventory.requested_bytes().get((with_claim, "nfs"), 0.0) == 0.0
+        for dry_run in ("All", None):  # a dry run (helm test, check-admission) checks the claim too
+            with pytest.raises(client.ApiException) as refused:
+                core.create_namespaced_pod(without, task_pod("etl", "r2"), dry_run=dry_run)
+            assert f"namespace {without!r} has no PVC of that name" in str(refused.value.body)
+        core.create_namespaced_pod(with_claim, task_pod("etl", "r3"), dry_run="All")  # passes where it exists
+    finally:
+        for name in (with_claim, without):
+            core.delete_namespace(name)
+
+
+def test_an_operators_reclaim_of_a_directory_starts_its_cleanup(
+        shared: Bench, core: client.CoreV1Api, kubeconfig: Any) -> None:
+    from gc_job.operator_reclaim import reclaim_now
+    from gc_job.results import Outcome
+
+    shared.admit("etl", "done")
+    set_run(shared.engine, "etl", "done", "failed", T0)  # failed an hour ago: the TTL keeps it, an operator frees it
+    [row] = shared.rows()
+    directories = _reclaimer(shared, str(kubeconfig), wait=0.5)
+    policy = GcPolicy(failed_ttl=shared.ttl, success_states=("success",), failed_states=("failed",))
+    result = reclaim_now(row, None, engine=shared.engine, kube=shared.kube, runs=RunsTable(), policy=policy,
+                         clock=shared.clock, settle_seconds=1, delete_finished_pods=True, directories=directories)
+    assert result.outcome is Outcome.CLEANING, result
+    [pod] = _cleanup_pods(core, shared.namespace)
+    _finish(core, pod, code=0, result={"status": "removed", "bytes": 8192, "files": 1, "resumed": False})
+    shared.sweep(directories=directories)
+    [row] = shared.rows()
+    assert (row.state, row.delete_reason, row.bytes_freed) == (VolumeState.DELETED, DeleteReason.OPERATOR_REQUEST,
+                                                               8192)

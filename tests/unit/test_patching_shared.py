@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from shared import labels
 from tests.support.pods import task_pod
-from webhook.patching import PREPARE_SECURITY, plan_patch, shared_mount
+from webhook.patching import PREPARE_SECURITY, mount_plan, plan_patch
 from webhook.verdicts import Verdict
 
 SHARED = "team-staging"
 DIRECTORY = "leoflow-staging-etl-r-0123456789"
-MOUNT = shared_mount(directory=DIRECTORY, image="registry.local/leoflow-staging:1", dag_id="etl", run_id="r")
+MOUNT = mount_plan(name=DIRECTORY, shared=True, image="registry.local/leoflow-staging:1", dag_id="etl", run_id="r")
 
 
 def _apply(pod: dict[str, Any]) -> dict[str, Any]:
@@ -94,3 +94,20 @@ def test_any_mix_of_containers_is_patched_once(kinds: list[str]) -> None:
     names = [c["name"] for c in patched["spec"]["initContainers"]]
     assert names[0] == labels.PREPARE_CONTAINER and names.count(labels.PREPARE_CONTAINER) == 1
     assert plan_patch(patched, SHARED, MOUNT) == []
+
+
+def test_a_runs_own_claim_can_be_prepared_too_without_subpath_or_label() -> None:
+    claim = DIRECTORY  # the run's own claim has the name its directory would have
+    plan = mount_plan(name=claim, shared=False, image="img:1", dag_id="etl", run_id="-r")
+    pod = task_pod("etl", "-r")
+    ops = plan_patch(pod, claim, plan)
+    assert not isinstance(ops, Verdict)
+    patched: dict[str, Any] = jsonpatch.apply_patch(pod, ops)
+    first = patched["spec"]["initContainers"][0]
+    assert first["name"] == labels.PREPARE_CONTAINER and "--run-id=-r" in first["command"]
+    for c in patched["spec"]["initContainers"] + patched["spec"]["containers"]:
+        assert [m for m in c["volumeMounts"] if m["name"] == labels.VOLUME_NAME] == [
+            {"name": labels.VOLUME_NAME, "mountPath": "/staging"}]
+    assert labels.DIRECTORY not in patched["metadata"]["labels"]
+    assert plan_patch(patched, claim, plan) == []
+    assert plan_patch(patched, claim, None) == []  # the setting turned off later: the prepared pod is still fine

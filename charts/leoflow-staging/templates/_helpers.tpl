@@ -71,6 +71,7 @@ app.kubernetes.io/component: webhook
 - {name: LEOFLOW_STAGING_SHARED_CLAIM, value: {{ .Values.storage.sharedClaim.name | quote }}}
 {{- end }}
 - {name: LEOFLOW_STAGING_CLEANUP_WAIT, value: {{ .Values.storage.cleanup.waitSeconds | quote }}}
+- {name: LEOFLOW_STAGING_PREPARE_CLAIMS, value: {{ .Values.storage.prepareClaims | quote }}}
 - name: LEOFLOW_STAGING_DATABASE_URL
   valueFrom:
     secretKeyRef:
