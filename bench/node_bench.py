@@ -6,6 +6,12 @@ of the same run, and (d) a pod without staging that mounts an already bound clai
 by hand: (c) - (d) is what staging itself adds, (d) - (a) what the kubelet's volume handling costs any
 pod with a claim. For (b), the provisioner's own share (claim created -> Bound) is measured too. One pod
 at a time; each is timed by a watch from just before its create.
+
+Two more installations, in namespaces of their own, give the other ways a run's volume is mounted: (e) the first
+and (f) a later pod of a run in the shared-claim mode (no claim to provision: the run's directory on the
+namespace's shared claim, made by the kubelet, marked by the prepare init container), and (g) the first and
+(h) a later pod of a run in the claim-per-run mode with ``storage.prepareClaims`` (the prepare init container's
+cost over (b) and (c)).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from devenv.provisioner import STORAGE_CLASS
 from shared import labels
 
 TENANT = "bench-node"
+SHARED_TENANT, PREPARED_TENANT = "bench-shared", "bench-prepared"
+SHARED_CLAIM = "team-staging"
 
 
 def _pod(image: str, dag: str, run: str, *, staging: bool, claim: str | None = None) -> dict[str, Any]:
@@ -41,13 +49,13 @@ def _pod(image: str, dag: str, run: str, *, staging: bool, claim: str | None = N
     return pod
 
 
-def _time_to_running(core: client.CoreV1Api, pod: dict[str, Any]) -> tuple[float, Any]:
+def _time_to_running(core: client.CoreV1Api, pod: dict[str, Any], namespace: str = TENANT) -> tuple[float, Any]:
     """Seconds from the create call to the first watch event that shows the container running."""
     stream = watch.Watch()
     start = time.monotonic()
-    created = core.create_namespaced_pod(TENANT, pod)
+    created = core.create_namespaced_pod(namespace, pod)
     name = created.metadata.name
-    for event in stream.stream(core.list_namespaced_pod, TENANT, field_selector=f"metadata.name={name}",
+    for event in stream.stream(core.list_namespaced_pod, namespace, field_selector=f"metadata.name={name}",
                                timeout_seconds=120):
         obj = event["object"]
         statuses = obj.status.container_statuses or []
@@ -96,8 +104,20 @@ def _measure(cluster: NodeCluster, *, rounds: int, per_round: int) -> dict[str, 
     core = client.CoreV1Api(cluster.api)
     core.create_namespace({"metadata": {"name": TENANT, "labels": {labels.INSTANCE: "leoflow-staging"}}})
     image = cluster.images["task"].ref
+    for release, tenant, extra in (("shared", SHARED_TENANT, f"storage.sharedClaim.name={SHARED_CLAIM}"),
+                                   ("prepared", PREPARED_TENANT, "storage.prepareClaims=true")):
+        cluster.install_chart(release=release, namespace=f"leoflow-{release}", database="bench_node",
+                              values=("--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi", "--set", extra))
+        core.create_namespace({"metadata": {"name": tenant, "labels": {labels.INSTANCE: release}}})
+    core.create_namespaced_persistent_volume_claim(SHARED_TENANT, {
+        "metadata": {"name": SHARED_CLAIM},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": STORAGE_CLASS,
+                 "resources": {"requests": {"storage": "1Gi"}}}})
+    _time_to_running(core, _pod(image, "warm", "shared", staging=True), SHARED_TENANT)  # binds the shared claim
     samples: dict[str, list[float]] = {"a_plain": [], "b_first_of_run": [], "c_later_of_run": [],
-                                       "d_plain_with_bound_claim": []}
+                                       "d_plain_with_bound_claim": [], "e_shared_first_of_run": [],
+                                       "f_shared_later_of_run": [], "g_prepared_first_of_run": [],
+                                       "h_prepared_later_of_run": []}
     provisioner_s: list[float] = []
     _time_to_running(core, _pod(image, "warm", "up", staging=False))  # warm the node's caches
     core.create_namespaced_persistent_volume_claim(TENANT, {
@@ -117,14 +137,22 @@ def _measure(cluster: NodeCluster, *, rounds: int, per_round: int) -> dict[str, 
             samples["c_later_of_run"].append(seconds)
             seconds, _ = _time_to_running(core, _pod(image, "bench", run_id, staging=False, claim="plain"))
             samples["d_plain_with_bound_claim"].append(seconds)
-            for pod in core.list_namespaced_pod(TENANT).items:
-                core.delete_namespaced_pod(pod.metadata.name, TENANT, grace_period_seconds=0)
+            for tenant, first, later in ((SHARED_TENANT, "e_shared_first_of_run", "f_shared_later_of_run"),
+                                         (PREPARED_TENANT, "g_prepared_first_of_run", "h_prepared_later_of_run")):
+                for kind in (first, later):
+                    seconds, _ = _time_to_running(core, _pod(image, "bench", run_id, staging=True), tenant)
+                    samples[kind].append(seconds)
+            for tenant in (TENANT, SHARED_TENANT, PREPARED_TENANT):
+                for pod in core.list_namespaced_pod(tenant).items:
+                    core.delete_namespaced_pod(pod.metadata.name, tenant, grace_period_seconds=0)
     out: dict[str, Any] = {}
     for kind, values in samples.items():
         ms = [v * 1000 for v in values]
         out[kind] = {"p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1), "n": len(ms)}
     out["c_minus_a_p50_ms"] = round(out["c_later_of_run"]["p50_ms"] - out["a_plain"]["p50_ms"], 1)
     out["c_minus_d_p50_ms"] = round(out["c_later_of_run"]["p50_ms"] - out["d_plain_with_bound_claim"]["p50_ms"], 1)
+    out["b_minus_e_p50_ms"] = round(out["b_first_of_run"]["p50_ms"] - out["e_shared_first_of_run"]["p50_ms"], 1)
+    out["g_minus_b_p50_ms"] = round(out["g_prepared_first_of_run"]["p50_ms"] - out["b_first_of_run"]["p50_ms"], 1)
     prov = [v * 1000 for v in provisioner_s]
     out["provisioner_claim_to_bound"] = {"p50_ms": round(percentile(prov, 50), 1),
                                          "p95_ms": round(percentile(prov, 95), 1), "n": len(prov)}
