@@ -322,3 +322,30 @@ def test_an_operators_reclaim_of_a_directory_starts_its_cleanup(
     [row] = shared.rows()
     assert (row.state, row.delete_reason, row.bytes_freed) == (VolumeState.DELETED, DeleteReason.OPERATOR_REQUEST,
                                                                8192)
+
+
+@pytest.mark.parametrize("state, ended, reason", [
+    ("success", T0, DeleteReason.RUN_SUCCEEDED),
+    ("failed", T0 - dt.timedelta(hours=25), DeleteReason.TTL_EXPIRED),
+    (None, None, DeleteReason.ORPHANED),
+])
+def test_one_installation_reclaims_a_claim_and_a_directory_for_the_same_reason_in_one_sweep(
+        shared: Bench, core: client.CoreV1Api, kubeconfig: Any, rwx_class: str, state: str | None,
+        ended: dt.datetime | None, reason: DeleteReason) -> None:
+    shared.provisioner().shared_claim = None
+    claim = shared.admit("etl", "own")  # recorded with its own claim, before the mode changed
+    shared.provisioner().shared_claim = SHARED
+    directory = shared.admit("etl", "dir")
+    for run in ("own", "dir"):
+        if state is not None:
+            set_run(shared.engine, "etl", run, state, ended)
+    directories = _reclaimer(shared, str(kubeconfig), wait=0.5)
+    shared.sweep(directories=directories)  # the claim is deleted; the directory's cleanup pod is created
+    [pod] = _cleanup_pods(core, shared.namespace)
+    _finish(core, pod, code=0, result={"status": "removed", "bytes": 4096, "files": 1, "resumed": False})
+    shared.sweep(directories=directories)
+    rows = {r.pvc_name: r for r in shared.rows()}
+    assert {(r.mode, r.state, r.delete_reason) for r in rows.values()} == {
+        ("claim", VolumeState.DELETED, reason), ("shared", VolumeState.DELETED, reason)}
+    assert rows[directory].bytes_freed == 4096 and rows[claim].bytes_freed is None
+    assert [p.metadata.name for p in core.list_namespaced_persistent_volume_claim(shared.namespace).items] == [SHARED]
