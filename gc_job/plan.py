@@ -144,7 +144,7 @@ def plan_adoptions(claims: Iterable[ClaimInfo], live: set[tuple[str, str]], *, n
     """PVCs labelled as ours that no live row records (a crash between create and record)."""
     out = []
     for c in claims:
-        if (c.namespace, c.name) in live or c.terminating:
+        if (c.namespace, c.name) in live or c.terminating or c.shared:  # a shared claim holds every run's directory
             continue
         if c.created_at is not None and now - c.created_at < policy.adopt_min_age:
             continue  # probably an admission in flight: its row is about to be written

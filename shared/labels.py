@@ -10,6 +10,7 @@ SIZE = "leoflow.io/staging-size"
 STORAGE_CLASS = "leoflow.io/staging-storage-class"
 PVC = "leoflow.io/staging-pvc"  # set by the webhook on the pod
 DIRECTORY = "leoflow.io/staging-directory"  # shared-claim mode: label of a pod using the run's directory
+SHARED_CLAIM = "leoflow.io/shared-claim"  # "true" on a shared claim the webhook created (never adopted nor deleted)
 CLEANUP = "leoflow.io/cleanup"  # on the GC's cleanup pods (shared-claim mode): the row id they remove
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "leoflow-staging"

@@ -65,6 +65,7 @@ class ClaimInfo:
     size: str | None = None
     instance: str = labels.DEFAULT_INSTANCE
     phase: str = ""  # status.phase: Pending, Bound, Lost ("" when absent)
+    shared: bool = False  # a shared claim the webhook created (labelled leoflow.io/shared-claim)
 
     def belongs_to(self, dag_id: str, run_id: str, instance: str) -> bool:
         """Ours (managed-by), this installation's, and this run's."""
@@ -120,6 +121,21 @@ def claim_manifest(spec: ClaimSpec, *, instance: str = labels.DEFAULT_INSTANCE) 
     }
 
 
+def shared_claim_manifest(namespace: str, name: str, *, storage_class: str, size: str,
+                          instance: str) -> dict[str, Any]:
+    """The shared-claim mode's one claim of a namespace, when the webhook creates it (``storage.sharedClaim``'s
+    class and size): RWX, labelled as this installation's shared claim, with no run's identity (the GC never
+    adopts nor deletes it: it holds every run's directory)."""
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {labels.MANAGED_BY: labels.MANAGED_BY_VALUE, labels.INSTANCE: instance,
+                                labels.SHARED_CLAIM: "true"}},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": storage_class, "volumeMode": "Filesystem",
+                 "resources": {"requests": {"storage": size}}},
+    }
+
+
 def _parse_time(value: Any) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
@@ -147,6 +163,7 @@ def claim_info(obj: dict[str, Any]) -> ClaimInfo:
         size=((spec.get("resources") or {}).get("requests") or {}).get("storage"),
         instance=str(lab.get(labels.INSTANCE, labels.DEFAULT_INSTANCE)),
         phase=str((obj.get("status") or {}).get("phase") or ""),
+        shared=lab.get(labels.SHARED_CLAIM) == "true",
     )
 
 

@@ -115,6 +115,14 @@ class Settings:
         "the GC removes a finished run's directory through a cleanup pod "
         "([storage.md](storage.md#the-shared-claim-mode)). A run already recorded keeps the volume its row names.",
         used_by="serve, gc", chart="storage.sharedClaim.name", unset="unset: a PVC per run"))
+    shared_claim_class: str | None = field(default=None, metadata=_doc(
+        "StorageClass name: in the shared-claim mode, the webhook creates the shared claim (ReadWriteMany, "
+        "`LEOFLOW_STAGING_SHARED_CLAIM_SIZE`) in a namespace that has none, at its first run, labelled "
+        "`leoflow.io/shared-claim: true`; the GC never adopts nor deletes it.",
+        used_by="serve", chart="storage.sharedClaim.storageClass", unset="unset: the claim must exist"))
+    shared_claim_size: str = field(default="1Ti", metadata=_doc(
+        "Size: the request of a shared claim the webhook creates (`LEOFLOW_STAGING_SHARED_CLAIM_CLASS`).",
+        used_by="serve", chart="storage.sharedClaim.size"))
     image: str | None = field(default=None, metadata=_doc(
         "Image reference of leoflow-staging itself: the shared-claim mode's containers (the directory's "
         "preparation in each task pod, the GC's cleanup pods) run it. The chart sets its own image "
@@ -319,6 +327,9 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     if shared is not None and not values.get("image"):
         raise SettingsError(f"{PREFIX}SHARED_CLAIM is set but {PREFIX}IMAGE is not: the shared-claim mode runs "
                             "leoflow-staging's image in each task pod and in the GC's cleanup pods")
+    if values.get("shared_claim_class") and shared is None:
+        raise SettingsError(f"{PREFIX}SHARED_CLAIM_CLASS is set but {PREFIX}SHARED_CLAIM is not: name the claim "
+                            "the webhook creates in each namespace")
     if values.get("prepare_claims") and not values.get("image"):
         raise SettingsError(f"{PREFIX}PREPARE_CLAIMS is on but {PREFIX}IMAGE is not: the prepare init container "
                             "runs leoflow-staging's image")

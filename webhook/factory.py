@@ -62,6 +62,7 @@ def build_app(settings: Settings, *, multiproc_dir: str | None = None) -> Flask:
                                  extra_rwx_provisioners=settings.rwx_provisioners,
                                  profiles=storage_profiles.parse_overrides(settings.storage_profiles)),
         db_timeout=settings.db_timeout, kube_timeout=settings.kube_timeout, shared_claim=settings.shared_claim,
+        shared_class=settings.shared_claim_class, shared_size=settings.shared_claim_size,
         # The warm path's one read: autocommit, and no WAL flush wait for its row lock's commit record.
         reader=make_engine(settings.database_url, timeout=settings.db_timeout, pool_size=settings.threads,
                            autocommit=True, synchronous_commit=False, pre_ping=False),  # the read retries once

@@ -83,7 +83,7 @@ class AdmissionHandler:
                 if planned is None:
                     self._provisioner.choose_class(intent, deadline)
                 else:
-                    self._provisioner.shared_claim_of(namespace, planned, deadline)
+                    self._provisioner.shared_claim_of(namespace, planned, deadline, create=False)
                 return Outcome(patched(ops, reason="patched_dry_run"), intent)
             ensured = self._provisioner.ensure(namespace, intent, deadline)
         except Denied as exc:

@@ -109,7 +109,8 @@ class VolumeProvisioner:
 
     def __init__(self, *, engine: sa.Engine, reader: sa.Engine, kube: KubeApi, classes: ClassSource,
                  read_claim: ClaimLookup, class_policy: ClassPolicy, db_timeout: float, kube_timeout: float,
-                 shared_claim: str | None = None, clock: Clock = _utcnow) -> None:
+                 shared_claim: str | None = None, shared_class: str | None = None, shared_size: str = "1Ti",
+                 clock: Clock = _utcnow) -> None:
         self._engine, self._kube, self._classes = engine, kube, classes
         self._reader = reader  # an autocommit engine for the warm path's single read
         self._read_claim = read_claim  # (namespace, name, the row's uid): a watch-fed cache, else the API
@@ -117,6 +118,7 @@ class VolumeProvisioner:
         self._db_t, self._kube_t = db_timeout, kube_timeout
         self._clock = clock
         self.shared_claim = shared_claim  # the shared-claim mode for new runs (None: a claim per run)
+        self.shared_class, self.shared_size = shared_class, shared_size  # create a missing shared claim so
 
     def choose_class(self, intent: StagingIntent, deadline: Deadline) -> StorageClassInfo:
         deadline.check("listing StorageClasses", self._kube_t)
@@ -208,11 +210,21 @@ class VolumeProvisioner:
                                        detail=f"shared claim {shared} not found at admission (or re-created)")
         return None
 
-    def shared_claim_of(self, namespace: str, shared: str, deadline: Deadline) -> ClaimInfo:
-        """The namespace's shared claim, or a denial saying it is missing or being deleted (a dry run checks only
-        this)."""
+    def shared_claim_of(self, namespace: str, shared: str, deadline: Deadline, *, create: bool = True
+                        ) -> ClaimInfo | None:
+        """The namespace's shared claim (created when the installation names a class for it, unless ``create``
+        is off: a dry run, then None), or a denial saying it is missing or being deleted."""
         deadline.check("reading the shared claim", self._kube_t)
         claim = self._read_claim(namespace, shared, None)
+        if claim is None and self.shared_class is not None:
+            if not create:
+                return None
+            deadline.check("creating the shared claim", 2 * self._kube_t)
+            try:
+                claim = self._kube.create_shared_claim(namespace, shared, storage_class=self.shared_class,
+                                                       size=self.shared_size)
+            except AlreadyExists:  # a concurrent admission created it
+                claim = self._kube.read_claim(namespace, shared)
         if claim is None:
             raise Denied(_no_shared_claim(namespace, shared))
         if claim.terminating:
@@ -223,6 +235,7 @@ class VolumeProvisioner:
         """Record the run's directory on the namespace's shared claim (the kubelet creates it at the first mount,
         the pod's prepare container marks it)."""
         claim = self.shared_claim_of(namespace, shared, deadline)
+        assert claim is not None
         volume = NewVolume(namespace=namespace, pvc_name=intent.pvc_name, pvc_uid=claim.uid, dag_id=intent.dag_id,
                            run_id=intent.run_id, storage_class=claim.storage_class or "", size=claim.size or "",
                            shared_claim=shared)

@@ -25,6 +25,7 @@ from shared.objects import (
     claim_manifest,
     claim_users,
     event_seen,
+    shared_claim_manifest,
     storage_class_info,
 )
 
@@ -148,6 +149,15 @@ class KubeApi:
                 spec.namespace, claim_manifest(spec, instance=self.instance),  # a dict body is accepted
                 _preload_content=False,
                 _request_timeout=self._timeout)
+            return claim_info(self._json(resp))
+
+    def create_shared_claim(self, namespace: str, name: str, *, storage_class: str, size: str) -> ClaimInfo:
+        """Create the namespace's shared claim; raises ``AlreadyExists`` when a PVC of that name exists."""
+        with self._errors(f"creating the shared PVC {namespace}/{name}"):
+            resp = self._core.create_namespaced_persistent_volume_claim(
+                namespace, shared_claim_manifest(namespace, name, storage_class=storage_class, size=size,
+                                                 instance=self.instance),
+                _preload_content=False, _request_timeout=self._timeout)
             return claim_info(self._json(resp))
 
     def delete_claim(self, namespace: str, name: str, *, uid: str) -> bool:

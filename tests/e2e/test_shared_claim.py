@@ -349,3 +349,24 @@ def test_one_installation_reclaims_a_claim_and_a_directory_for_the_same_reason_i
         ("claim", VolumeState.DELETED, reason), ("shared", VolumeState.DELETED, reason)}
     assert rows[directory].bytes_freed == 4096 and rows[claim].bytes_freed is None
     assert [p.metadata.name for p in core.list_namespaced_persistent_volume_claim(shared.namespace).items] == [SHARED]
+
+
+def test_with_a_class_the_webhook_creates_the_shared_claim_once_and_the_gc_leaves_it_alone(
+        bench: Bench, core: client.CoreV1Api, kubeconfig: Any, rwx_class: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    provisioner = bench.provisioner()
+    provisioner.shared_claim, provisioner.shared_class, provisioner.shared_size = SHARED, rwx_class, "2Ti"
+    bench.admit("etl", "a")
+    bench.admit("etl", "b")
+    [claim] = core.list_namespaced_persistent_volume_claim(bench.namespace).items
+    assert claim.metadata.name == SHARED and claim.spec.storage_class_name == rwx_class
+    assert claim.spec.access_modes == ["ReadWriteMany"] and claim.spec.resources.requests["storage"] == "2Ti"
+    assert claim.metadata.labels[labels.SHARED_CLAIM] == "true"
+    assert claim.metadata.labels[labels.INSTANCE] == bench.kube.instance
+    assert {r.pvc_uid for r in bench.rows()} == {claim.metadata.uid}
+    set_run(bench.engine, "etl", "a", "running")
+    set_run(bench.engine, "etl", "b", "running")
+    assert bench.sweep(directories=_reclaimer(bench, str(kubeconfig))) == 0
+    assert not _events(caplog, "stray_pvc") and not _events(caplog, "adopted")  # not a run's claim, not adopted
+    assert core.read_namespaced_persistent_volume_claim(SHARED, bench.namespace).metadata.uid == claim.metadata.uid

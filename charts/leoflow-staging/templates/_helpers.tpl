@@ -69,6 +69,10 @@ app.kubernetes.io/component: webhook
 - {name: LEOFLOW_STAGING_IMAGE, value: {{ include "leoflow-staging.image" . | quote }}}
 {{- if .Values.storage.sharedClaim.name }}
 - {name: LEOFLOW_STAGING_SHARED_CLAIM, value: {{ .Values.storage.sharedClaim.name | quote }}}
+{{- if .Values.storage.sharedClaim.storageClass }}
+- {name: LEOFLOW_STAGING_SHARED_CLAIM_CLASS, value: {{ .Values.storage.sharedClaim.storageClass | quote }}}
+- {name: LEOFLOW_STAGING_SHARED_CLAIM_SIZE, value: {{ .Values.storage.sharedClaim.size | quote }}}
+{{- end }}
 {{- end }}
 - {name: LEOFLOW_STAGING_CLEANUP_WAIT, value: {{ .Values.storage.cleanup.waitSeconds | quote }}}
 - {name: LEOFLOW_STAGING_PREPARE_CLAIMS, value: {{ .Values.storage.prepareClaims | quote }}}
