@@ -104,10 +104,12 @@ def _measure(cluster: NodeCluster, *, rounds: int, per_round: int) -> dict[str, 
     core = client.CoreV1Api(cluster.api)
     core.create_namespace({"metadata": {"name": TENANT, "labels": {labels.INSTANCE: "leoflow-staging"}}})
     image = cluster.images["task"].ref
-    for release, tenant, extra in (("shared", SHARED_TENANT, f"storage.sharedClaim.name={SHARED_CLAIM}"),
-                                   ("prepared", PREPARED_TENANT, "storage.prepareClaims=true")):
+    for release, tenant, extra in (("shared", SHARED_TENANT, ("storage.mode=shared",
+                                                             f"storage.sharedClaim.name={SHARED_CLAIM}")),
+                                   ("prepared", PREPARED_TENANT, ("storage.prepareClaims=true",))):
+        sets = [arg for value in extra for arg in ("--set", value)]
         cluster.install_chart(release=release, namespace=f"leoflow-{release}", database="bench_node",
-                              values=("--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi", "--set", extra))
+                              values=("--set", "gc.suspend=true", "--set", "config.defaultSize=1Gi", *sets))
         core.create_namespace({"metadata": {"name": tenant, "labels": {labels.INSTANCE: release}}})
     core.create_namespaced_persistent_volume_claim(SHARED_TENANT, {
         "metadata": {"name": SHARED_CLAIM},

@@ -33,7 +33,7 @@ def pod_name(row: VolumeRecord, attempt: int) -> str:
 
 
 def manifest(row: VolumeRecord, *, image: str, instance: str, attempt: int,
-             deadline_seconds: int = 3600) -> dict[str, Any]:
+             deadline_seconds: int = 3600, resources: dict[str, Any] | None = None) -> dict[str, Any]:
     """The cleanup pod of ``row``'s directory (attempt ``attempt``: a failed pod is kept for the on-call and the
     next attempt gets the next name)."""
     assert row.shared_claim is not None and row.directory is not None
@@ -58,7 +58,7 @@ def manifest(row: VolumeRecord, *, image: str, instance: str, attempt: int,
                             f"--dag-id={row.dag_id}", f"--run-id={row.run_id}",
                             "--result-file=/dev/termination-log"],
                 "volumeMounts": [{"name": "shared", "mountPath": ROOT}],
-                "securityContext": SECURITY, "resources": RESOURCES,
+                "securityContext": SECURITY, "resources": resources or RESOURCES,
                 "terminationMessagePolicy": "File",
             }],
             "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": row.shared_claim}}],

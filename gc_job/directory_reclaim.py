@@ -48,10 +48,11 @@ def _attempt(pod: dict[str, Any]) -> int:
 class DirectoryReclaimer:
     def __init__(self, *, engine: sa.Engine, kube: KubeApi, pods: CleanupKubeApi, runs: RunsTable,
                  policy: GcPolicy, clock: Callable[[], dt.datetime], image: str, wait: float,
-                 lock_runs: bool = True, poll: float = 1.0) -> None:
+                 lock_runs: bool = True, poll: float = 1.0, resources: dict[str, Any] | None = None) -> None:
         self._engine, self._kube, self._pods, self._runs = engine, kube, pods, runs
         self._policy, self._clock, self._image = policy, clock, image
         self._wait, self._poll = wait, poll
+        self._resources = resources  # of the cleanup pods (None: cleanup_pod.RESOURCES)
         self.lock_runs = lock_runs
 
     def reclaim(self, d: Decision, reason: DeleteReason) -> Result:
@@ -96,7 +97,7 @@ class DirectoryReclaimer:
                 d = replace(d, reason=current, run_state=run.state if run else None,
                             run_end=run.end_date if run else None)
             self._pods.create_pod(cleanup_pod.manifest(v, image=self._image, instance=self._pods.instance,
-                                                       attempt=0))
+                                                       attempt=0, resources=self._resources))
         return d
 
     def _follow(self, d: Decision, v: VolumeRecord) -> Result:
@@ -127,7 +128,7 @@ class DirectoryReclaimer:
                     return Result(d, Outcome.FAILED, f"{status.detail}; {attempts} cleanup pods failed, no more "
                                   "are started: delete them to let the GC try again")
                 self._pods.create_pod(cleanup_pod.manifest(v, image=self._image, instance=self._pods.instance,
-                                                           attempt=attempts))
+                                                           attempt=attempts, resources=self._resources))
             if time.monotonic() >= deadline:
                 return Result(d, Outcome.CLEANING, f"{status.detail}; the next sweep picks it up")
             time.sleep(self._poll)

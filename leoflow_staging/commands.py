@@ -53,6 +53,7 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
     directories = None if not settings.image else DirectoryReclaimer(
         engine=engine, kube=kube, runs=settings.runs, policy=policy, clock=lambda: dt.datetime.now(dt.UTC),
         image=settings.image, wait=settings.cleanup_wait,
+        resources=json.loads(settings.cleanup_resources) if settings.cleanup_resources else None,
         pods=CleanupKubeApi(make_api_client(settings.kubeconfig, pool_size=settings.gc_parallelism),
                             timeout=max(settings.kube_timeout, 5.0), instance=settings.instance))
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import os
 import socket
 import sys
@@ -145,6 +146,7 @@ def reclaim(settings: Settings, *, dag_id: str, run_id: str, namespace: str | No
 
         directories = DirectoryReclaimer(
             engine=engine, kube=kube, runs=settings.runs, policy=policy, clock=now, image=settings.image,
+            resources=json.loads(settings.cleanup_resources) if settings.cleanup_resources else None,
             wait=settings.cleanup_wait, pods=CleanupKubeApi(make_api_client(settings.kubeconfig, pool_size=2),
                                                             timeout=max(settings.kube_timeout, 5.0),
                                                             instance=settings.instance))

@@ -8,6 +8,7 @@ from it by ``python -m hack.configuration_doc`` (``make docs``), and a unit test
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -128,6 +129,11 @@ class Settings:
         "preparation in each task pod, the GC's cleanup pods) run it. The chart sets its own image "
         "(`image.repository`:`image.tag`).",
         used_by="serve, gc", unset="unset: required by the shared-claim mode"))
+    cleanup_resources: str | None = field(default=None, metadata=_doc(
+        "JSON object: the `resources` of the GC's cleanup pods (shared-claim mode), e.g. "
+        "`{\"requests\": {\"cpu\": \"50m\"}, \"limits\": {\"memory\": \"256Mi\"}}`.",
+        used_by="gc, reclaim", chart="storage.cleanup.resources",
+        unset="unset: requests cpu 50m, memory 64Mi; limit memory 256Mi"))
     prepare_claims: bool = field(default=False, metadata=_doc(
         "Boolean: in the claim-per-run mode too, every task pod gets the prepare init container (uid 0, no "
         "capabilities) that marks the run's volume and sets its root to mode 1777, so tasks running as different "
@@ -327,6 +333,13 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     if shared is not None and not values.get("image"):
         raise SettingsError(f"{PREFIX}SHARED_CLAIM is set but {PREFIX}IMAGE is not: the shared-claim mode runs "
                             "leoflow-staging's image in each task pod and in the GC's cleanup pods")
+    if values.get("cleanup_resources") is not None:
+        try:
+            resources = json.loads(values["cleanup_resources"])
+        except ValueError as exc:
+            raise SettingsError(f"{PREFIX}CLEANUP_RESOURCES: not JSON ({exc})") from None
+        if not isinstance(resources, dict) or not set(resources) <= {"requests", "limits"}:
+            raise SettingsError(f"{PREFIX}CLEANUP_RESOURCES: expected an object with requests and/or limits")
     if values.get("shared_claim_class") and shared is None:
         raise SettingsError(f"{PREFIX}SHARED_CLAIM_CLASS is set but {PREFIX}SHARED_CLAIM is not: name the claim "
                             "the webhook creates in each namespace")

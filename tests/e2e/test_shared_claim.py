@@ -209,7 +209,8 @@ def test_the_chart_refuses_any_pod_mounting_the_shared_claim_but_a_runs_own_dire
     release, release_ns, team = f"shared-{tag}", f"rel-{tag}", f"team-{tag}"
     core.create_namespace({"metadata": {"name": release_ns}})
     core.create_namespace({"metadata": {"name": team, "labels": {labels.INSTANCE: release}}})
-    objs = render(assets, namespace=release_ns, release=release, values={"storage": {"sharedClaim": {"name": SHARED}}})
+    objs = render(assets, namespace=release_ns, release=release,
+                  values={"storage": {"mode": "shared", "sharedClaim": {"name": SHARED}}})
     assert isinstance(objs, list)
     policy = [o for o in objs if o["kind"].startswith("ValidatingAdmissionPolicy")
               and o["metadata"]["name"].endswith("-shared-claim")]

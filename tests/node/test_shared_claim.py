@@ -61,9 +61,9 @@ def export(cluster: NodeCluster, core: client.CoreV1Api, database: sa.Engine) ->
         "accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
         "resources": {"requests": {"storage": "100Gi"}}}})
     wait_bound(core, TENANT, SHARED)
-    cluster.install_chart(release=RELEASE, namespace=NS, database="node_shared",
-                          values=("--set", "gc.suspend=true", "--set", f"storage.sharedClaim.name={SHARED}",
-                                  "--set", "storage.cleanup.waitSeconds=90"))
+    cluster.install_chart(release=RELEASE, namespace=NS, database="node_shared", values=(
+        "--set", "gc.suspend=true", "--set", "storage.mode=shared", "--set", f"storage.sharedClaim.name={SHARED}",
+        "--set", "storage.cleanup.waitSeconds=90"))
     yield root
     cluster.helm("uninstall", RELEASE, "-n", NS, "--wait", check=False)
     core.delete_namespace(NS)

@@ -62,3 +62,9 @@ def test_any_termination_message_reads_as_a_state_and_never_as_removed_unless_it
     status = status_of(_terminated(code, message, phase))
     if status.state is State.REMOVED:
         assert code == 0 and json.loads(message.strip().splitlines()[-1])["status"] in ("removed", "absent")
+
+
+def test_the_chart_given_resources_replace_the_defaults() -> None:
+    resources = {"limits": {"memory": "1Gi"}}
+    [c] = manifest(ROW, image="img:1", instance="prod", attempt=0, resources=resources)["spec"]["containers"]
+    assert c["resources"] == resources

@@ -55,6 +55,13 @@ app.kubernetes.io/component: webhook
 {{- .Values.test.namespace | default (first .Values.namespaces) | default "default" -}}
 {{- end -}}
 
+{{/* The shared claim's name in the shared-claim mode (storage.mode=shared), else empty. */}}
+{{- define "leoflow-staging.sharedClaim" -}}
+{{- if eq .Values.storage.mode "shared" -}}
+{{- required "storage.sharedClaim.name is required with storage.mode=shared: the ReadWriteMany PVC of every served namespace that holds the runs' directories" .Values.storage.sharedClaim.name -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The settings every program reads (LEOFLOW_STAGING_*), from .Values.config. */}}
 {{- define "leoflow-staging.env" -}}
 {{- if ge (float64 .Values.config.requestBudget) (float64 .Values.webhook.timeoutSeconds) -}}
@@ -67,7 +74,7 @@ app.kubernetes.io/component: webhook
   value: {{ .Values.config.instance | default .Release.Name | quote }}
 - {name: LEOFLOW_STAGING_NAMESPACES, value: {{ join "," .Values.namespaces | quote }}}
 - {name: LEOFLOW_STAGING_IMAGE, value: {{ include "leoflow-staging.image" . | quote }}}
-{{- if .Values.storage.sharedClaim.name }}
+{{- if include "leoflow-staging.sharedClaim" . }}
 - {name: LEOFLOW_STAGING_SHARED_CLAIM, value: {{ .Values.storage.sharedClaim.name | quote }}}
 {{- if .Values.storage.sharedClaim.storageClass }}
 - {name: LEOFLOW_STAGING_SHARED_CLAIM_CLASS, value: {{ .Values.storage.sharedClaim.storageClass | quote }}}
@@ -75,6 +82,9 @@ app.kubernetes.io/component: webhook
 {{- end }}
 {{- end }}
 - {name: LEOFLOW_STAGING_CLEANUP_WAIT, value: {{ .Values.storage.cleanup.waitSeconds | quote }}}
+{{- if .Values.storage.cleanup.resources }}
+- {name: LEOFLOW_STAGING_CLEANUP_RESOURCES, value: {{ .Values.storage.cleanup.resources | toJson | quote }}}
+{{- end }}
 - {name: LEOFLOW_STAGING_PREPARE_CLAIMS, value: {{ .Values.storage.prepareClaims | quote }}}
 - name: LEOFLOW_STAGING_DATABASE_URL
   valueFrom:
