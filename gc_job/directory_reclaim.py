@@ -16,6 +16,7 @@ A sweep waits ``wait`` seconds for a cleanup pod; a longer one is picked up by t
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,6 +26,7 @@ from gc_job import cleanup_pod
 from gc_job.cleanup_pod import State
 from gc_job.plan import Action, Decision, GcPolicy, recheck
 from gc_job.results import Outcome, Result
+from shared import labels
 from shared.db import runs_repo, volumes_repo
 from shared.db.engine import translate_errors
 from shared.kube import KubeApi
@@ -35,8 +37,13 @@ from shared.volumes import DeleteReason, VolumeRecord, VolumeState
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+log = logging.getLogger("leoflow_staging.gc")
 MAX_ATTEMPTS = 5  # cleanup pods per row before the GC stops starting new ones (each failed one is kept)
 FINISHED = ("Succeeded", "Failed")
+
+
+def _labels(pod: dict[str, Any]) -> dict[str, str]:
+    return (pod.get("metadata") or {}).get("labels") or {}
 
 
 def _attempt(pod: dict[str, Any]) -> int:
@@ -53,6 +60,8 @@ class DirectoryReclaimer:
         self._policy, self._clock, self._image = policy, clock, image
         self._wait, self._poll = wait, poll
         self._resources = resources  # of the cleanup pods (None: cleanup_pod.RESOURCES)
+        self.on_event: Callable[[int, dict[str, Any]], None] = lambda level, fields: log.log(
+            level, fields.get("event", ""), extra={"fields": fields})
         self.lock_runs = lock_runs
 
     def reclaim(self, d: Decision, reason: DeleteReason) -> Result:
@@ -73,8 +82,10 @@ class DirectoryReclaimer:
                     return Result(d, Outcome.KEPT, "the run changed since planning; kept")
         pods = self._pods.cleanup_pods(v.namespace, v.id)
         if not pods:
-            busy = [p for p in self._pods.directory_users(v.namespace, v.pvc_name)
-                    if (p.get("status") or {}).get("phase") not in FINISHED]
+            users = self._pods.directory_users(v.namespace, v.pvc_name)
+            self._release_inspect_pods(v, reason, [p for p in users if _labels(p).get(labels.INSPECT) == "true"])
+            busy = [p for p in users if (p.get("status") or {}).get("phase") not in FINISHED
+                    and _labels(p).get(labels.INSPECT) != "true"]
             if busy:
                 names = ", ".join(sorted(str((p.get("metadata") or {}).get("name")) for p in busy)[:5])
                 return Result(d, Outcome.CLEANING, f"waiting: pod(s) {names} still use the directory")
@@ -83,6 +94,17 @@ class DirectoryReclaimer:
                 return started
             d = started
         return self._follow(d, v)
+
+    def _release_inspect_pods(self, v: VolumeRecord, reason: DeleteReason, pods: list[dict[str, Any]]) -> None:
+        """An inspect pod only reads the files that are going: deleted (uid precondition), never waited for."""
+        for p in pods:
+            meta = p.get("metadata") or {}
+            self._pods.delete_pod(v.namespace, str(meta.get("name")), uid=str(meta.get("uid")))
+            self.on_event(logging.INFO, {
+                "event": "inspect_pod_deleted", "namespace": v.namespace, "pod": meta.get("name"),
+                "phase": (p.get("status") or {}).get("phase"), "pvc": v.pvc_name, "dag_id": v.dag_id,
+                "run_id": v.run_id, "reason": reason.value,
+                "detail": "an inspect pod used the directory being removed (it only reads the files)"})
 
     def _start(self, d: Decision, v: VolumeRecord, reason: DeleteReason) -> Decision | Result:
         """The run re-checked under its share lock, and the first cleanup pod created in that transaction."""

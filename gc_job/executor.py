@@ -122,7 +122,7 @@ class Executor:
             if self.directories is None:
                 return Result(d, Outcome.FAILED, "a shared-claim directory, and this GC has no image for its "
                               "cleanup pods (set LEOFLOW_STAGING_IMAGE)")
-            self.directories.lock_runs = self.lock_runs
+            self.directories.lock_runs, self.directories.on_event = self.lock_runs, self._on_event
             return self.directories.reclaim(d, reason)
         now = self._clock()
         ttl = self._policy.failed_ttl

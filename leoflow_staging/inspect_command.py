@@ -61,28 +61,30 @@ def inspect(settings: Settings, args: argparse.Namespace) -> int:
         if len(spaces) > 1:
             return _say(f"this run has volumes in several namespaces ({', '.join(spaces)}): give -n NAMESPACE")
         namespace = spaces[0]
-    shared = next((r for r in rows if r.namespace == namespace and r.state is not VolumeState.DELETED
-                   and r.shared_claim), None)
-    if shared is not None:  # the shared-claim mode's policy refuses a pod that is not a task of the run
-        return _say(f"this run's volume is the directory {shared.pvc_name} on the shared claim {namespace}/"
-                    f"{shared.shared_claim}; inspect does not open shared-claim directories yet: run a task pod of "
-                    "the run (same dag and run ids) to look at its files")
+    live = next((r for r in rows if r.namespace == namespace and r.state is not VolumeState.DELETED), None)
+    directory = None
+    if live is not None and live.shared_claim is not None:  # the run's directory on the namespace's shared claim
+        if live.state is VolumeState.RECLAIMING:
+            return _say(f"the directory {live.pvc_name} on {namespace}/{live.shared_claim} is being removed; its "
+                        "files are going")
+        directory, claim = live.pvc_name, live.shared_claim
     kube = InspectKubeApi(make_api_client(settings.kubeconfig), timeout=max(settings.kube_timeout, 10.0))
     found = kube.claim(namespace, claim)
-    if found is None or found["deleting"]:
+    if found is None or found["deleting"] or (live is not None and directory is not None
+                                              and found["uid"] != live.pvc_uid):
         audit = _audit(rows, namespace)
-        if found is not None:
+        if found is not None and found["deleting"]:
             return _say(f"the volume {namespace}/{claim} is being reclaimed; its files are going")
         return _say(audit or f"no claim {namespace}/{claim}: this run has no staging volume there")
 
-    name = pod_name(claim)
+    name = pod_name(directory or claim)
     pod = kube.pod(namespace, name)
     if pod is not None and (pod["deleting"] or pod["phase"] in ("Succeeded", "Failed")):
         kube.delete_pod(namespace, name, uid=pod["uid"])  # its TTL ended: start a new one
         pod = None
     if pod is None:
         kube.create_pod(namespace, inspect_pod(namespace, claim, image=args.image, uid=args.uid, ttl=ttl,
-                                               instance=settings.instance))
+                                               instance=settings.instance, directory=directory))
         print(f"started pod {namespace}/{name} (read-only, uid {args.uid}, ends by itself in {args.ttl})")
     else:
         print(f"reusing pod {namespace}/{name}")

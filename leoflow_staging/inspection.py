@@ -47,16 +47,19 @@ def pod_name(claim: str) -> str:
 
 
 def inspect_pod(namespace: str, claim: str, *, image: str, uid: int, ttl: dt.timedelta,
-                instance: str) -> dict[str, Any]:
+                instance: str, directory: str | None = None) -> dict[str, Any]:
+    """The read-only pod on the run's ``claim`` (``directory``: the run's directory on the namespace's shared
+    claim ``claim``, mounted by subPath and labelled with it, as the shared-claim policy admits)."""
     if uid <= 0:
         raise ValueError("the inspect pod runs as a non-root uid (give --uid > 0)")
     seconds = max(int(ttl.total_seconds()), 60)
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
-            "name": pod_name(claim), "namespace": namespace,
+            "name": pod_name(directory or claim), "namespace": namespace,
             "labels": {labels.INSPECT: "true", labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
-                       labels.INSTANCE: instance, labels.PVC: claim},
+                       labels.INSTANCE: instance, labels.PVC: claim,
+                       **({labels.DIRECTORY: directory} if directory else {})},
             "annotations": {labels.PVC: claim},
         },
         "spec": {
@@ -74,7 +77,8 @@ def inspect_pod(namespace: str, claim: str, *, image: str, uid: int, ttl: dt.tim
                                     "capabilities": {"drop": ["ALL"]}},
                 "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
                               "limits": {"cpu": "500m", "memory": "256Mi"}},
-                "volumeMounts": [{"name": labels.VOLUME_NAME, "mountPath": MOUNT, "readOnly": True}],
+                "volumeMounts": [{"name": labels.VOLUME_NAME, "mountPath": MOUNT, "readOnly": True,
+                                  **({"subPath": directory} if directory else {})}],
             }],
             "volumes": [{"name": labels.VOLUME_NAME,
                          "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],

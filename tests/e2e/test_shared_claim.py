@@ -191,11 +191,14 @@ def _create(core: client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> str 
     return None
 
 
-def _mounting(name: str, *, opted_in: bool, directory: str | None, sub_path: str | None) -> dict[str, Any]:
-    mount: dict[str, Any] = {"name": "data", "mountPath": "/staging"}
+def _mounting(name: str, *, opted_in: bool, directory: str | None, sub_path: str | None, inspect: bool = False,
+              read_only: bool = False) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": "data", "mountPath": "/staging", "readOnly": read_only}
     if sub_path is not None:
         mount["subPath"] = sub_path
     pod_labels = {labels.OPT_IN: labels.OPT_IN_VALUE} if opted_in else {}
+    if inspect:
+        pod_labels[labels.INSPECT] = "true"
     if directory is not None:
         pod_labels[labels.DIRECTORY] = directory
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": pod_labels},
@@ -226,6 +229,11 @@ def test_the_chart_refuses_any_pod_mounting_the_shared_claim_but_a_runs_own_dire
         "whole-claim": (_mounting("whole", opted_in=True, directory=mine, sub_path=None), True),
         "other-directory": (_mounting("other", opted_in=True, directory=mine, sub_path=other), True),
         "no-label": (_mounting("nolabel", opted_in=True, directory=None, sub_path=mine), True),
+        "inspect-read-only": (_mounting("look", opted_in=False, directory=mine, sub_path=mine, inspect=True,
+                                        read_only=True), False),
+        "inspect-writable": (_mounting("lookw", opted_in=False, directory=mine, sub_path=mine, inspect=True), True),
+        "inspect-whole-claim": (_mounting("lookall", opted_in=False, directory=mine, sub_path=None, inspect=True,
+                                          read_only=True), True),
     }
     try:
         for obj in policy + gc_rbac:
@@ -371,3 +379,17 @@ def test_with_a_class_the_webhook_creates_the_shared_claim_once_and_the_gc_leave
     assert bench.sweep(directories=_reclaimer(bench, str(kubeconfig))) == 0
     assert not _events(caplog, "stray_pvc") and not _events(caplog, "adopted")  # not a run's claim, not adopted
     assert core.read_namespaced_persistent_volume_claim(SHARED, bench.namespace).metadata.uid == claim.metadata.uid
+
+
+def test_an_inspect_pod_of_the_directory_is_deleted_not_waited_for(
+        shared: Bench, core: client.CoreV1Api, kubeconfig: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "leoflow_staging.gc")
+    directory = shared.admit("etl", "looked")
+    set_run(shared.engine, "etl", "looked", "success", T0)
+    look = core.create_namespaced_pod(shared.namespace, _mounting(
+        "look", opted_in=False, directory=directory, sub_path=directory, inspect=True, read_only=True))
+    core.patch_namespaced_pod_status(look.metadata.name, shared.namespace, {"status": {"phase": "Running"}})
+    shared.sweep(directories=_reclaimer(shared, str(kubeconfig), wait=0.5))
+    [gone] = _events(caplog, "inspect_pod_deleted")
+    assert (gone["pod"], gone["phase"], gone["pvc"]) == ("look", "Running", directory)
+    assert len(_cleanup_pods(core, shared.namespace)) == 1  # the cleanup started without waiting for it

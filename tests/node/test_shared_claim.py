@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from kubernetes import client
 from devenv.cluster import NodeCluster
 from devenv.orchestrator import create_runs_table, set_run
 from devenv.pods import task_pod
+from devenv.webhook import console_script
+from leoflow_staging.inspection import pod_name
 from shared import labels
 from shared.naming import pvc_name
 from shared.run_directory import MARKER, TRASH
@@ -88,6 +91,15 @@ def run_pod(cluster: NodeCluster, core: client.CoreV1Api, dag: str, run: str, sc
     logs = core.read_namespaced_pod_log(created.metadata.name, TENANT, container="task")
     assert pod.status.phase == phase, f"{created.metadata.name} is {pod.status.phase}:\n{logs}"
     return created, logs
+
+
+def _inspect(cluster: NodeCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    assert cluster.postgres is not None and cluster.plane is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEOFLOW_STAGING_")}
+    env |= {"LEOFLOW_STAGING_DATABASE_URL": cluster.postgres.url("node_shared"),
+            "LEOFLOW_STAGING_KUBECONFIG": str(cluster.plane.kubeconfig_path)}
+    return subprocess.run([console_script(), "inspect", *args], env=env, capture_output=True, text=True,
+                          timeout=240, check=False)
 
 
 def disk_bytes(folder: Path) -> int:
@@ -163,6 +175,12 @@ def test_two_runs_share_the_claim_each_in_its_own_directory_through_failure_reru
     set_run(database, dag, run, "failed", now())
     records = cluster.gc_job(NS, "gc-failed", cronjob=GC_CRONJOB)
     assert events(records, "kept_failed_run", mine), records
+    # The on-call looks at the failed run's files: a read-only pod on its directory only, admitted by the policy.
+    look = _inspect(cluster, dag, run, "--image", cluster.images["product"].ref, "--uid", "50000", "--ttl", "10m")
+    assert look.returncode == 0 and "part-4" in look.stdout and "secret" not in look.stdout, look.stdout + look.stderr
+    write = cluster.kubectl("-n", TENANT, "exec", pod_name(mine), "--", "sh", "-c", "echo x > /staging/new",
+                            check=False)
+    assert write.returncode != 0 and "Read-only file system" in write.stderr, write.stderr
     set_run(database, dag, run, "running", None)
     _, out = run_pod(cluster, core, dag, run, "cd $LEOFLOW_STAGING_DIR && md5sum -c MANIFEST && cat reply",
                      uid=50000, prefix="rerun")
@@ -173,6 +191,7 @@ def test_two_runs_share_the_claim_each_in_its_own_directory_through_failure_reru
     held = disk_bytes(export / mine)
     start = time.monotonic()
     records = cluster.gc_job(NS, "gc-success", cronjob=GC_CRONJOB, timeout=240)
+    assert [r["pod"] for r in events(records, "inspect_pod_deleted", mine)] == [pod_name(mine)], records
     [reclaimed] = events(records, "reclaimed", mine)
     seconds = time.monotonic() - start
     assert reclaimed["reason"] == "run_succeeded" and reclaimed["bytes_freed"] == held, (reclaimed, held)

@@ -90,3 +90,14 @@ def test_render_shows_the_largest_and_the_newest_first() -> None:
 def test_any_output_parses_to_a_listing_or_errors_never_a_crash(lines: list[str]) -> None:
     listing = parse_listing("\n".join(lines))  # lines the script never prints become errors, never a crash
     assert listing.files >= 0 and isinstance(render_listing(listing), list)
+
+
+def test_in_the_shared_claim_mode_the_pod_mounts_the_runs_directory_only_and_is_labelled_with_it() -> None:
+    directory = "leoflow-staging-etl-r1-abc"
+    pod = inspect_pod("tenant", "team-staging", image="img:1", uid=50000, ttl=dt.timedelta(hours=1),
+                      instance="prod", directory=directory)
+    assert pod["metadata"]["name"] == pod_name(directory)  # the same pod name as in the claim-per-run mode
+    assert pod["metadata"]["labels"][labels.DIRECTORY] == directory
+    [mount] = pod["spec"]["containers"][0]["volumeMounts"]
+    assert mount == {"name": labels.VOLUME_NAME, "mountPath": "/staging", "readOnly": True, "subPath": directory}
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "team-staging", "readOnly": True}
