@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from shared import claim_events
 from shared.errors import DatabaseUnavailable, DataRejected, KubeForbidden, KubeUnavailable, SchemaError
 from webhook.identity import LEOFLOW, IdentitySource
 from webhook.intent import SizePolicy, StagingIntent, read_intent
-from webhook.patching import MountPlan, mount_plan, plan_patch
+from webhook.patching import mount_plan, plan_patch
 from webhook.provisioning import Deadline, Ensured, VolumeProvisioner
 from webhook.rerun_warning import rerun_warning
 from webhook.review import AdmissionRequest
@@ -44,15 +45,18 @@ class AdmissionHandler:
         self._shared_claim = shared_claim  # the shared-claim mode for new runs (the provisioner's setting too)
         self._prepare_claims = prepare_claims  # a run's own claim gets the prepare init container too
 
-    def _mount(self, intent: StagingIntent, shared: str | None) -> tuple[str, MountPlan | None]:
-        """The claim to mount and how: in the shared-claim mode the run's directory on it, prepared; a run's own
-        claim as a whole, prepared when the installation says so."""
+    def _patch(self, pod: dict[str, Any], intent: StagingIntent, shared: str | None) -> list[dict[str, Any]] | Verdict:
+        """The patch mounting the run's volume: in the shared-claim mode its directory on the claim, prepared; a
+        run's own claim as a whole, prepared when the installation says so."""
         if shared is None and not self._prepare_claims:
-            return intent.pvc_name, None
-        assert self._image, "the prepare init container needs the image (settings check it)"
+            return plan_patch(pod, intent.pvc_name)
+        if not self._image:  # settings require it for new runs; a run recorded in the shared mode before needs it too
+            return deny("no_image", f"leoflow-staging: the run's volume is a directory on the shared claim {shared!r} "
+                        "and this webhook has no LEOFLOW_STAGING_IMAGE for its prepare container; the platform "
+                        "team must set it (the chart does)", code=503)
         plan = mount_plan(name=intent.pvc_name, shared=shared is not None, image=self._image,
                           dag_id=intent.dag_id, run_id=intent.run_id)
-        return shared or intent.pvc_name, plan
+        return plan_patch(pod, shared or intent.pvc_name, plan)
 
     def handle(self, req: AdmissionRequest, *, arrived: float | None = None) -> Outcome:
         """The verdict for ``req``; its time budget counts from ``arrived`` (``time.monotonic()``) when known."""
@@ -74,7 +78,7 @@ class AdmissionHandler:
             return Outcome(deny("malformed_pod", "leoflow-staging: the request names no namespace", code=400),
                            intent)
         planned = self._shared_claim
-        ops = plan_patch(pod, *self._mount(intent, planned))  # conflicts are found before any side effect
+        ops = self._patch(pod, intent, planned)  # conflicts are found before any side effect
         if isinstance(ops, Verdict):
             return Outcome(ops, intent)
         deadline = Deadline(self._budget, arrived) if arrived is not None else Deadline(self._budget)
@@ -106,7 +110,7 @@ class AdmissionHandler:
                                 f"reached ({exc}); the pod was not admitted. Retry.", code=503,
                                 retriable=True), intent)
         if ensured.shared_claim != planned:  # the run's row was written in the other mode: it wins
-            ops = plan_patch(pod, *self._mount(intent, ensured.shared_claim))
+            ops = self._patch(pod, intent, ensured.shared_claim)
             if isinstance(ops, Verdict):
                 return Outcome(ops, intent, ensured)
         previous = ensured.previous  # the cold path only: the run's earlier volume was reclaimed

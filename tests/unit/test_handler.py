@@ -313,3 +313,22 @@ def test_a_late_request_is_a_retriable_timeout_denial(dry_run: bool) -> None:
     assert (out.verdict.allowed, out.verdict.reason, out.verdict.code, out.verdict.retriable) == (
         False, "timeout", 504, True)
     assert f"budget {BUDGET:.1f}s" in out.verdict.message
+
+
+class SharedRowProvisioner(FakeProvisioner):
+    """A run recorded in the shared-claim mode (its row wins over the installation's setting)."""
+
+    def ensure(self, namespace: str, intent: StagingIntent, deadline: Deadline) -> Ensured:
+        self._called("ensure", namespace, intent, deadline)
+        return Ensured(intent.pvc_name, created=False, storage_class="nfs", shared_claim="team-staging")
+
+
+def test_a_run_recorded_in_the_shared_mode_keeps_its_directory_after_the_setting_changed() -> None:
+    with_image = AdmissionHandler(provisioner=SharedRowProvisioner(), sizes=SIZES, budget=BUDGET, image="img:1")
+    verdict = with_image.handle(request()).verdict
+    [volume] = volume_op(verdict)["value"]  # the pod had no volumes: the list is added whole
+    assert verdict.allowed and volume["persistentVolumeClaim"]["claimName"] == "team-staging"
+    assert any(op["path"] == "/spec/initContainers" for op in verdict.patch or [])
+    without = AdmissionHandler(provisioner=SharedRowProvisioner(), sizes=SIZES, budget=BUDGET).handle(request())
+    assert not without.verdict.allowed and without.verdict.reason == "no_image"  # a clear denial, not a crash
+    assert "LEOFLOW_STAGING_IMAGE" in without.verdict.message
