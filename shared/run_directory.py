@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
@@ -69,7 +70,9 @@ def prepare(path: Path, *, dag_id: str, run_id: str, directory: str, mode: int =
             raise DirectoryError(f"{path} is {_kind(before)}, not a directory: the directory of {run} is not mounted")
         found = _read_marker(path)
         if found is None:
-            _write_json(path / MARKER, {"dag_id": dag_id, "run_id": run_id, "directory": directory}, mode=0o644)
+            # The generation: a new directory of the run (after a reclaim) gets a new one (the cleanup checks it).
+            _write_json(path / MARKER, {"dag_id": dag_id, "run_id": run_id, "directory": directory,
+                                        "generation": secrets.token_hex(8)}, mode=0o644)
             marked = f"marked {path} as the directory {directory} of {run}"
         elif found == (dag_id, run_id):
             marked = f"{path} is already marked as the directory {directory} of {run}"
@@ -108,9 +111,13 @@ def cleanup(root: Path, *, directory: str, dag_id: str, run_id: str) -> CleanupR
         if owner != (dag_id, run_id):
             raise DirectoryError(f"{target} belongs to {_run(*owner)}, not to {_run(dag_id, run_id)}: "
                                  "left as it is")
+        checked = _marker_bytes(target)
         _make_trash(trash_root)
         size, files = _measure(target)
         _record(size_file, size, files)
+        if _marker_bytes(target) != checked:  # a new directory of the run (its own generation) replaced it
+            raise DirectoryError(f"{target} was replaced while it was measured (a new directory of the run): "
+                                 "left as it is")
         if _mode(trash) is not None:  # an earlier directory of this name, renamed (so checked) by a killed cleanup
             _remove(trash)
         os.rename(target, trash)
@@ -170,6 +177,18 @@ def _kind(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     return "a regular file" if stat.S_ISREG(mode) else "a special file"
+
+
+def _marker_bytes(directory: Path) -> bytes | None:
+    """The marker's content as it is now (compared before the rename: a new generation has another)."""
+    try:
+        fd = os.open(directory / MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, _MARKER_MAX + 1)
+    finally:
+        os.close(fd)
 
 
 def _read_marker(directory: Path) -> tuple[str, str] | None:

@@ -78,7 +78,9 @@ def test_prepare_writes_the_marker_and_opens_the_directory(tmp_path: Path) -> No
     assert "marked" in detail and "0755 -> 1777" in detail
     assert os.listdir(path) == [MARKER]  # no temporary file left
     marker = path / MARKER
-    assert json.loads(marker.read_text("utf-8")) == {"dag_id": DAG, "run_id": RUN, "directory": NAME}
+    content = json.loads(marker.read_text("utf-8"))
+    assert re.fullmatch(r"[0-9a-f]{16}", content.pop("generation"))  # a new directory of the run: a new one
+    assert content == {"dag_id": DAG, "run_id": RUN, "directory": NAME}
     assert stat.S_IMODE(marker.stat().st_mode) == 0o644
     assert stat.S_IMODE(path.stat().st_mode) == 0o1777
 
@@ -477,3 +479,23 @@ def test_cli_ids_that_start_with_a_dash_need_the_equals_form(tmp_path: Path,
                         f"--directory={NAME}")
     assert (code, out["status"]) == (0, "prepared")
     assert json.loads((path / MARKER).read_text())["run_id"] == "--run"
+
+
+def test_a_directory_replaced_while_it_is_measured_is_left_alone(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A late cleanup (its pod force-deleted, its container still running) measuring the run's old directory while
+    another attempt removed it and a re-run got a fresh one of the same name never renames the fresh one."""
+    target = make_run(tmp_path)
+    real_measure = run_directory._measure
+
+    def measure_then_swap(top: Path) -> tuple[int, int]:
+        figures = real_measure(top)
+        shutil.rmtree(top)  # the other attempt removed it ...
+        make_run(tmp_path)  # ... and the re-run's first pod made a new one
+        (top / "fresh.txt").write_text("the re-run's")
+        return figures
+
+    monkeypatch.setattr(run_directory, "_measure", measure_then_swap)
+    with pytest.raises(DirectoryError, match="replaced while it was measured"):
+        cleanup(tmp_path, directory=NAME, dag_id=DAG, run_id=RUN)
+    assert (target / "fresh.txt").read_text() == "the re-run's"
