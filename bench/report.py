@@ -82,14 +82,23 @@ def markdown(results: dict[str, Any]) -> str:
     if node:
         for kind, label in (("a_plain", "(a) pod without staging"), ("b_first_of_run", "(b) first pod of a run"),
                             ("c_later_of_run", "(c) later pod of the run"),
-                            ("d_plain_with_bound_claim", "(d) pod without staging, a bound claim by hand")):
-            fig = node[kind]
+                            ("d_plain_with_bound_claim", "(d) pod without staging, a bound claim by hand"),
+                            ("e_shared_first_of_run", "(e) first pod of a run, shared-claim mode"),
+                            ("f_shared_later_of_run", "(f) later pod of the run, shared-claim mode"),
+                            ("g_prepared_first_of_run", "(g) first pod of a run, claim with the prepare step"),
+                            ("h_prepared_later_of_run", "(h) later pod of the run, with the prepare step")):
+            fig = node.get(kind)
+            if fig is None:  # results of a run before these kinds existed
+                continue
             lines.append(_row(f"node: create -> running, {label}: p50 / p95", f"{fig['p50_ms']} / {fig['p95_ms']} ms",
                               "", None))
         lines.append(_row("node: (c) - (a) at p50", f"{node['c_minus_a_p50_ms']} ms", "<= 100 ms",
                           node["c_minus_a_p50_ms"] <= 100))
         lines.append(_row("node: (c) - (d) at p50: what staging adds to a pod that mounts a claim anyway",
                           f"{node['c_minus_d_p50_ms']} ms", "", None))
+        if "b_minus_e_p50_ms" in node:
+            lines.append(_row("node: (b) - (e) at p50: a run's first pod, sooner in the shared-claim mode",
+                              f"{node['b_minus_e_p50_ms']} ms", "", None))
         prov = node["provisioner_claim_to_bound"]
         lines.append(_row("node: provisioner's own share of (b): claim create -> Bound p50 / p95",
                           f"{prov['p50_ms']} / {prov['p95_ms']} ms", "", None))
