@@ -211,7 +211,10 @@ def test_the_chart_refuses_any_pod_mounting_the_shared_claim_but_a_runs_own_dire
     tag = uuid.uuid4().hex[:6]
     release, release_ns, team = f"shared-{tag}", f"rel-{tag}", f"team-{tag}"
     core.create_namespace({"metadata": {"name": release_ns}})
-    core.create_namespace({"metadata": {"name": team, "labels": {labels.INSTANCE: release}}})
+    # Served by this release's policy, and by no test webhook (the session's sees unlabelled namespaces): the opted-in
+    # pods here meet the policy alone, as where the chart's webhook would have patched them already.
+    core.create_namespace({"metadata": {"name": team, "labels": {labels.INSTANCE: release,
+                                                                  TEST_WEBHOOK_LABEL: f"none-{tag}"}}})
     objs = render(assets, namespace=release_ns, release=release,
                   values={"storage": {"mode": "shared", "sharedClaim": {"name": SHARED}}})
     assert isinstance(objs, list)
@@ -238,17 +241,20 @@ def test_the_chart_refuses_any_pod_mounting_the_shared_claim_but_a_runs_own_dire
     try:
         for obj in policy + gc_rbac:
             apply(api, obj)
-        deadline = time.monotonic() + 60  # the apiserver's policy informer takes the new policy
+        # The GC's cleanup pod (created by the GC's ServiceAccount) mounts the whole claim.
+        cleanup = _mounting("cleanup", opted_in=False, directory=None, sub_path=None)
+        gc_core = client.CoreV1Api(as_gc)
+        # The apiserver takes the new policy, and the GC's new RBAC, a moment later (informers): wait for both.
+        deadline = time.monotonic() + 60
         while True:
             seen = {case: _create(core, team, pod) for case, (pod, _) in cases.items()}
-            if {case: m is not None for case, m in seen.items()} == {c: r for c, (_, r) in cases.items()}:
+            seen["gc-cleanup"] = _create(gc_core, team, cleanup)
+            wanted = {c: r for c, (_, r) in cases.items()} | {"gc-cleanup": False}
+            if {case: m is not None for case, m in seen.items()} == wanted:
                 break
             assert time.monotonic() < deadline, seen
             time.sleep(0.5)
         assert f"mounts the shared staging claim {SHARED} itself" in str(seen["whole-claim"])
-        # The GC's cleanup pod (created by the GC's ServiceAccount) mounts the whole claim.
-        cleanup = _mounting("cleanup", opted_in=False, directory=None, sub_path=None)
-        assert _create(client.CoreV1Api(as_gc), team, cleanup) is None
         # Elsewhere (a namespace this installation does not serve) the policy does not apply.
         assert _create(core, release_ns, _mounting("elsewhere", opted_in=False, directory=None, sub_path=None)) is None
     finally:
