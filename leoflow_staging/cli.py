@@ -22,6 +22,7 @@ from shared.settings import Settings, from_env, unknown_settings
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_REFUSED = 4  # `directory`: the run's directory was not prepared or removed (the JSON line says why)
+EXIT_FAILED = 5  # `directory`: the file system failed a step; a retry goes on (the JSON line says why)
 RESULT_MAX = 4000  # bytes of the --result-file message (a Kubernetes termination message is cut at 4096)
 
 
@@ -98,7 +99,7 @@ def _directory(args: argparse.Namespace) -> int:
     """Runs in a task pod's init container or a GC cleanup pod: reads no settings, needs no database or API."""
     from dataclasses import asdict  # noqa: PLC0415
 
-    from shared.run_directory import DirectoryError, cleanup, prepare  # noqa: PLC0415
+    from shared.run_directory import DirectoryError, DirectoryFailed, cleanup, prepare  # noqa: PLC0415
 
     result: dict[str, object]
     try:
@@ -108,8 +109,10 @@ def _directory(args: argparse.Namespace) -> int:
         else:
             result = asdict(cleanup(Path(args.root), dag_id=args.dag_id, run_id=args.run_id,
                                     directory=args.directory))
-    except DirectoryError as exc:
+    except DirectoryError as exc:  # not the run's, not a run directory: nothing removed, a person looks
         result = {"status": "refused", "error": str(exc)}
+    except DirectoryFailed as exc:  # the file system failed a step: the next attempt goes on
+        result = {"status": "failed", "error": str(exc)}
     line = _one_line(result)
     print(line, flush=True)
     if getattr(args, "result_file", None):
@@ -117,7 +120,7 @@ def _directory(args: argparse.Namespace) -> int:
             Path(args.result_file).write_text(line, encoding="utf-8")
         except OSError as exc:
             print(f"leoflow-staging directory: cannot write {args.result_file}: {exc.strerror}", file=sys.stderr)
-    return EXIT_REFUSED if result["status"] == "refused" else 0
+    return {"refused": EXIT_REFUSED, "failed": EXIT_FAILED}.get(str(result["status"]), 0)
 
 
 def _one_line(result: dict[str, object]) -> str:

@@ -39,6 +39,11 @@ _MARKER_MAX = 64 * 1024  # two ids of <= 250 characters fit many times over
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+class DirectoryFailed(StagingError):
+    """The file system failed a step (permission, full disk, I/O): nothing that a retry needs was lost, and the
+    next attempt goes on where this one stopped. Not a refusal."""
+
+
 class DirectoryError(StagingError):
     """A run's directory cannot be prepared or removed: a bad name, not the run's, or the file system refused
     (the message names the path and the system's reason). Nothing was removed that a retry would need."""
@@ -162,7 +167,7 @@ def _run(dag_id: str, run_id: str) -> str:
 
 def _fail(exc: OSError, path: Path) -> NoReturn:
     where = exc.filename if exc.filename is not None else path
-    raise DirectoryError(f"{where}: {exc.strerror or exc}") from exc
+    raise DirectoryFailed(f"{where}: {exc.strerror or exc}") from exc
 
 
 def _mode(path: Path) -> int | None:
@@ -287,8 +292,15 @@ def _read_size(size_file: Path) -> tuple[int, int]:
 
 
 def _remove(trash: Path) -> None:
-    """Remove a renamed directory; ``shutil.rmtree`` removes links as links and resists link races."""
+    """Remove a renamed directory; ``shutil.rmtree`` removes links as links and resists link races. An entry
+    that is already gone is no error: another cleanup of the same directory may be removing it at the same time
+    (a pod force-deleted while its container still runs, and the next attempt resuming beside it)."""
     found = _mode(trash)
     if found is not None and not stat.S_ISDIR(found):
         raise DirectoryError(f"{trash} is {_kind(found)}, not a renamed run directory: left as it is")
-    shutil.rmtree(trash)
+
+    def gone_already(function: object, path: str, exc_info: tuple[type[BaseException], BaseException, object]) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(trash, onerror=gone_already)

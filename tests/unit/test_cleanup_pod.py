@@ -50,6 +50,8 @@ def test_statuses() -> None:
     assert absent.state is State.REMOVED and absent.bytes == 0
     refused = status_of(_terminated(4, json.dumps({"status": "refused", "error": "marker names dag x"}), "Failed"))
     assert refused.state is State.REFUSED and "marker names dag x" in refused.detail
+    failed = status_of(_terminated(5, json.dumps({"status": "failed", "error": "x: Permission denied"}), "Failed"))
+    assert failed.state is State.FAILED and "Permission denied" in failed.detail  # the next attempt goes on
     killed = status_of({"status": {"phase": "Failed", "reason": "DeadlineExceeded"}})
     assert killed.state is State.FAILED and "DeadlineExceeded" in killed.detail
     oom = status_of(_terminated(137, "", "Failed"))

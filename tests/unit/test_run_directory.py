@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leoflow_staging.cli import EXIT_REFUSED, RESULT_MAX, main
+from leoflow_staging.cli import EXIT_FAILED, EXIT_REFUSED, RESULT_MAX, main
 from shared import run_directory
-from shared.run_directory import MARKER, TRASH, CleanupResult, DirectoryError, cleanup, prepare
+from shared.run_directory import MARKER, TRASH, CleanupResult, DirectoryError, DirectoryFailed, cleanup, prepare
 
 NAME = "leoflow-staging-etl-run1-abcdefghijklmnopqrstuvwxyz"
 DAG, RUN = "etl", "manual__2026-05-23T10:00:00+00:00"
@@ -162,8 +162,8 @@ def test_cleanup_of_a_missing_directory_is_absent(tmp_path: Path) -> None:
     assert cleanup(tmp_path, directory=NAME, dag_id=DAG, run_id=RUN) == CleanupResult("absent", 0, 0, False)
 
 
-def test_cleanup_refuses_a_missing_volume(tmp_path: Path) -> None:
-    with pytest.raises(DirectoryError, match="No such file"):
+def test_a_missing_volume_fails_the_attempt_and_removes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(DirectoryFailed, match="No such file"):
         cleanup(tmp_path / "not-mounted", directory=NAME, dag_id=DAG, run_id=RUN)
 
 
@@ -302,7 +302,7 @@ def test_a_full_volume_does_not_stop_the_removal(tmp_path: Path, monkeypatch: py
     assert os.listdir(tmp_path) == [TRASH]
 
 
-def test_a_system_error_is_a_directory_error_and_a_retry_finishes(tmp_path: Path,
+def test_a_system_error_fails_the_attempt_and_a_retry_finishes(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     target = make_run(tmp_path)
     expected = usage(target)
@@ -311,7 +311,7 @@ def test_a_system_error_is_a_directory_error_and_a_retry_finishes(tmp_path: Path
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(src))
 
     monkeypatch.setattr(os, "rename", refused)
-    with pytest.raises(DirectoryError, match=re.escape(f"{target}: Permission denied")):
+    with pytest.raises(DirectoryFailed, match=re.escape(f"{target}: Permission denied")):
         cleanup(tmp_path, directory=NAME, dag_id=DAG, run_id=RUN)
     monkeypatch.undo()
     assert (target / MARKER).is_file()
@@ -464,7 +464,7 @@ def test_cli_result_fits_a_termination_message(tmp_path: Path, capsys: pytest.Ca
     long_root = "/" + "/".join(["ünïcode-" * 30] * 20)  # too long a path: the error quotes it
     code, out = run_cli(capsys, "directory", "cleanup", "--root", long_root, "--dag-id", DAG, "--run-id", RUN,
                         "--directory", NAME, "--result-file", str(result_file))
-    assert code == EXIT_REFUSED
+    assert code == EXIT_FAILED and out["status"] == "failed"  # no volume there: the next attempt may find it
     written = result_file.read_bytes()
     assert len(written) <= RESULT_MAX < 4096
     assert json.loads(written) == out and out["error"].endswith("…")
@@ -499,3 +499,21 @@ def test_a_directory_replaced_while_it_is_measured_is_left_alone(tmp_path: Path,
     with pytest.raises(DirectoryError, match="replaced while it was measured"):
         cleanup(tmp_path, directory=NAME, dag_id=DAG, run_id=RUN)
     assert (target / "fresh.txt").read_text() == "the re-run's"
+
+
+def test_entries_another_cleanup_removes_meanwhile_are_no_error(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two attempts removing the same renamed directory at once (a pod force-deleted while its container still
+    runs, and the next attempt resuming beside it; seen on the node): the one that finds an entry gone goes on."""
+    target = make_run(tmp_path)
+    expected = usage(target)
+    real_unlink = os.unlink
+
+    def raced(path: Any, *args: Any, **kwargs: Any) -> None:
+        if str(path) == "part-0.csv":  # the other attempt unlinked it first
+            real_unlink(path, *args, **kwargs)
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", raced)
+    assert cleanup(tmp_path, directory=NAME, dag_id=DAG, run_id=RUN) == CleanupResult("removed", *expected, False)
+    assert os.listdir(tmp_path / TRASH) == []
