@@ -16,6 +16,7 @@ A sweep waits ``wait`` seconds for a cleanup pod; a longer one is picked up by t
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from shared.db import runs_repo, volumes_repo
 from shared.db.engine import translate_errors
 from shared.kube import KubeApi
 from shared.kube.cleanup_api import CleanupKubeApi
-from shared.settings import RunsTable
+from shared.settings import RunsTable, Settings
 from shared.volumes import DeleteReason, VolumeRecord, VolumeState
 
 if TYPE_CHECKING:
@@ -154,6 +155,21 @@ class DirectoryReclaimer:
             if time.monotonic() >= deadline:
                 return Result(d, Outcome.CLEANING, f"{status.detail}; the next sweep picks it up")
             time.sleep(self._poll)
+
+
+def from_settings(settings: Settings, *, engine: sa.Engine, kube: KubeApi, policy: GcPolicy,
+                  clock: Callable[[], dt.datetime], pool_size: int) -> DirectoryReclaimer | None:
+    """The reclaimer the GC and `leoflow-staging reclaim` use, as the settings say (None without the image)."""
+    if not settings.image:
+        return None
+    from shared.kube import make_api_client  # noqa: PLC0415 - the client only where a reclaimer is built
+
+    return DirectoryReclaimer(
+        engine=engine, kube=kube, runs=settings.runs, policy=policy, clock=clock, image=settings.image,
+        wait=settings.cleanup_wait,
+        resources=json.loads(settings.cleanup_resources) if settings.cleanup_resources else None,
+        pods=CleanupKubeApi(make_api_client(settings.kubeconfig, pool_size=pool_size),
+                            timeout=max(settings.kube_timeout, 5.0), instance=settings.instance))
 
 
 def _healed(d: Decision) -> Decision:

@@ -26,12 +26,11 @@ def migrate(settings: Settings) -> int:
 
 
 def gc(settings: Settings, *, dry_run: bool) -> int:
-    from gc_job.directory_reclaim import DirectoryReclaimer  # noqa: PLC0415
+    from gc_job import directory_reclaim  # noqa: PLC0415
     from gc_job.plan import GcPolicy  # noqa: PLC0415
     from gc_job.sweep import SweepConfig, Sweeper  # noqa: PLC0415
     from shared.claim_events import gc_events  # noqa: PLC0415
     from shared.kube import KubeApi, make_api_client  # noqa: PLC0415
-    from shared.kube.cleanup_api import CleanupKubeApi  # noqa: PLC0415
     from shared.kube.events import EventRecorder  # noqa: PLC0415
 
     configure_logging(settings.log_level)
@@ -50,12 +49,9 @@ def gc(settings: Settings, *, dry_run: bool) -> int:
     recorder = None if dry_run or not settings.events else EventRecorder(
         make_api_client(settings.kubeconfig, pool_size=1), instance=settings.pod_name or socket.gethostname(),
         timeout=min(settings.kube_timeout, 2.0))
-    directories = None if not settings.image else DirectoryReclaimer(
-        engine=engine, kube=kube, runs=settings.runs, policy=policy, clock=lambda: dt.datetime.now(dt.UTC),
-        image=settings.image, wait=settings.cleanup_wait,
-        resources=json.loads(settings.cleanup_resources) if settings.cleanup_resources else None,
-        pods=CleanupKubeApi(make_api_client(settings.kubeconfig, pool_size=settings.gc_parallelism),
-                            timeout=max(settings.kube_timeout, 5.0), instance=settings.instance))
+    directories = directory_reclaim.from_settings(settings, engine=engine, kube=kube, policy=policy,
+                                                  clock=lambda: dt.datetime.now(dt.UTC),
+                                                  pool_size=settings.gc_parallelism)
     try:
         return Sweeper(engine=engine, kube=kube, config=config, directories=directories,
                        on_event=gc_events(recorder.emit) if recorder else None).run(dry_run=dry_run)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import json
 import os
 import socket
 import sys
@@ -140,16 +139,11 @@ def reclaim(settings: Settings, *, dag_id: str, run_id: str, namespace: str | No
     kube = KubeApi(make_api_client(settings.kubeconfig, pool_size=2), timeout=max(settings.kube_timeout, 5.0),
                    instance=settings.instance)
     directories = None
-    if row.shared_claim is not None and settings.image:  # a run's directory: removed by a cleanup pod
-        from gc_job.directory_reclaim import DirectoryReclaimer  # noqa: PLC0415
-        from shared.kube.cleanup_api import CleanupKubeApi  # noqa: PLC0415
+    if row.shared_claim is not None:  # a run's directory: removed by a cleanup pod
+        from gc_job import directory_reclaim  # noqa: PLC0415
 
-        directories = DirectoryReclaimer(
-            engine=engine, kube=kube, runs=settings.runs, policy=policy, clock=now, image=settings.image,
-            resources=json.loads(settings.cleanup_resources) if settings.cleanup_resources else None,
-            wait=settings.cleanup_wait, pods=CleanupKubeApi(make_api_client(settings.kubeconfig, pool_size=2),
-                                                            timeout=max(settings.kube_timeout, 5.0),
-                                                            instance=settings.instance))
+        directories = directory_reclaim.from_settings(settings, engine=engine, kube=kube, policy=policy, clock=now,
+                                                      pool_size=2)
     result = reclaim_now(row, run, engine=engine, kube=kube, runs=settings.runs, policy=policy, clock=now,
                          settle_seconds=settings.gc_settle_seconds,
                          delete_finished_pods=settings.gc_delete_finished_pods, directories=directories)

@@ -142,6 +142,22 @@ def _container_ops(base: str, container: dict[str, Any], what: str,
     return ops
 
 
+def _meta_op(meta: dict[str, Any], field: str, key: str, value: str) -> list[dict[str, Any]] | Verdict:
+    """The op setting ``metadata.<field>[key]`` to ``value`` (none when it has it; the map added whole when
+    absent), or a denial when it names another run's volume."""
+    current_map = meta.get(field)
+    if current_map is not None and not isinstance(current_map, dict):
+        return _malformed(f"metadata.{field} must be an object")
+    current = (current_map or {}).get(key)
+    if current is not None and current != value:
+        return _isolation(str(current)[:63], f"{field[:-1]} {key}")
+    if current_map is None:
+        return [{"op": "add", "path": f"/metadata/{field}", "value": {key: value}}]
+    if current is None:
+        return [{"op": "add", "path": f"/metadata/{field}/{escape(key)}", "value": value}]
+    return []
+
+
 def _prepare_ops(spec: dict[str, Any], ours: dict[str, Any]) -> list[dict[str, Any]] | Verdict:
     """The prepare init container, first of the init containers (added last: the other ops index the lists as
     received). Present already (a reinvocation) with the same image and command: nothing."""
@@ -185,29 +201,16 @@ def plan_patch(pod: dict[str, Any], claim: str, plan: MountPlan | None = None
             if isinstance(more, Verdict):
                 return more
             ops += more
-    annotations = meta.get("annotations")
-    if annotations is not None and not isinstance(annotations, dict):
-        return _malformed("metadata.annotations must be an object")
-    current = (annotations or {}).get(labels.PVC)
-    if current is not None and current != claim:
-        return _isolation(str(current)[:63], f"annotation {labels.PVC}")
-    if annotations is None:
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": {labels.PVC: claim}})
-    elif current is None:
-        ops.append({"op": "add", "path": f"/metadata/annotations/{escape(labels.PVC)}", "value": claim})
+    mark = _meta_op(meta, "annotations", labels.PVC, claim)
+    if isinstance(mark, Verdict):
+        return mark
+    ops += mark
     directory = _directory(plan)
     if directory is not None:  # the label the GC finds the directory's pods by before it removes the directory
-        pod_labels = meta.get("labels")
-        if pod_labels is not None and not isinstance(pod_labels, dict):
-            return _malformed("metadata.labels must be an object")
-        mine = (pod_labels or {}).get(labels.DIRECTORY)
-        if mine is not None and mine != directory:
-            return _isolation(str(mine)[:63], f"label {labels.DIRECTORY}")
-        if pod_labels is None:
-            ops.append({"op": "add", "path": "/metadata/labels", "value": {labels.DIRECTORY: directory}})
-        elif mine is None:
-            ops.append({"op": "add", "path": f"/metadata/labels/{escape(labels.DIRECTORY)}",
-                        "value": directory})
+        label = _meta_op(meta, "labels", labels.DIRECTORY, directory)
+        if isinstance(label, Verdict):
+            return label
+        ops += label
     if plan is not None and plan.prepare is not None:
         prepare = _prepare_ops(spec, plan.prepare)
         if isinstance(prepare, Verdict):
